@@ -1,0 +1,49 @@
+"""``rankguide-edge bench``: measurements (capture overhead now; routing benchmarks later)."""
+
+from __future__ import annotations
+
+import click
+
+from rankguide_edge.config import RuntimeConfig
+
+from ._common import emit_json, handle_errors
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks. Every figure in docs/BENCHMARKS.md comes from one of these commands."""
+
+
+@bench.command("capture")
+@click.option("--model", "model_name", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+              help="Model name or GGUF path.")
+@click.option("--layers", default="all", show_default=True, help="Tapped layers: all, last, 0,5,-1 or 20-23.")
+@click.option("--tokens", default=64, show_default=True, type=click.IntRange(1, 4096), help="Tokens decoded per run.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 100),
+              help="Rounds; each decodes N tokens with every way, alternating the order.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int, as_json: bool) -> None:
+    """Decode N tokens greedily with no tap, the native tap and the Python tap, alternating for R rounds,
+    and report tokens/s (median over rounds) and the taps' slowdowns against no tap."""
+    from tqdm import tqdm
+
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.engine.runtime import parse_layer_spec
+    from rankguide_edge.evaluation.capture_bench import run_capture_bench
+
+    cfg = RuntimeConfig(n_ctx=max(512, tokens + 256), n_threads=threads)
+    with load_model(model_name, cfg) as model:
+        tapped = parse_layer_spec(layers, model.n_layer)
+        bar = tqdm(total=rounds * 3, desc="capture", unit="run", disable=as_json, leave=False)
+        res = run_capture_bench(model, layers=tapped, tokens=tokens, rounds=rounds, config=cfg,
+                                progress=lambda r, w: bar.update(1))
+        bar.close()
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    click.echo(f"model {res.model}: {res.n_layer_tapped} tapped layers, {tokens} tokens x {rounds} rounds")
+    click.echo(f"  no tap      {res.tok_s_plain:8.2f} tok/s")
+    click.echo(f"  native tap  {res.tok_s_native:8.2f} tok/s   slowdown {100 * res.native_overhead:+.2f}%")
+    click.echo(f"  python tap  {res.tok_s_python:8.2f} tok/s   slowdown {100 * res.python_overhead:+.2f}%")

@@ -1,0 +1,79 @@
+"""``rankguide-edge generate``: stream a greedy (or sampled) SRM answer with the hidden-state tap on."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from rankguide_edge.config import RuntimeConfig, SamplingConfig
+
+from ._common import emit_json, handle_errors
+
+
+@click.command()
+@click.argument("prompt")
+@click.option("--model", "model_name", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+              help="Model name (see `models list`) or GGUF path; a named model is pulled on first use.")
+@click.option("--layers", default="all", show_default=True, help="Tapped layers: all, last, 0,5,-1, 20-23 or none.")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 262144))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
+              help="0 = greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(16, 262144))
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--raw", is_flag=True, help="Send PROMPT as is, without the chat template.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end instead of streaming.")
+@handle_errors
+def generate(prompt: str, model_name: str, layers: str, max_tokens: int, temperature: float, top_p: float,
+             seed: int, n_ctx: int, threads: int, raw: bool, as_json: bool) -> None:
+    """Stream the model's answer to PROMPT, tapping the residual stream of the chosen layers per token.
+
+    A summary (tokens, speed, tapped states) goes to stderr, or everything to stdout with --json.
+    """
+    import numpy as np
+
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.engine.runtime import parse_layer_spec
+    from rankguide_edge.errors import InvalidInputError
+
+    if not prompt.strip():
+        raise InvalidInputError("the prompt is empty: give the text to answer")
+    rcfg = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
+    scfg = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    with load_model(model_name, rcfg, progress=not as_json) as model:
+        tapped = [] if layers.strip().lower() == "none" else parse_layer_spec(layers, model.n_layer)
+        text = prompt if raw else model.chat_prompt(prompt)
+        tokens = model.tokenize(text, add_special=True)
+        with model.context(rcfg, tap_layers=tapped or None) as ctx:
+            t0 = time.perf_counter()
+            ctx.eval(tokens, hidden=False)
+            t1 = time.perf_counter()
+            out, entropies, n_states = [], [], 0
+            for ev in ctx.generate(None, scfg):
+                out.append(ev.text)
+                entropies.append(ev.entropy)
+                n_states += len(ev.hidden)
+                if not as_json:
+                    sys.stdout.write(ev.text)
+                    sys.stdout.flush()
+            t2 = time.perf_counter()
+            tap_kind = ctx.tap_kind
+    n = len(entropies)
+    summary = {
+        "model": model.path, "text": "".join(out), "prompt_tokens": len(tokens), "tokens": n,
+        "prefill_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4),
+        "tok_s": round(n / (t2 - t1), 2) if t2 > t1 else None,
+        "tapped_layers": tapped, "hidden_states": n_states, "n_embd": model.n_embd,
+        "mean_entropy": round(float(np.mean(entropies)), 4) if entropies else None,
+        "tap": tap_kind,
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo("", err=False)
+        click.echo(f"[{n} tokens, {summary['tok_s']} tok/s; tapped {len(tapped)} layers x {model.n_embd}-dim"
+                   f" per token ({summary['tap'] or 'off'}), mean entropy {summary['mean_entropy']}]", err=True)
+

@@ -1,0 +1,30 @@
+"""``rankguide-edge``: the console entry point. Sub-commands live one module each and stay thin."""
+
+from __future__ import annotations
+
+import click
+
+from rankguide_edge import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rankguide-edge")
+def main() -> None:
+    """Small and large GGUF reasoning models solving together, routed by tensor-rank signals.
+
+    Models are named (see `rankguide-edge models list`) or given as a path to any GGUF file.
+    """
+
+
+def _register() -> None:
+    from . import bench_cmd, generate_cmd, models_cmd
+
+    main.add_command(models_cmd.models)
+    main.add_command(generate_cmd.generate)
+    main.add_command(bench_cmd.bench)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

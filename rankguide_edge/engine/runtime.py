@@ -1,0 +1,444 @@
+"""A GGUF model and its decoding contexts, over llama.cpp's low-level API, speaking numpy.
+
+:class:`Model` owns a ``llama_model``; :class:`Context` owns a ``llama_context`` (and, when hidden states are
+tapped, the tap whose buffer llama.cpp writes into). Both are context managers with ``close()``; a context
+keeps its model alive and must be closed before it (``Model.close`` closes its open contexts first).
+
+Hidden states: for tapped layer ``N`` the tap copies llama.cpp's ``l_out-N`` tensor, the residual stream
+after layer N (0-based) including any control vector on that layer. A generated token's hidden state is the
+row computed when that token is fed to the model, i.e. the state that predicts the *next* token.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import RuntimeConfig, SamplingConfig
+from ..errors import ContextOverflowError, ControlVectorError, LayerIndexError, ModelLoadError, NativeError
+from . import _native
+
+
+@dataclass
+class TokenEvent:
+    """One generated token.
+
+    ``top_ids``/``top_logprobs``: int32/float32 ``(k,)``, descending, from the distribution the token was drawn
+    from (before temperature); ``entropy`` of that full distribution in nats; ``hidden``: tapped layer ->
+    float32 ``(n_embd,)`` (empty when not tapped, or for an end-of-generation token, which is not fed back).
+    ``text`` is the newly completed UTF-8 text (may be "" while a multi-byte character is incomplete).
+    """
+
+    id: int
+    text: str
+    piece: bytes
+    logprob: float
+    entropy: float
+    top_ids: np.ndarray
+    top_logprobs: np.ndarray
+    hidden: dict[int, np.ndarray] = field(default_factory=dict)
+    eog: bool = False
+
+
+class Model:
+    """A loaded GGUF model. ``n_layer``, ``n_embd``, ``n_vocab``, ``arch``, ``chat_template`` describe it."""
+
+    def __init__(self, path: str | os.PathLike[str], *, n_gpu_layers: int = 0, extra_buffers: bool = False) -> None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"model file {path} does not exist: pull it with `rankguide-edge models pull`")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                from ..errors import NotAGGUFError
+
+                raise NotAGGUFError(f"{path} is not a GGUF model file: give a .gguf path or a model name")
+        ptr = _native.load_model(path, n_gpu_layers, extra_buffers)
+        if not ptr:
+            raise ModelLoadError(f"llama.cpp could not load {path} (corrupt or unsupported GGUF): "
+                                 "re-pull it with `rankguide-edge models pull NAME --force`")
+        self._ptr: int | None = ptr
+        self.path = path
+        info = _native.model_info(ptr)
+        self._vocab = info.pop("vocab")
+        self.n_layer: int = info["n_layer"]
+        self.n_embd: int = info["n_embd"]
+        self.n_vocab: int = info["n_vocab"]
+        self.n_ctx_train: int = info["n_ctx_train"]
+        self.arch: str = info["arch"]
+        self.desc: str = info["desc"]
+        self.chat_template: str | None = info["chat_template"]
+        self.bos, self.eos, self.add_bos = info["bos"], info["eos"], info["add_bos"]
+        self._contexts: list[Context] = []
+        self._piece_cache: dict[int, bytes] = {}
+
+    @property
+    def ptr(self) -> int:
+        if self._ptr is None:
+            raise NativeError("the model is closed")
+        return self._ptr
+
+    # -- text ---------------------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        """Token ids of ``text``; ``add_special`` prepends BOS where the model wants one."""
+        self.ptr  # noqa: B018 - raises when closed
+        return _native.tokenize(self._vocab, text, add_special, parse_special)
+
+    def piece(self, token: int) -> bytes:
+        """Raw bytes of one token (special tokens rendered)."""
+        p = self._piece_cache.get(token)
+        if p is None:
+            p = _native.token_piece(self._vocab, token, True)
+            self._piece_cache[token] = p
+        return p
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(int(t)) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return _native.is_eog(self._vocab, token)
+
+    def chat_prompt(self, messages: Sequence[tuple[str, str]] | str, *, add_assistant: bool = True) -> str:
+        """The model's chat template applied to ``(role, content)`` messages (a str is one user message).
+
+        Falls back to ChatML when the GGUF carries no template llama.cpp knows.
+        """
+        if isinstance(messages, str):
+            messages = [("user", messages)]
+        msgs = list(messages)
+        if self.chat_template:
+            out = _native.apply_chat_template(self.chat_template, msgs, add_assistant)
+            if out is not None:
+                return out
+        text = "".join(f"<|im_start|>{r}\n{c}<|im_end|>\n" for r, c in msgs)
+        return text + ("<|im_start|>assistant\n" if add_assistant else "")
+
+    def check_layers(self, layers: Sequence[int]) -> list[int]:
+        """Validate 0-based layer indices (negative counts from the end); return them sorted, normalised."""
+        return parse_layer_spec(list(layers), self.n_layer)
+
+    def context(self, config: RuntimeConfig | None = None, **kw: object) -> Context:
+        """A new decoding context on this model (see :class:`Context`)."""
+        return Context(self, config, **kw)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for c in list(self._contexts):
+            c.close()
+        if self._ptr is not None:
+            _native.free_model(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # last resort; prefer close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    m = float(logits.max())
+    shifted = logits - m
+    return shifted - math.log(float(np.exp(shifted).sum()))
+
+
+class Context:
+    """A llama.cpp context with an optional hidden-state tap, sampling, rollback and control vectors.
+
+    ``tap_layers``: 0-based layers whose ``l_out`` is copied per token (None: no tap, plain llama.cpp).
+    ``tap``: "native", "python" or "auto". The context tracks the token ids it holds (:attr:`tokens`).
+    """
+
+    def __init__(self, model: Model, config: RuntimeConfig | None = None, *,
+                 tap_layers: Sequence[int] | None = None, tap: str = "auto") -> None:
+        self.model = model
+        self.config = config or RuntimeConfig()
+        n_threads = self.config.n_threads or os.cpu_count() or 1
+        self.layers: list[int] = model.check_layers(tap_layers) if tap_layers is not None else []
+        self._tap = (_native.make_tap(tap, model.n_embd, model.n_layer, self.layers, self.config.n_batch)
+                     if self.layers else None)
+        ptr = _native.new_context(
+            model.ptr, n_ctx=self.config.n_ctx, n_batch=self.config.n_batch, n_threads=n_threads,
+            seed=self.config.seed,
+            cb_eval=self._tap.cb_eval if self._tap else None,
+            user_data=self._tap.user_data if self._tap else None,
+        )
+        if not ptr:
+            if self._tap:
+                self._tap.close()
+            raise NativeError(f"llama.cpp could not create a context of {self.config.n_ctx} tokens: "
+                              "lower --n-ctx or free memory")
+        self._ptr: int | None = ptr
+        self.n_ctx = _native.context_size(ptr)
+        self._batch = _native.Batch(self.config.n_batch)
+        self.tokens: list[int] = []
+        self._last_logits: np.ndarray | None = None
+        self._rng = np.random.default_rng(self.config.seed)
+        self._cvec: np.ndarray | None = None  # kept alive while llama.cpp holds a copy
+        self._lock = threading.Lock()
+        model._contexts.append(self)
+
+    # -- ownership ----------------------------------------------------------------------------------------------
+
+    @property
+    def ptr(self) -> int:
+        if self._ptr is None:
+            raise NativeError("the context is closed")
+        return self._ptr
+
+    @property
+    def tap_kind(self) -> str | None:
+        return self._tap.kind if self._tap else None
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            self._batch.close()
+            _native.free_context(self._ptr)  # the context before the tap it calls into
+            self._ptr = None
+            if self._tap is not None:
+                self._tap.close()
+                self._tap = None
+            if self in self.model._contexts:
+                self.model._contexts.remove(self)
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decoding -----------------------------------------------------------------------------------------------
+
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def set_tap_enabled(self, enabled: bool) -> None:
+        """Pause or resume copying hidden states (a paused tap asks llama.cpp for nothing)."""
+        if self._tap is not None:
+            self._tap.set_enabled(enabled)
+
+    def eval(self, tokens: Sequence[int], *, logits: str = "last", hidden: bool = True) -> dict[int, np.ndarray]:
+        """Feed ``tokens`` after the current position, in chunks of ``n_batch``.
+
+        Returns tapped layer -> float32 ``(rows, n_embd)`` for the fed tokens (empty without a tap or with
+        ``hidden=False``). llama.cpp computes the last layer only for rows with logits, so with
+        ``logits="last"`` the model's final layer yields only the last token's row; pass ``logits="all"`` to get every row
+        there (slower: full vocabulary logits per token).
+        """
+        toks = [int(t) for t in tokens]
+        if not toks:
+            return {il: np.zeros((0, self.model.n_embd), np.float32) for il in self.layers} if hidden else {}
+        if self.n_past + len(toks) > self.n_ctx:
+            raise ContextOverflowError(
+                f"{self.n_past + len(toks)} tokens do not fit the context of {self.n_ctx}: "
+                "shorten the input or raise --n-ctx")
+        parts: dict[int, list[np.ndarray]] = {il: [] for il in self.layers}
+        step = self.config.n_batch
+        with self._lock:
+            if self._tap is not None:
+                self._tap.set_enabled(hidden)
+            try:
+                for start in range(0, len(toks), step):
+                    chunk = toks[start:start + step]
+                    last = start + step >= len(toks)
+                    mode = logits if (last or logits == "all") else "none"
+                    self._batch.fill(chunk, self.n_past, logits=mode)
+                    if self._tap is not None:
+                        self._tap.reset()
+                    rc = self._batch.decode(self.ptr)
+                    if rc != 0:
+                        raise NativeError(f"llama_decode failed with code {rc} at position {self.n_past}")
+                    self.tokens.extend(chunk)
+                    if hidden and self._tap is not None:
+                        self._collect(parts)
+                    if mode == "none":
+                        self._last_logits = None
+                    else:
+                        self._last_logits = _native.logits_row(self.ptr, -1, self.model.n_vocab)
+            finally:
+                if self._tap is not None:
+                    self._tap.set_enabled(True)
+        if not (hidden and self._tap is not None):
+            return {}
+        return {il: np.concatenate(p) if p else np.zeros((0, self.model.n_embd), np.float32)
+                for il, p in parts.items()}
+
+    def _collect(self, parts: dict[int, list[np.ndarray]]) -> None:
+        tap = self._tap
+        assert tap is not None
+        if tap.overflow or tap.errors:
+            raise NativeError(f"tap lost data (overflow {tap.overflow} rows, {tap.errors} bad tensors)")
+        for k, il in enumerate(self.layers):
+            n = int(tap.rows[k])
+            parts[il].append(tap.buffer[k, :n].copy())
+
+    def logits(self) -> np.ndarray:
+        """float32 ``(n_vocab,)`` logits after the last fed token."""
+        if self._last_logits is None:
+            raise NativeError("no logits available: feed tokens first (eval or generate)")
+        return self._last_logits
+
+    def rollback(self, n_keep: int) -> None:
+        """Forget every position from ``n_keep`` on (KV cache and token list). Logits must be recomputed by
+        feeding at least one token again."""
+        if not 0 <= n_keep <= self.n_past:
+            raise NativeError(f"cannot roll back to {n_keep}: the context holds {self.n_past} tokens")
+        if n_keep == self.n_past:
+            return
+        if not _native.memory_seq_rm(self.ptr, n_keep, -1):
+            raise NativeError(f"llama_memory_seq_rm could not remove positions {n_keep}.. from the cache")
+        del self.tokens[n_keep:]
+        self._last_logits = None
+
+    def reset(self) -> None:
+        """Empty the context (KV cache and tokens)."""
+        _native.memory_clear(self.ptr)
+        self.tokens.clear()
+        self._last_logits = None
+
+    def _pick(self, logits: np.ndarray, sampling: SamplingConfig) -> tuple[int, np.ndarray]:
+        logp = _log_softmax(logits.astype(np.float32, copy=False))
+        if sampling.temperature <= 0.0:
+            return int(np.argmax(logits)), logp
+        z = logits.astype(np.float64) / sampling.temperature
+        z -= z.max()
+        p = np.exp(z)
+        p /= p.sum()
+        if sampling.top_p < 1.0:
+            order = np.argsort(-p, kind="stable")
+            cum = np.cumsum(p[order])
+            keep = order[: int(np.searchsorted(cum, sampling.top_p) + 1)]
+            q = np.zeros_like(p)
+            q[keep] = p[keep]
+            p = q / q.sum()
+        return int(self._rng.choice(len(p), p=p)), logp
+
+    def generate(self, prompt: Sequence[int] | None = None, sampling: SamplingConfig | None = None
+                 ) -> Iterator[TokenEvent]:
+        """Feed ``prompt`` (if any) then yield generated tokens until end-of-generation or ``max_tokens``.
+
+        Every yielded non-EOG token has already been fed back (its hidden state is in the event), so when the
+        caller stops iterating the context holds exactly the prompt plus the yielded tokens. Stop strings are
+        the caller's business (see :func:`generate_text`).
+        """
+        sampling = sampling or SamplingConfig()
+        if prompt:
+            self.eval(prompt, hidden=False)
+        k = self.config.top_logprobs
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        for _ in range(sampling.max_tokens):
+            logits = self.logits()
+            tok, logp = self._pick(logits, sampling)
+            p = np.exp(logp)
+            entropy = float(-(p * logp).sum())
+            if k:
+                top = np.argpartition(-logp, k)[:k] if k < len(logp) else np.arange(len(logp))
+                top = top[np.argsort(-logp[top], kind="stable")]
+            else:
+                top = np.zeros(0, dtype=np.int64)
+            piece = self.model.piece(tok)
+            eog = self.model.is_eog(tok)
+            hidden: dict[int, np.ndarray] = {}
+            if not eog:
+                if self.n_past + 1 > self.n_ctx:
+                    raise ContextOverflowError(f"the context of {self.n_ctx} tokens is full: raise --n-ctx")
+                states = self.eval([tok], hidden=True)
+                hidden = {il: s[-1] for il, s in states.items() if len(s)}
+            yield TokenEvent(
+                id=tok, text="" if eog else decoder.decode(piece), piece=piece, logprob=float(logp[tok]),
+                entropy=entropy, top_ids=top.astype(np.int32), top_logprobs=logp[top].astype(np.float32),
+                hidden=hidden, eog=eog)
+            if eog:
+                return
+
+    # -- control vectors ----------------------------------------------------------------------------------------
+
+    def set_control_vector(self, vectors: Mapping[int, np.ndarray], scale: float = 1.0) -> None:
+        """Add ``scale * vectors[N]`` to the output of layer N (the tapped ``l_out-N``), N in 1..n_layer-1.
+
+        Layer 0's output cannot be steered (llama.cpp's buffer starts at layer 1). Each vector is float
+        ``(n_embd,)``. Replaces any vector set before.
+        """
+        n_layer, n_embd = self.model.n_layer, self.model.n_embd
+        if not vectors:
+            raise ControlVectorError("empty control vector: give at least one layer")
+        data = np.zeros((n_layer - 1, n_embd), dtype=np.float32)
+        for layer, vec in vectors.items():
+            d = _native.cvec_direction_for_layer(int(layer))
+            if not 1 <= d <= n_layer - 1:
+                raise ControlVectorError(
+                    f"control vector for layer {layer} is out of range: steerable layers are 1..{n_layer - 1}")
+            v = np.asarray(vec, dtype=np.float32)
+            if v.shape != (n_embd,):
+                raise ControlVectorError(f"control vector for layer {layer} has shape {v.shape}, "
+                                         f"the model needs ({n_embd},)")
+            data[d - 1] = v * np.float32(scale)
+        directions = [_native.cvec_direction_for_layer(int(la)) for la in vectors]
+        data = np.ascontiguousarray(data)
+        rc = _native.set_cvec(self.ptr, data, n_embd, min(directions), max(directions))
+        if rc != 0:
+            raise ControlVectorError(f"llama.cpp rejected the control vector (code {rc})")
+        self._cvec = data
+        self._last_logits = None
+
+    def clear_control_vector(self) -> None:
+        _native.set_cvec(self.ptr, None, self.model.n_embd, -1, -1)
+        self._cvec = None
+        self._last_logits = None
+
+
+def parse_layer_spec(spec: str | Sequence[int], n_layer: int) -> list[int]:
+    """``"all"``, ``"last"``, ``"0,5,-1"`` or ``"20-23"`` (inclusive ranges) -> sorted 0-based layer indices."""
+    if not isinstance(spec, str):
+        items: list[int] = [int(x) for x in spec]
+    elif spec.strip().lower() == "all":
+        return list(range(n_layer))
+    elif spec.strip().lower() == "last":
+        return [n_layer - 1]
+    else:
+        items = []
+        for part in spec.split(","):
+            part = part.strip()
+            try:
+                if "-" in part[1:]:
+                    a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+                    items.extend(range(int(a), int(b) + 1))
+                elif part:
+                    items.append(int(part))
+            except ValueError:
+                raise LayerIndexError(f"bad layer list {spec!r}: use all, last, 0,5,-1 or 20-23") from None
+        if not items:
+            raise LayerIndexError(f"bad layer list {spec!r}: use all, last, 0,5,-1 or 20-23")
+    out = set()
+    for il in items:
+        j = il + n_layer if il < 0 else il
+        if not 0 <= j < n_layer:
+            raise LayerIndexError(f"layer {il} is out of range for a {n_layer}-layer model: "
+                                  f"use 0..{n_layer - 1} or negative indices from the end")
+        out.add(j)
+    return sorted(out)
+
+
+def generate_text(ctx: Context, prompt: Sequence[int] | None, sampling: SamplingConfig) -> tuple[str, list[TokenEvent]]:
+    """Generate until EOG, ``max_tokens`` or a stop string; return the text (cut before the stop) and events."""
+    events: list[TokenEvent] = []
+    text = ""
+    for ev in ctx.generate(prompt, sampling):
+        events.append(ev)
+        text += ev.text
+        hit = [text.find(s) for s in sampling.stop if s and s in text]
+        if hit:
+            return text[: min(hit)], events
+    return text, events

@@ -1,0 +1,194 @@
+"""The runtime on real GGUF models: tap equivalence, rollback, control vectors, contexts, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.engine.runtime import Model, generate_text
+from rankguide_edge.errors import (ContextOverflowError, ControlVectorError, LayerIndexError, NativeError,
+                                   NotAGGUFError)
+
+CFG = RuntimeConfig(n_ctx=256, n_batch=64, n_threads=2)
+GREEDY = SamplingConfig(max_tokens=12)
+
+
+@pytest.fixture(scope="module", params=["tiny", "smollm2"])
+def model(request: pytest.FixtureRequest) -> Model:
+    path = request.getfixturevalue("tiny_gguf" if request.param == "tiny" else "smollm2")
+    m = Model(path)
+    yield m
+    m.close()
+
+
+def _prompt(model: Model) -> list[int]:
+    return model.tokenize(model.chat_prompt("What is 12 times 7? Think step by step."), add_special=True)
+
+
+def _run(model: Model, tap: str | None, layers: list[int] | None = None):
+    with model.context(CFG, tap_layers=layers, tap=tap or "auto") as ctx:
+        text, events = generate_text(ctx, _prompt(model), GREEDY)
+        return text, events, ctx.tap_kind
+
+
+def test_native_tap_equals_python_tap(model: Model) -> None:
+    layers = list(range(model.n_layer))
+    t_nat, ev_nat, kind_nat = _run(model, "native", layers)
+    t_py, ev_py, kind_py = _run(model, "python", layers)
+    assert (kind_nat, kind_py) == ("native", "python")
+    assert t_nat == t_py and len(ev_nat) == len(ev_py) > 0
+    fed = [e for e in ev_nat if not e.eog]
+    assert fed, "no token was fed back"
+    for a, b in zip(ev_nat, ev_py):
+        assert a.id == b.id
+        assert sorted(a.hidden) == sorted(b.hidden)
+        for il in a.hidden:
+            assert a.hidden[il].shape == (model.n_embd,) and a.hidden[il].dtype == np.float32
+            assert np.array_equal(a.hidden[il], b.hidden[il])
+    assert all(np.isfinite(e.hidden[il]).all() for e in fed for il in layers)
+    # different layers really are different tensors
+    assert not np.array_equal(fed[0].hidden[0], fed[0].hidden[model.n_layer - 1])
+
+
+def test_tap_does_not_change_the_computation(model: Model) -> None:
+    t_plain, ev_plain, kind = _run(model, None)
+    t_tap, ev_tap, _ = _run(model, "native", [0, model.n_layer - 1])
+    assert kind is None
+    assert t_plain == t_tap
+    for a, b in zip(ev_plain, ev_tap):
+        assert a.id == b.id and np.array_equal(a.top_logprobs, b.top_logprobs)
+        assert a.entropy == pytest.approx(b.entropy, abs=0)
+
+
+def test_token_statistics_are_consistent(model: Model) -> None:
+    _, events, _ = _run(model, None)
+    for e in events:
+        assert e.top_ids[0] == e.id  # greedy picks the most likely token
+        assert np.all(np.diff(e.top_logprobs) <= 0)
+        assert 0.0 <= e.entropy <= np.log(model.n_vocab) + 1e-4
+        assert e.logprob == pytest.approx(float(e.top_logprobs[0]), abs=1e-5)
+
+
+def test_prefill_hidden_rows_cover_every_token(model: Model) -> None:
+    long = (_prompt(model) * 20)[: CFG.n_batch + 7]  # forces two llama_decode chunks
+    last = model.n_layer - 1
+    with model.context(CFG, tap_layers=[0, last]) as ctx:
+        states = ctx.eval(long)
+        assert states[0].shape == (len(long), model.n_embd)
+        # llama.cpp computes the final layer only for rows with logits: here the last token of the last chunk
+        assert states[last].shape == (1, model.n_embd)
+        ctx.reset()
+        states_all = ctx.eval(long, logits="all")
+        assert states_all[last].shape == (len(long), model.n_embd)
+        assert np.array_equal(states_all[0], states[0])
+
+
+def test_rollback_then_redecode_reproduces_logits(model: Model) -> None:
+    toks = _prompt(model)
+    with model.context(CFG, tap_layers=[1]) as ctx:
+        ctx.eval(toks[:-1])
+        ctx.eval(toks[-1:])
+        ref = ctx.logits().copy()
+        events = list(ctx.generate(None, GREEDY))
+        fed = [e for e in events if not e.eog]
+        assert ctx.n_past == len(toks) + len(fed)
+        # roll back into the generated part and re-decode one token: same logits, same continuation
+        keep = len(toks) + 2
+        ctx.rollback(keep)
+        assert ctx.n_past == keep
+        with pytest.raises(NativeError):
+            ctx.logits()
+        ctx.rollback(keep - 1)
+        ctx.eval([fed[1].id])
+        assert [e.id for e in ctx.generate(None, SamplingConfig(max_tokens=len(events) - 2))] == \
+            [e.id for e in events[2:]]
+        # roll back to the prompt: the very same logits as before generating
+        ctx.rollback(len(toks) - 1)
+        ctx.eval(toks[-1:])
+        assert np.array_equal(ctx.logits(), ref)
+
+
+def test_two_contexts_tap_independently(model: Model) -> None:
+    a_toks = _prompt(model)
+    b_toks = model.tokenize("Once upon a time there was", add_special=True)
+    solo = {}
+    for name, toks, layers in (("a", a_toks, [0, 1]), ("b", b_toks, [1, 2])):
+        with model.context(CFG, tap_layers=layers) as ctx:
+            solo[name] = [e.hidden for e in ctx.generate(toks, GREEDY)]
+    with model.context(CFG, tap_layers=[0, 1]) as ca, model.context(CFG, tap_layers=[1, 2]) as cb:
+        ga, gb = ca.generate(a_toks, GREEDY), cb.generate(b_toks, GREEDY)
+        got = {"a": [], "b": []}
+        for ea, eb in zip(ga, gb):  # interleaved decoding
+            got["a"].append(ea.hidden)
+            got["b"].append(eb.hidden)
+    for name in ("a", "b"):
+        for h_solo, h_int in zip(solo[name], got[name]):
+            assert sorted(h_solo) == sorted(h_int)
+            for il in h_solo:
+                assert np.array_equal(h_solo[il], h_int[il])
+
+
+def test_control_vector_acts_on_its_layer_and_later_only(model: Model) -> None:
+    """direction for tapped layer N changes l_out-N and later layers, never earlier ones."""
+    toks = _prompt(model)
+    layers = list(range(model.n_layer))
+    target = 1 if model.n_layer <= 4 else model.n_layer // 2
+    rng = np.random.default_rng(0)
+    with model.context(CFG, tap_layers=layers) as ctx:
+        ctx.eval(toks)
+        base_logits = ctx.logits().copy()
+        ctx.reset()
+        base = ctx.eval(toks, logits="all")
+        ctx.reset()
+        ctx.set_control_vector({target: rng.normal(size=model.n_embd).astype(np.float32)}, scale=4.0)
+        steered = ctx.eval(toks, logits="all")
+        for il in layers:
+            same = np.array_equal(base[il], steered[il])
+            assert same == (il < target), f"layer {il} (target {target})"
+        assert not np.array_equal(ctx.logits(), base_logits)
+        # scale 0 and clearing both give bit-identical logits
+        ctx.reset()
+        ctx.set_control_vector({target: rng.normal(size=model.n_embd).astype(np.float32)}, scale=0.0)
+        ctx.eval(toks)
+        assert np.array_equal(ctx.logits(), base_logits)
+        ctx.clear_control_vector()
+        ctx.reset()
+        ctx.eval(toks)
+        assert np.array_equal(ctx.logits(), base_logits)
+
+
+def test_seeded_sampling_is_deterministic(model: Model) -> None:
+    s = SamplingConfig(max_tokens=10, temperature=0.9, top_p=0.95)
+    runs = []
+    for _ in range(2):
+        with model.context(RuntimeConfig(n_ctx=256, seed=7)) as ctx:
+            runs.append([e.id for e in ctx.generate(_prompt(model), s)])
+    assert runs[0] == runs[1]
+
+
+def test_bad_input_errors(model: Model, tmp_path) -> None:
+    with pytest.raises(LayerIndexError, match="out of range"):
+        model.context(CFG, tap_layers=[model.n_layer])
+    with model.context(RuntimeConfig(n_ctx=32, n_batch=32)) as ctx:
+        assert ctx.n_ctx >= 32  # llama.cpp may round the context up
+        with pytest.raises(ContextOverflowError, match="n-ctx"):
+            ctx.eval([5] * (ctx.n_ctx + 1))
+        assert ctx.n_past == 0
+        with pytest.raises(ControlVectorError):
+            ctx.set_control_vector({0: np.zeros(model.n_embd)})
+        with pytest.raises(ControlVectorError):
+            ctx.set_control_vector({1: np.zeros(model.n_embd + 1)})
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a model at all")
+    with pytest.raises(NotAGGUFError):
+        Model(bogus)
+
+
+def test_close_order_and_reuse_after_close(tiny_gguf) -> None:
+    m = Model(tiny_gguf)
+    ctx = m.context(CFG, tap_layers=[0])
+    m.close()  # closes the context first
+    with pytest.raises(NativeError):
+        ctx.eval([1, 2])
+    ctx.close()  # idempotent
