@@ -237,6 +237,7 @@ class Context:
         ``logits="last"`` the model's final layer yields only the last token's row; pass ``logits="all"`` to get every row
         there (slower: full vocabulary logits per token).
         """
+        self.ptr  # noqa: B018 - raises NativeError when the context is closed
         toks = [int(t) for t in tokens]
         if not toks:
             return {il: np.zeros((0, self.model.n_embd), np.float32) for il in self.layers} if hidden else {}
