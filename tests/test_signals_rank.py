@@ -1,0 +1,241 @@
+"""Rank signals on constructed matrices and tensors of known rank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rankguide_edge.signals import rank as R
+
+
+def _orth(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    q, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    return q
+
+
+def _low_rank(rng: np.random.Generator, n: int, d: int, k: int, sv: np.ndarray | None = None) -> np.ndarray:
+    s = np.ones(k) if sv is None else sv
+    return (_orth(rng, n, k) * s) @ _orth(rng, d, k).T
+
+
+def _centred_orth(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """n x k orthonormal columns orthogonal to the all-ones vector (so centring leaves them unchanged)."""
+    m = rng.standard_normal((n, k))
+    m -= m.mean(axis=0)
+    q, _ = np.linalg.qr(m)
+    return q
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("centre", [False, True])
+def test_numerical_rank_exact(k: int, centre: bool) -> None:
+    rng = np.random.default_rng(k)
+    h = _low_rank(rng, 40, 200, k, sv=np.linspace(3.0, 1.0, k)).astype(np.float32)
+    rv = R.window_ranks(h, eps=1e-2, centre=centre)
+    assert rv.num == k
+    assert rv.denom == (39 if centre else 40)
+    assert rv.num_norm == pytest.approx(k / rv.denom)
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_numerical_rank_with_small_noise(k: int) -> None:
+    rng = np.random.default_rng(10 + k)
+    h = _low_rank(rng, 30, 128, k, sv=np.linspace(2.0, 1.0, k))
+    noisy = h + 1e-6 * rng.standard_normal(h.shape)
+    for eps, dtype in ((1e-2, np.float32), (1e-4, np.float64)):
+        assert R.window_ranks(noisy, eps=eps, dtype=dtype).num == k
+    # with a tolerance below the noise floor every direction counts
+    assert R.window_ranks(noisy, eps=1e-9, dtype=np.float64).num == 29
+
+
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_effective_and_stable_rank_of_equal_singular_values(k: int) -> None:
+    rng = np.random.default_rng(k)
+    h = (_centred_orth(rng, 32, k) * 5.0) @ _orth(rng, 96, k).T
+    for centre in (False, True):
+        rv = R.window_ranks(h, eps=1e-2, centre=centre, dtype=np.float64)
+        assert rv.eff == pytest.approx(k, rel=1e-6)
+        assert rv.stable == pytest.approx(k, rel=1e-6)
+        assert rv.num == k
+
+
+def test_stable_rank_of_rank_one_is_one() -> None:
+    rng = np.random.default_rng(1)
+    h = np.outer(rng.standard_normal(20), rng.standard_normal(64)).astype(np.float32)
+    for centre in (False, True):
+        rv = R.window_ranks(h, centre=centre)
+        assert rv.stable == pytest.approx(1.0, rel=1e-5)
+        assert rv.eff == pytest.approx(1.0, rel=1e-5)
+        assert rv.num == 1
+
+
+def test_effective_rank_formula_on_a_known_spectrum() -> None:
+    sv = np.array([3.0, 2.0, 1.0, 0.0])
+    p = sv[:3] / 6.0
+    assert R.effective_rank(sv) == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    assert R.stable_rank(sv) == pytest.approx(14.0 / 9.0)
+    assert R.numerical_rank(sv, 0.4) == 2
+
+
+@pytest.mark.parametrize("shape", [(16, 200), (40, 12), (25, 25)])
+def test_gram_path_matches_svd(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal(shape) * np.linspace(0.1, 3.0, shape[1])
+    a = R.singular_values(h, dtype=np.float64, method="gram")
+    b = R.singular_values(h, dtype=np.float64, method="svd")
+    np.testing.assert_allclose(a, b[: a.size], rtol=1e-8, atol=1e-10 * b[0])
+    ra = R.window_ranks(h, eps=1e-3, dtype=np.float64)
+    rb = R.window_ranks(h, eps=1e-3, dtype=np.float64, method="svd")
+    assert ra.num == rb.num
+    assert ra.eff == pytest.approx(rb.eff, rel=1e-9)
+    assert ra.stable == pytest.approx(rb.stable, rel=1e-9)
+
+
+def test_float32_gram_is_close_to_float64() -> None:
+    rng = np.random.default_rng(4)
+    h = (rng.standard_normal((64, 896)) + 30.0 * rng.standard_normal(896)).astype(np.float32)
+    r32 = R.window_ranks(h, dtype=np.float32)
+    r64 = R.window_ranks(h, dtype=np.float64)
+    assert r32.eff == pytest.approx(r64.eff, rel=1e-4)
+    assert r32.num == r64.num
+    assert R.gram_dtype_for(1e-2) is np.float32
+    assert R.gram_dtype_for(1e-4) is np.float64
+
+
+def test_normalisation_by_min_n_minus_one_d_after_centring() -> None:
+    rng = np.random.default_rng(5)
+    wide = rng.standard_normal((20, 300))
+    rv = R.window_ranks(wide)
+    assert (rv.num, rv.denom, rv.num_norm) == (19, 19, 1.0)
+    rv0 = R.window_ranks(wide, centre=False)
+    assert (rv0.num, rv0.denom, rv0.num_norm) == (20, 20, 1.0)
+    tall = rng.standard_normal((50, 10))
+    rt = R.window_ranks(tall)
+    assert (rt.num, rt.denom, rt.num_norm) == (10, 10, 1.0)
+    assert R.rank_denominator(1, 10) == 0 and R.rank_denominator(1, 10, centre=False) == 1
+    for v in (rv.eff_norm, rv.stable_norm, rt.eff_norm):
+        assert 0.0 < v <= 1.0
+
+
+def test_invariances_permutation_scale_translation() -> None:
+    rng = np.random.default_rng(6)
+    h = (_low_rank(rng, 32, 128, 6, sv=np.linspace(4, 1, 6)) + 0.05 * rng.standard_normal((32, 128)))
+    base = R.window_ranks(h, dtype=np.float64).as_dict()
+    perm = R.window_ranks(h[rng.permutation(32)], dtype=np.float64).as_dict()
+    moved = R.window_ranks(h + 7.0 * rng.standard_normal(128), dtype=np.float64).as_dict()
+    for scale in (1e-3, 1e3):
+        scaled = R.window_ranks(h * scale, dtype=np.float64).as_dict()
+        for key in base:
+            assert scaled[key] == pytest.approx(base[key], rel=1e-9)
+    for key in base:
+        assert perm[key] == pytest.approx(base[key], rel=1e-9)
+        assert moved[key] == pytest.approx(base[key], rel=1e-6)
+
+
+def test_row_normalise_ignores_row_scales() -> None:
+    rng = np.random.default_rng(7)
+    h = rng.standard_normal((24, 64))
+    scales = rng.uniform(0.1, 10.0, (24, 1))
+    a = R.window_ranks(h, row_normalise=True, dtype=np.float64)
+    b = R.window_ranks(h * scales, row_normalise=True, dtype=np.float64)
+    assert a.eff == pytest.approx(b.eff, rel=1e-9)
+    assert R.window_ranks(h * scales, dtype=np.float64).eff != pytest.approx(a.eff, rel=1e-3)
+
+
+@pytest.mark.parametrize("h", [
+    np.zeros((0, 16)), np.zeros((1, 16)), np.zeros((8, 16)), np.tile(np.arange(16.0), (8, 1)),
+    np.zeros((8, 0)),
+])
+def test_degenerate_windows_are_zero_not_nan(h: np.ndarray) -> None:
+    rv = R.window_ranks(h)
+    assert rv.as_dict() == {k: 0.0 for k in rv.as_dict()}
+    assert R.batch_window_ranks([h], eps=1e-2)[0].as_dict() == rv.as_dict()
+
+
+def test_single_row_without_centring_has_rank_one() -> None:
+    rv = R.window_ranks(np.ones((1, 8)), centre=False)
+    assert (rv.num, rv.eff, rv.stable, rv.num_norm) == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_non_finite_entries_never_give_nan() -> None:
+    rng = np.random.default_rng(8)
+    h = rng.standard_normal((16, 32)).astype(np.float32)
+    h[3, 5], h[7, 1], h[9, 2] = np.nan, np.inf, -np.inf
+    for fn in (lambda: R.window_ranks(h).as_dict(), lambda: R.batch_window_ranks([h, h[:8]], eps=1e-2)[0].as_dict()):
+        vals = fn()
+        assert all(np.isfinite(v) for v in vals.values())
+        assert vals["num"] > 0
+    tk = R.tucker_ranks(np.stack([h, h * 2]))
+    assert all(np.isfinite(v) for m in tk.modes for v in m.as_dict().values())
+
+
+def test_batch_matches_single_windows_with_mixed_shapes() -> None:
+    rng = np.random.default_rng(9)
+    wins = [rng.standard_normal((12, 40)), rng.standard_normal((12, 40)), rng.standard_normal((5, 40)),
+            np.zeros((1, 40))]
+    batch = R.batch_window_ranks(wins, eps=1e-2, dtype=np.float64)
+    for w, rv in zip(wins, batch):
+        single = R.window_ranks(w, eps=1e-2, dtype=np.float64)
+        assert rv.as_dict() == pytest.approx(single.as_dict())
+    spectra = R.batch_window_spectra(wins[:2], eps=1e-2)
+    np.testing.assert_allclose(spectra[0].rows.mean(axis=0), 0.0, atol=1e-5)
+    assert spectra[0].gram.shape == (12, 12)
+
+
+def _tucker_tensor(rng: np.random.Generator, dims: tuple[int, int, int], ranks: tuple[int, int, int]) -> np.ndarray:
+    core = rng.standard_normal(ranks)
+    a = rng.standard_normal((dims[0], ranks[0]))
+    b = rng.standard_normal((dims[1], ranks[1]))
+    c = rng.standard_normal((dims[2], ranks[2]))
+    x = np.einsum("pqr,tp,lq,dr->tld", core, a, b, c)  # tokens x layers x hidden
+    return np.transpose(x, (1, 0, 2))  # (L, n, d) slices
+
+
+@pytest.mark.parametrize("ranks", [(3, 2, 4), (1, 1, 1), (5, 3, 2)])
+def test_tucker_mode_ranks_of_known_factor_ranks(ranks: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(sum(ranks))
+    x = _tucker_tensor(rng, (16, 4, 64), ranks)
+    raw = R.tucker_ranks(x, eps=1e-6, centre=False, balance_layers=False, dtype=np.float64)
+    assert tuple(m.num for m in raw.modes) == ranks
+    balanced = R.tucker_ranks(x, eps=1e-6, centre=False, balance_layers=True, dtype=np.float64)
+    assert tuple(m.num for m in balanced.modes) == ranks  # scaling slices keeps multilinear ranks
+    assert [m.denom for m in raw.modes] == [16, 4, 64]
+    centred = R.tucker_ranks(x, eps=1e-6, dtype=np.float64)
+    assert [m.denom for m in centred.modes] == [15, 4, 60]
+    assert tuple(m.num for m in centred.modes) == ranks
+
+
+def test_tucker_matches_explicit_unfoldings() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 10, 30)) * np.array([1.0, 5.0, 0.2])[:, None, None]
+    tk = R.tucker_ranks(x, eps=1e-3, centre=False, balance_layers=False, dtype=np.float64)
+    t = np.transpose(x, (1, 0, 2))  # tokens x layers x hidden
+    unfold = [t.reshape(10, -1), np.transpose(t, (1, 0, 2)).reshape(3, -1), np.transpose(t, (2, 0, 1)).reshape(30, -1)]
+    for mode, u in enumerate(unfold):
+        sv = np.linalg.svd(u, compute_uv=False)
+        assert tk.modes[mode].eff == pytest.approx(R.effective_rank(sv), rel=1e-9)
+        assert tk.modes[mode].stable == pytest.approx(R.stable_rank(sv), rel=1e-9)
+        assert tk.modes[mode].num == R.numerical_rank(sv, 1e-3)
+
+
+def test_tucker_degenerate() -> None:
+    tk = R.tucker_ranks(np.zeros((2, 1, 8)))
+    assert all(m.as_dict() == R.ZERO_RANKS.as_dict() for m in tk.modes)
+    tk0 = R.tucker_ranks(np.zeros((3, 6, 8)))
+    assert all(m.num == 0 and m.eff == 0 for m in tk0.modes)
+
+
+def test_subspace_novelty() -> None:
+    rng = np.random.default_rng(12)
+    basis = _orth(rng, 64, 8)
+    prev = rng.standard_normal((20, 8)) @ basis.T
+    same_span = rng.standard_normal((15, 8)) @ basis.T
+    other = rng.standard_normal((15, 8)) @ _orth(rng, 64, 8).T
+    other -= (other @ basis) @ basis.T  # orthogonal to prev's span
+    assert R.subspace_novelty(prev, same_span, dtype=np.float64) == pytest.approx(0.0, abs=5e-3)  # ridge bias ~ r eps^2
+    assert R.subspace_novelty(prev, other, dtype=np.float64) == pytest.approx(1.0, abs=1e-6)
+    half = np.concatenate([same_span, other], axis=0)
+    assert 0.2 < R.subspace_novelty(prev, half, dtype=np.float64) < 0.8
+    assert R.subspace_novelty(None, other) == 1.0
+    assert R.subspace_novelty(prev, other[:1]) == 0.0
+    assert R.subspace_novelty(np.zeros((5, 64)), other) == 1.0
