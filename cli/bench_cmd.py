@@ -47,3 +47,24 @@ def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int
     click.echo(f"  no tap      {res.tok_s_plain:8.2f} tok/s")
     click.echo(f"  native tap  {res.tok_s_native:8.2f} tok/s   slowdown {100 * res.native_overhead:+.2f}%")
     click.echo(f"  python tap  {res.tok_s_python:8.2f} tok/s   slowdown {100 * res.python_overhead:+.2f}%")
+
+
+@bench.command("signals")
+@click.option("--n-embd", default=896, show_default=True, type=click.IntRange(2, 65536), help="Hidden size.")
+@click.option("--layers", default=4, show_default=True, type=click.IntRange(1, 256), help="Tapped layers.")
+@click.option("--window", default=64, show_default=True, type=click.IntRange(2, 4096), help="Window W in tokens.")
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(1, 100000), help="Steps to time.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_json: bool) -> None:
+    """Time computing every rank and text signal of one step on random hidden states (no model needed)."""
+    from rankguide_edge.signals.bench import benchmark_signals
+
+    res = benchmark_signals(n_embd=n_embd, layers=layers, window=window, steps=steps, seed=seed)
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"signals per step (n_embd {n_embd}, {layers} layers, W {window}, {steps} steps): "
+               f"median {res['median_ms']:.3f} ms, p95 {res['p95_ms']:.3f} ms; "
+               f"partial (early decision) median {res['partial_median_ms']:.3f} ms")

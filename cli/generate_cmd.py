@@ -73,7 +73,8 @@ def generate(prompt: str, model_name: str, layers: str, max_tokens: int, tempera
     if as_json:
         emit_json(summary)
     else:
-        click.echo("", err=False)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
         click.echo(f"[{n} tokens, {summary['tok_s']} tok/s; tapped {len(tapped)} layers x {model.n_embd}-dim"
                    f" per token ({summary['tap'] or 'off'}), mean entropy {summary['mean_entropy']}]", err=True)
 

@@ -192,3 +192,20 @@ def test_close_order_and_reuse_after_close(tiny_gguf) -> None:
     with pytest.raises(NativeError):
         ctx.eval([1, 2])
     ctx.close()  # idempotent
+
+
+@pytest.mark.bigmodel
+def test_default_srm_native_tap_equals_python_tap_on_all_layers() -> None:
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.engine.models import DEFAULT_SRM
+
+    with load_model(DEFAULT_SRM, progress=False) as m:
+        assert (m.n_layer, m.n_embd) == (24, 896)
+        runs = []
+        for kind in ("native", "python"):
+            with m.context(CFG, tap_layers=list(range(m.n_layer)), tap=kind) as ctx:
+                runs.append(list(ctx.generate(_prompt(m), SamplingConfig(max_tokens=8))))
+        for a, b in zip(*runs):
+            assert a.id == b.id
+            for il in a.hidden:
+                assert np.array_equal(a.hidden[il], b.hidden[il])
