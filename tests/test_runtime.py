@@ -209,3 +209,50 @@ def test_default_srm_native_tap_equals_python_tap_on_all_layers() -> None:
             assert a.id == b.id
             for il in a.hidden:
                 assert np.array_equal(a.hidden[il], b.hidden[il])
+
+
+def test_stop_strings_cut_the_text(model: Model) -> None:
+    with model.context(CFG) as ctx:
+        full, _ = generate_text(ctx, _prompt(model), SamplingConfig(max_tokens=16))
+    assert len(full) > 4
+    stop = full[3:5]
+    with model.context(CFG) as ctx:
+        cut, events = generate_text(ctx, _prompt(model), SamplingConfig(max_tokens=16, stop=(stop,)))
+    assert cut == full[: full.find(stop)]
+    assert "".join(e.text for e in events).startswith(cut + stop)  # generation stopped once the stop appeared
+
+
+def test_appending_external_text_equals_decoding_it(model: Model) -> None:
+    """Text another model wrote, appended as tokens, leaves the same state as if the model had decoded it."""
+    toks = _prompt(model)
+    with model.context(CFG) as ctx:
+        generated = [e.id for e in ctx.generate(toks, SamplingConfig(max_tokens=6)) if not e.eog]
+        after_generate = ctx.logits().copy()
+        ctx.reset()
+        ctx.eval(toks)
+        ctx.eval(generated)  # appended as one batch, like an LRM step
+        assert ctx.n_past == len(toks) + len(generated)
+        assert np.allclose(ctx.logits(), after_generate, atol=1e-3)
+        assert int(np.argmax(ctx.logits())) == int(np.argmax(after_generate))
+
+
+def test_missing_native_library_falls_back_to_python_with_a_warning(tiny_gguf, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings\n"
+        "from rankguide_edge.engine.runtime import Model\n"
+        f"m = Model({str(tiny_gguf)!r})\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    c = m.context(tap_layers=[0])\n"
+        "print(c.tap_kind, any('Python' in str(x.message) for x in w))\n"
+        "h = [e.hidden[0].shape for e in c.generate([1, 10, 11], None) if e.hidden][:1]\n"
+        "print(h)\n"
+    )
+    env = {**__import__("os").environ, "RANKGUIDE_EDGE_TAP_LIB": str(tmp_path / "missing.so")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         check=True).stdout.split("\n")
+    assert out[0] == "python True"
+    assert out[1] == "[(64,)]"
