@@ -35,3 +35,25 @@ def handle_errors(fn: F) -> F:
 def emit_json(obj: Any) -> None:
     """Print one JSON document on stdout."""
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict (one-line ConfigError on failure)."""
+    from rankguide_edge.errors import ConfigError
+
+    try:
+        if path.endswith(".toml"):
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+
+            with open(path, "rb") as fh:
+                return tomllib.load(fh)
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold an object of keys")
+    return data

@@ -17,10 +17,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import bench_cmd, generate_cmd, models_cmd
+    from . import bench_cmd, generate_cmd, models_cmd, trace_cmd
 
     main.add_command(models_cmd.models)
     main.add_command(generate_cmd.generate)
+    main.add_command(trace_cmd.trace)
     main.add_command(bench_cmd.bench)
 
 

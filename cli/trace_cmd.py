@@ -1,0 +1,75 @@
+"""``rankguide-edge trace``: the SRM alone on a dataset, every step's signals to JSONL (resumable)."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import emit_json, handle_errors
+
+
+@click.command()
+@click.option("--data", required=True, help="Dataset file (GSM8K/MATH500 jsonl, SVAMP json, generic jsonl) or a "
+                                             "short name: gsm8k, gsm8k-train, gsm8k-test, math500, svamp.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL; appended, resumable.")
+@click.option("--limit", type=click.IntRange(1), help="Trace at most this many problems (file order).")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many records.")
+@click.option("--kind", default="auto", show_default=True,
+              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]))
+@click.option("--on-error", default="stop", show_default=True, type=click.Choice(["stop", "skip"]),
+              help="A malformed dataset record stops the run, or is skipped with a warning.")
+@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="SRM name or GGUF path.")
+@click.option("--layers", default="auto", show_default=True,
+              help="Tapped layers: auto (4 evenly spaced, ending at the last), all, last, 5,11,17,23, 20-23.")
+@click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0), help="0 = greedy.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--window", default=None, type=click.IntRange(2, 4096), help="Sliding rank window W (tokens).")
+@click.option("--delimiter", default=None, help="Step delimiter (default: a blank line).")
+@click.option("--max-step-tokens", default=None, type=click.IntRange(1), help="A step ends after this many tokens.")
+@click.option("--signals-config", type=click.Path(exists=True, dir_okay=False),
+              help="JSON or TOML file of SignalConfig keys (see docs/SIGNALS.md); unknown keys are errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@handle_errors
+def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_error: str, srm: str, layers: str,
+          max_tokens: int, temperature: float, seed: int, n_ctx: int, threads: int, window: int | None,
+          delimiter: str | None, max_step_tokens: int | None, signals_config: str | None, as_json: bool) -> None:
+    """Run the SRM alone on a dataset and write one JSON object per problem to OUT: id, question, gold,
+    prediction, correct, and steps[] with text, token range and every signal. Ids already in OUT are skipped."""
+    from tqdm import tqdm
+
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
+    from rankguide_edge.evaluation.trace import TraceConfig, resolve_trace_layers, run_trace
+    from rankguide_edge.signals.step import SignalConfig
+
+    from ._common import load_config_file
+
+    report = LoadReport(path=data)
+    problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error).load(report)
+    signal_cfg = SignalConfig.from_mapping(load_config_file(signals_config) if signals_config else None,
+                                           window=window, delimiter=delimiter, max_step_tokens=max_step_tokens)
+    cfg = TraceConfig(layers=layers, max_tokens=max_tokens, temperature=temperature, n_ctx=n_ctx,
+                      n_threads=threads, seed=seed)
+    with load_model(srm, cfg.runtime(), progress=not as_json) as model:
+        resolve_trace_layers(layers, model.n_layer)  # fail fast on a bad layer list
+        bar = tqdm(total=len(problems), desc="trace", unit="problem", disable=as_json)
+        stats = {"ok": 0, "n": 0}
+
+        def tick(rec: dict | None) -> None:
+            if rec is not None and "correct" in rec:
+                stats["n"] += 1
+                stats["ok"] += int(rec["correct"])
+                bar.set_postfix(acc=f"{stats['ok']}/{stats['n']}")
+            bar.update(1)
+
+        summary = run_trace(model, problems, out, cfg=cfg, signal_cfg=signal_cfg, model_name=srm, progress=tick)
+        bar.close()
+    result = summary.to_dict() | {"skipped_malformed": report.skipped}
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"traced {summary.traced} problems ({summary.correct} correct), {summary.skipped_existing} "
+                   f"already in {out}, {summary.errors} errors, {report.skipped} malformed records skipped, "
+                   f"{summary.seconds:.0f} s")

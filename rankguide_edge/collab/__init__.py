@@ -1,0 +1,1 @@
+"""Collaboration layer: drafting steps with the SRM (``stepping``); policies, backends and the reasoner follow."""

@@ -1,0 +1,79 @@
+"""Drafting one reasoning step with the SRM: tokens, their statistics and hidden states, cut by the segmenter.
+
+The trace (SRM alone) and the collaborative reasoner both call :func:`draft_step` in a loop. It speaks the
+runtime's numpy API only (no ctypes).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import SamplingConfig
+from ..engine.runtime import Context
+from ..signals.segment import StepSegmenter
+from ..signals.text import TokenStats
+
+
+@dataclass
+class DraftStep:
+    """One step the SRM wrote.
+
+    ``hidden``: tapped layer -> float32 ``(n_tokens, n_embd)``; ``stats``: the tokens' entropies and top-k
+    log-probabilities; ``ended_by``: "delimiter", "max_step_tokens", "eog" (the model ended) or "budget" (token
+    budget exhausted). ``token_ids`` excludes an end-of-generation token, which is never fed to the context.
+    """
+
+    text: str
+    token_ids: list[int]
+    hidden: dict[int, np.ndarray]
+    stats: TokenStats
+    ended_by: str
+    seconds: float
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig, budget: int) -> DraftStep:
+    """Generate from the context's current state until the step ends, the model ends, or ``budget`` tokens.
+
+    The context must hold logits (its last eval fed at least one token). ``segmenter`` carries text across
+    steps (a delimiter inside a token leaves the rest of the token's text for the next step).
+    """
+    t0 = time.perf_counter()
+    ids: list[int] = []
+    rows: dict[int, list[np.ndarray]] = {il: [] for il in ctx.layers}
+    ent: list[float] = []
+    tops: list[np.ndarray] = []
+    pieces: list[str] = []
+    ended_by = "budget"
+    text = ""
+    if budget > 0:
+        step_sampling = SamplingConfig(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=budget)
+        for ev in ctx.generate(None, step_sampling):
+            if ev.eog:
+                ended_by = "eog"
+                break
+            ids.append(ev.id)
+            ent.append(ev.entropy)
+            tops.append(ev.top_logprobs)
+            pieces.append(ev.text)
+            for il, h in ev.hidden.items():
+                rows[il].append(h)
+            if segmenter.feed(ev.text):
+                text = segmenter.last_step
+                ended_by = "delimiter" if text.endswith(segmenter.delimiter) else "max_step_tokens"
+                break
+    if ended_by in ("eog", "budget"):
+        text = segmenter.flush()
+    k = ctx.config.top_logprobs
+    hidden = {il: (np.stack(r) if r else np.zeros((0, ctx.model.n_embd), np.float32)) for il, r in rows.items()}
+    stats = TokenStats(entropy=np.asarray(ent, np.float32),
+                       top_logprobs=np.stack(tops) if tops else np.zeros((0, k), np.float32),
+                       pieces=tuple(pieces))
+    return DraftStep(text=text, token_ids=ids, hidden=hidden, stats=stats, ended_by=ended_by,
+                     seconds=time.perf_counter() - t0)

@@ -1,0 +1,177 @@
+"""``trace``: run the SRM alone on a dataset and record every step's signals (one JSON object per problem).
+
+Output is JSONL, appended one complete line per problem and flushed, so an interrupted run resumes: ids
+already in the file are skipped, and a torn last line (the process died mid-write) is cut off first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..engine.runtime import Model, parse_layer_spec
+from ..errors import ContextOverflowError, InvalidInputError
+from ..signals.step import SignalConfig, StepSignalComputer
+from .answers import extract_answer, check_answer, prompt_for
+from .datasets import Problem
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """What a trace run does besides the signals (which :class:`SignalConfig` holds)."""
+
+    layers: str = bounded("auto", help="tapped layers: auto (4 evenly spaced, ending at the last), all, last, "
+                                       "or a list like 5,11,17,23")
+    max_tokens: int = bounded(768, lo=8, hi=32768, help="token cap of one answer")
+    temperature: float = bounded(0.0, lo=0.0, hi=10.0, help="0 = greedy")
+    top_p: float = bounded(1.0, lo=0.0, hi=1.0)
+    n_ctx: int = bounded(2048, lo=64, hi=262144)
+    n_threads: int = bounded(0, lo=0, hi=1024)
+    seed: int = bounded(0, lo=0, hi=2**31 - 1)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def runtime(self) -> RuntimeConfig:
+        return RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed)
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
+
+def resolve_trace_layers(spec: str, n_layer: int) -> list[int]:
+    """``auto``: four evenly spaced layers ending at the last one (e.g. 5, 11, 17, 23 of 24)."""
+    if spec.strip().lower() == "auto":
+        return sorted({max(0, round(n_layer * k / 4) - 1) for k in range(1, 5)})
+    return parse_layer_spec(spec, n_layer)
+
+
+def _finite(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem: Problem, cfg: TraceConfig,
+                  signal_cfg: SignalConfig, model_name: str) -> dict[str, Any]:
+    """Solve one problem greedily with the SRM and return its trace record."""
+    from ..collab.stepping import draft_step
+
+    t0 = time.perf_counter()
+    ctx.reset()
+    computer.reset()
+    segmenter = signal_cfg.segmenter()
+    prompt = model.tokenize(model.chat_prompt(prompt_for(problem.question, problem.kind)), add_special=True)
+    if len(prompt) + cfg.max_tokens > ctx.n_ctx:
+        raise ContextOverflowError(f"problem {problem.id}: {len(prompt)} prompt tokens + {cfg.max_tokens} to "
+                                   f"generate exceed the context of {ctx.n_ctx}: raise --n-ctx")
+    ctx.eval(prompt, hidden=False)
+    sampling = cfg.sampling()
+    steps: list[dict[str, Any]] = []
+    used = 0
+    finished = False
+    while used < cfg.max_tokens:
+        st = draft_step(ctx, segmenter, sampling, cfg.max_tokens - used)
+        if st.n_tokens:
+            s0 = time.perf_counter()
+            signals = computer.compute(st.hidden, st.stats, st.text)
+            signal_ms = 1000.0 * (time.perf_counter() - s0)
+            steps.append({
+                "index": len(steps), "text": st.text, "n_tokens": st.n_tokens, "token_start": used,
+                "token_end": used + st.n_tokens, "ended_by": st.ended_by, "seconds": round(st.seconds, 4),
+                "signal_ms": round(signal_ms, 3),
+                "signals": {k: _finite(float(v)) for k, v in signals.items()},
+            })
+            used += st.n_tokens
+        if st.ended_by == "eog":
+            finished = True
+            break
+        if st.ended_by == "budget":
+            break
+    text = "".join(s["text"] for s in steps)
+    prediction = extract_answer(text, problem.kind)
+    return {
+        "id": problem.id, "kind": problem.kind, "question": problem.question, "gold": problem.gold,
+        "prediction": prediction, "correct": bool(check_answer(prediction, problem.gold, problem.kind)),
+        "finished": finished, "n_tokens": used, "n_steps": len(steps),
+        "seconds": round(time.perf_counter() - t0, 3), "model": model_name, "layers": list(ctx.layers),
+        "text": text, "steps": steps,
+    }
+
+
+def done_ids(out: Path) -> set[str]:
+    """Ids already traced in ``out``; a torn last line is cut off so appending stays valid JSONL."""
+    if not out.exists():
+        return set()
+    ids: set[str] = set()
+    with open(out, "rb+") as fh:
+        data = fh.read()
+        good_end = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise InvalidInputError(f"{out} holds a malformed line after byte {good_end}: "
+                                        "move the file away or fix it before resuming") from None
+            ids.add(str(rec.get("id")))
+            good_end += len(line)
+        if good_end < len(data):
+            fh.truncate(good_end)
+    return ids
+
+
+@dataclass
+class TraceSummary:
+    out: str
+    traced: int
+    skipped_existing: int
+    errors: int
+    correct: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_trace(model: Model, problems: Iterable[Problem], out: str | os.PathLike[str], *, cfg: TraceConfig,
+              signal_cfg: SignalConfig, model_name: str,
+              progress: Callable[[dict[str, Any] | None], None] | None = None) -> TraceSummary:
+    """Trace every problem whose id is not yet in ``out``, appending one line each."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seen = done_ids(out)
+    layers = resolve_trace_layers(cfg.layers, model.n_layer)
+    computer = StepSignalComputer(signal_cfg)
+    traced = skipped = errors = correct = 0
+    t0 = time.perf_counter()
+    with model.context(cfg.runtime(), tap_layers=layers) as ctx, open(out, "a", encoding="utf-8") as fh:
+        for problem in problems:
+            if problem.id in seen:
+                skipped += 1
+                if progress:
+                    progress(None)
+                continue
+            try:
+                rec = trace_problem(model, ctx, computer, problem, cfg, signal_cfg, model_name)
+            except ContextOverflowError as exc:
+                rec = {"id": problem.id, "kind": problem.kind, "question": problem.question,
+                       "gold": problem.gold, "error": str(exc), "steps": []}
+                errors += 1
+            else:
+                traced += 1
+                correct += int(rec["correct"])
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.flush()
+            seen.add(problem.id)
+            if progress:
+                progress(rec)
+    return TraceSummary(out=str(out), traced=traced, skipped_existing=skipped, errors=errors, correct=correct,
+                        seconds=round(time.perf_counter() - t0, 2))
