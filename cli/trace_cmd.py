@@ -41,7 +41,8 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
 
     from rankguide_edge.engine import load_model
     from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
-    from rankguide_edge.evaluation.trace import TraceConfig, resolve_trace_layers, run_trace
+    from rankguide_edge.engine.runtime import parse_layer_spec
+    from rankguide_edge.evaluation.trace import TraceConfig, run_trace
     from rankguide_edge.signals.step import SignalConfig
 
     from ._common import load_config_file
@@ -53,7 +54,7 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     cfg = TraceConfig(layers=layers, max_tokens=max_tokens, temperature=temperature, n_ctx=n_ctx,
                       n_threads=threads, seed=seed)
     with load_model(srm, cfg.runtime(), progress=not as_json) as model:
-        resolve_trace_layers(layers, model.n_layer)  # fail fast on a bad layer list
+        parse_layer_spec(layers, model.n_layer)  # fail fast on a bad layer list
         bar = tqdm(total=len(problems), desc="trace", unit="problem", disable=as_json)
         stats = {"ok": 0, "n": 0}
 

@@ -12,14 +12,15 @@ from rankguide_edge.cli.main import main
 from rankguide_edge.collab.stepping import draft_step
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
 from rankguide_edge.engine.runtime import Model, generate_text
-from rankguide_edge.evaluation.trace import done_ids, resolve_trace_layers
+from rankguide_edge.engine.runtime import parse_layer_spec
+from rankguide_edge.evaluation.trace import done_ids
 from rankguide_edge.signals.step import SignalConfig
 
 
 def test_auto_layers_are_four_evenly_spaced_ending_at_the_last() -> None:
-    assert resolve_trace_layers("auto", 24) == [5, 11, 17, 23]
-    assert resolve_trace_layers("auto", 3) == [0, 1, 2]
-    assert resolve_trace_layers("last", 28) == [27]
+    assert parse_layer_spec("auto", 24) == [5, 11, 17, 23]
+    assert parse_layer_spec("auto", 3) == [0, 1, 2]
+    assert parse_layer_spec("last", 28) == [27]
 
 
 def test_steps_concatenate_to_the_plain_generation(smollm2) -> None:

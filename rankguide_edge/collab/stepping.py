@@ -7,6 +7,7 @@ runtime's numpy API only (no ctypes).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +23,8 @@ class DraftStep:
     """One step the SRM wrote.
 
     ``hidden``: tapped layer -> float32 ``(n_tokens, n_embd)``; ``stats``: the tokens' entropies and top-k
-    log-probabilities; ``ended_by``: "delimiter", "max_step_tokens", "eog" (the model ended) or "budget" (token
-    budget exhausted). ``token_ids`` excludes an end-of-generation token, which is never fed to the context.
+    log-probabilities; ``ended_by``: "delimiter", "max_step_tokens", "eog" (the model ended), "budget" (token
+    budget exhausted) or "early" (the ``early`` check stopped the draft). ``token_ids`` excludes an end-of-generation token, which is never fed to the context.
     """
 
     text: str
@@ -38,11 +39,20 @@ class DraftStep:
         return len(self.token_ids)
 
 
-def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig, budget: int) -> DraftStep:
+#: an early check receives the partial draft and returns True to stop it
+EarlyCheck = Callable[["DraftStep"], bool]
+
+
+def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig, budget: int, *,
+               early: EarlyCheck | None = None, early_from: int = 8, early_every: int = 4,
+               on_token: Callable[[str], None] | None = None) -> DraftStep:
     """Generate from the context's current state until the step ends, the model ends, or ``budget`` tokens.
 
     The context must hold logits (its last eval fed at least one token). ``segmenter`` carries text across
-    steps (a delimiter inside a token leaves the rest of the token's text for the next step).
+    steps (a delimiter inside a token leaves the rest of the token's text for the next step). With ``early``,
+    the partial draft is checked after ``early_from`` tokens and every ``early_every`` tokens after that; a
+    True answer stops drafting with ``ended_by="early"`` (the segmenter then still holds the partial text:
+    reset it if the draft is discarded). ``on_token`` receives each token's text as it is generated.
     """
     t0 = time.perf_counter()
     ids: list[int] = []
@@ -62,18 +72,40 @@ def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig,
             ent.append(ev.entropy)
             tops.append(ev.top_logprobs)
             pieces.append(ev.text)
+            if on_token is not None:
+                on_token(ev.text)
             for il, h in ev.hidden.items():
                 rows[il].append(h)
             if segmenter.feed(ev.text):
                 text = segmenter.last_step
                 ended_by = "delimiter" if text.endswith(segmenter.delimiter) else "max_step_tokens"
                 break
+            n = len(ids)
+            if early is not None and n >= early_from and (n - early_from) % early_every == 0:
+                partial = _pack(ctx, segmenter.text, ids, rows, ent, tops, pieces, "early", t0)
+                if early(partial):
+                    return partial
     if ended_by in ("eog", "budget"):
         text = segmenter.flush()
+    return _pack(ctx, text, ids, rows, ent, tops, pieces, ended_by, t0)
+
+
+def _pack(ctx: Context, text: str, ids: list[int], rows: dict[int, list[np.ndarray]], ent: list[float],
+          tops: list[np.ndarray], pieces: list[str], ended_by: str, t0: float) -> DraftStep:
     k = ctx.config.top_logprobs
     hidden = {il: (np.stack(r) if r else np.zeros((0, ctx.model.n_embd), np.float32)) for il, r in rows.items()}
     stats = TokenStats(entropy=np.asarray(ent, np.float32),
                        top_logprobs=np.stack(tops) if tops else np.zeros((0, k), np.float32),
                        pieces=tuple(pieces))
-    return DraftStep(text=text, token_ids=ids, hidden=hidden, stats=stats, ended_by=ended_by,
+    return DraftStep(text=text, token_ids=list(ids), hidden=hidden, stats=stats, ended_by=ended_by,
                      seconds=time.perf_counter() - t0)
+
+
+def join_drafts(first: DraftStep, rest: DraftStep) -> DraftStep:
+    """One step from a draft stopped early and its continuation (token rows concatenated)."""
+    hidden = {il: np.concatenate([first.hidden[il], rest.hidden[il]]) for il in first.hidden}
+    stats = TokenStats(entropy=np.concatenate([first.stats.entropy, rest.stats.entropy]),
+                       top_logprobs=np.concatenate([first.stats.top_logprobs, rest.stats.top_logprobs]),
+                       pieces=first.stats.pieces + rest.stats.pieces)
+    return DraftStep(text=rest.text, token_ids=first.token_ids + rest.token_ids, hidden=hidden, stats=stats,
+                     ended_by=rest.ended_by, seconds=first.seconds + rest.seconds)

@@ -401,9 +401,12 @@ class Context:
 
 
 def parse_layer_spec(spec: str | Sequence[int], n_layer: int) -> list[int]:
-    """``"all"``, ``"last"``, ``"0,5,-1"`` or ``"20-23"`` (inclusive ranges) -> sorted 0-based layer indices."""
+    """``"all"``, ``"last"``, ``"auto"`` (four evenly spaced layers ending at the last, e.g. 5,11,17,23 of 24),
+    ``"0,5,-1"`` or ``"20-23"`` (inclusive ranges) -> sorted 0-based layer indices."""
     if not isinstance(spec, str):
         items: list[int] = [int(x) for x in spec]
+    elif spec.strip().lower() == "auto":
+        return sorted({max(0, round(n_layer * k / 4) - 1) for k in range(1, 5)})
     elif spec.strip().lower() == "all":
         return list(range(n_layer))
     elif spec.strip().lower() == "last":
@@ -419,9 +422,9 @@ def parse_layer_spec(spec: str | Sequence[int], n_layer: int) -> list[int]:
                 elif part:
                     items.append(int(part))
             except ValueError:
-                raise LayerIndexError(f"bad layer list {spec!r}: use all, last, 0,5,-1 or 20-23") from None
+                raise LayerIndexError(f"bad layer list {spec!r}: use auto, all, last, 0,5,-1 or 20-23") from None
         if not items:
-            raise LayerIndexError(f"bad layer list {spec!r}: use all, last, 0,5,-1 or 20-23")
+            raise LayerIndexError(f"bad layer list {spec!r}: use auto, all, last, 0,5,-1 or 20-23")
     out = set()
     for il in items:
         j = il + n_layer if il < 0 else il

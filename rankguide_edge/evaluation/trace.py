@@ -47,13 +47,6 @@ class TraceConfig:
         return SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
 
-def resolve_trace_layers(spec: str, n_layer: int) -> list[int]:
-    """``auto``: four evenly spaced layers ending at the last one (e.g. 5, 11, 17, 23 of 24)."""
-    if spec.strip().lower() == "auto":
-        return sorted({max(0, round(n_layer * k / 4) - 1) for k in range(1, 5)})
-    return parse_layer_spec(spec, n_layer)
-
-
 def _finite(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
@@ -148,7 +141,7 @@ def run_trace(model: Model, problems: Iterable[Problem], out: str | os.PathLike[
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     seen = done_ids(out)
-    layers = resolve_trace_layers(cfg.layers, model.n_layer)
+    layers = parse_layer_spec(cfg.layers, model.n_layer)
     computer = StepSignalComputer(signal_cfg)
     traced = skipped = errors = correct = 0
     t0 = time.perf_counter()
