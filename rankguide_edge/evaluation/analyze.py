@@ -153,7 +153,7 @@ class _Feature:
 
     @property
     def name(self) -> str:
-        return self.signal if self.kind == "length" else f"{self.signal}:{self.agg}"
+        return self.signal if self.agg == "trace" else f"{self.signal}:{self.agg}"
 
 
 def _aggregates(t: TraceTable) -> dict[str, np.ndarray]:
@@ -199,12 +199,18 @@ def _thresholds(t: TraceTable, col: int, cfg: AnalyzeConfig) -> list[tuple[float
     return out
 
 
+#: per-step keys that only count positions or sizes: reported with the length features, never as signals
+LENGTH_KEYS = frozenset({"step.index", "step.partial", "rank.rows.step", "rank.rows.win", "tucker.rows",
+                         "text.n_tokens", "text.n_chars"})
+
+
 def _features(t: TraceTable, cfg: AnalyzeConfig) -> list[_Feature]:
     feats = [_Feature("n_tokens", "trace", "length", t.n_tokens), _Feature("n_steps", "trace", "length", t.n_steps)]
     aggs = _aggregates(t)
     for k, key in enumerate(t.keys):
+        kind = "length" if key in LENGTH_KEYS else "signal"
         for agg in _AGGS:
-            feats.append(_Feature(key, agg, "signal", aggs[agg][:, k]))
+            feats.append(_Feature(key, agg, kind, aggs[agg][:, k]))
         if key.startswith("fail."):
             for thr, label in _thresholds(t, k, cfg):
                 feats.append(_Feature(key, label, "first_cross", _first_crossing(t, k, thr), thr))
