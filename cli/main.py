@@ -17,11 +17,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import bench_cmd, generate_cmd, models_cmd, trace_cmd
+    from . import analyze_cmd, bench_cmd, generate_cmd, models_cmd, solve_cmd, trace_cmd
 
+    main.add_command(solve_cmd.solve)
+    main.add_command(solve_cmd.chat)
     main.add_command(models_cmd.models)
     main.add_command(generate_cmd.generate)
     main.add_command(trace_cmd.trace)
+    main.add_command(analyze_cmd.analyze)
     main.add_command(bench_cmd.bench)
 
 

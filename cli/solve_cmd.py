@@ -1,0 +1,170 @@
+"""``rankguide-edge solve`` and ``chat``: the SRM writes steps, the LRM rewrites the ones the policy flags."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ._common import emit_json, handle_errors
+
+POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
+
+
+def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by solve and chat."""
+    opts = [
+        click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+                     help="Small model: name or GGUF path."),
+        click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
+                     help="Large model: name, GGUF path, or an OpenAI-compatible URL like http://host:8080/v1."),
+        click.option("--lrm-model", default=None, help="Model name to send to a remote LRM."),
+        click.option("--lrm-api-key", default=None, envvar="RANKGUIDE_EDGE_LRM_API_KEY",
+                     help="API key of a remote LRM (or $RANKGUIDE_EDGE_LRM_API_KEY)."),
+        click.option("--lrm-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1, 3600)),
+        click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES),
+                     help="Routing policy; srm never routes, lrm lets the LRM write every step."),
+        click.option("--threshold", default=None, type=click.FloatRange(0.0, 1.0),
+                     help="Route a step when the policy score >= threshold [default: 0.5]."),
+        click.option("--decide", default="post", show_default=True, type=click.Choice(["post", "early", "pre"]),
+                     help="Judge the finished step (post), its first tokens (early) or predict it (pre)."),
+        click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144)),
+        click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0)),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1)),
+        click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(64, 262144)),
+        click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
+                     help="CPU threads (0: all)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float,
+                policy: str, threshold: float | None, decide: str, max_tokens: int, temperature: float, seed: int,
+                n_ctx: int, threads: int, progress: bool):  # noqa: ANN201
+    from rankguide_edge.api import Solver
+    from rankguide_edge.collab.reasoner import ReasonerConfig
+    from rankguide_edge.config import RuntimeConfig
+
+    cfg = ReasonerConfig(policy=policy, threshold=0.5 if threshold is None else threshold, decide=decide,
+                         max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed),
+                  lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, progress=progress)
+
+
+def _marker(source: str) -> str:
+    return click.style("[LRM]", fg="magenta", bold=True) if source == "lrm" else click.style("[SRM]", fg="cyan")
+
+
+@click.command()
+@click.argument("question")
+@collab_options
+@click.option("--kind", default="generic", show_default=True, type=click.Choice(["generic", "gsm8k", "svamp", "math"]),
+              help="Answer format: numeric kinds end with 'The answer is N', math with \\boxed{}.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result (steps, timing, usage) as JSON.")
+@handle_errors
+def solve(question: str, kind: str, as_json: bool, **opts: Any) -> None:
+    """Solve QUESTION step by step: the SRM drafts each step and the LRM rewrites the steps the policy flags.
+
+    Steps print with an [SRM] or [LRM] marker, then the final answer and a cost summary.
+    """
+    with open_solver(progress=not as_json, **opts) as solver:
+        out = solver.solve(question, kind=kind)
+    if as_json:
+        emit_json(out.to_dict())
+        return
+    for st in out.result.steps:
+        note = f"  (score {st.score:.2f})" if st.score is not None else ""
+        if st.lrm_error:
+            note += click.style(f"  [LRM failed: {st.lrm_error}; kept the SRM step]", fg="yellow")
+        click.echo(f"{_marker(st.source)} {st.text.rstrip()}{note}")
+    r = out.result
+    click.echo(click.style(f"answer: {out.answer}", bold=True))
+    click.echo(f"[{len(r.steps)} steps, {sum(s.source == 'lrm' for s in r.steps)} by the LRM; "
+               f"{r.usage['srm_tokens']} SRM tokens ({r.usage['srm_discarded_tokens']} thrown away), "
+               f"{r.usage['lrm_tokens']} LRM tokens in {r.usage['lrm_calls']} calls; {r.timing['total']:.1f} s]",
+               err=True)
+
+
+@click.command()
+@collab_options
+@handle_errors
+def chat(**opts: Any) -> None:
+    """Interactive multi-turn chat. SRM tokens stream as they are written; LRM steps are marked.
+
+    Commands: /reset (forget the conversation), /policy NAME, /threshold X, /decide post|early|pre, /stats,
+    /quit. Ctrl-C or Ctrl-D leaves.
+    """
+    from rankguide_edge.errors import RankGuideError
+
+    with open_solver(progress=True, **opts) as solver:
+        history: list[tuple[str, str]] = []
+        totals = {"turns": 0, "steps": 0, "lrm_steps": 0, "srm_tokens": 0, "lrm_tokens": 0, "seconds": 0.0}
+        click.echo(f"rankguide-edge chat — policy {solver.config.policy}, threshold {solver.config.threshold}, "
+                   f"decide {solver.config.decide}. /quit to leave.")
+        while True:
+            try:
+                line = input(click.style("you> ", bold=True))
+            except (EOFError, KeyboardInterrupt):
+                click.echo("")
+                return
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                cmd, _, arg = line.partition(" ")
+                try:
+                    if cmd in ("/quit", "/exit"):
+                        return
+                    if cmd == "/reset":
+                        history.clear()
+                        click.echo("conversation forgotten")
+                    elif cmd == "/policy":
+                        solver.reconfigure(policy=arg.strip())
+                        click.echo(f"policy {solver.config.policy}")
+                    elif cmd == "/threshold":
+                        solver.reconfigure(threshold=float(arg))
+                        click.echo(f"threshold {solver.config.threshold}")
+                    elif cmd == "/decide":
+                        solver.reconfigure(decide=arg.strip())
+                        click.echo(f"decide {solver.config.decide}")
+                    elif cmd == "/stats":
+                        click.echo(", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in totals.items()))
+                    else:
+                        click.echo("commands: /reset /policy NAME /threshold X /decide post|early|pre /stats /quit")
+                except (RankGuideError, ValueError) as exc:
+                    click.echo(f"error: {exc}")
+                continue
+            history.append(("user", line))
+            sys.stdout.write(_marker("srm") + " ")
+
+            def on_event(kind: str, payload: Any) -> None:
+                if kind == "token":
+                    sys.stdout.write(payload)
+                elif kind == "discard":
+                    sys.stdout.write(click.style(" ↩ routed\n", fg="yellow"))
+                elif kind == "step" and payload.source == "lrm":
+                    sys.stdout.write(f"{_marker('lrm')} {payload.text}")
+                    if not payload.text.endswith("\n"):
+                        sys.stdout.write("\n")
+                    sys.stdout.write(_marker("srm") + " ")
+                sys.stdout.flush()
+
+            try:
+                result = solver.chat(history, on_event=on_event)
+            except KeyboardInterrupt:
+                click.echo(click.style("\n(interrupted)", fg="yellow"))
+                history.pop()
+                continue
+            sys.stdout.write("\n")
+            history.append(("assistant", result.answer_text))
+            totals["turns"] += 1
+            totals["steps"] += len(result.steps)
+            totals["lrm_steps"] += sum(s.source == "lrm" for s in result.steps)
+            totals["srm_tokens"] += result.usage["srm_tokens"]
+            totals["lrm_tokens"] += result.usage["lrm_tokens"]
+            totals["seconds"] += result.timing["total"]

@@ -1,0 +1,95 @@
+"""The Python API the CLI, the server and the benchmark share: open a solver, ask it questions.
+
+>>> with Solver(srm="qwen2.5-coder-0.5b-instruct", lrm="qwen2.5-coder-1.5b-instruct") as s:   # doctest: +SKIP
+...     out = s.solve("A baker makes 12 trays of 8 muffins and sells 75. How many are left?")
+...     out.answer, out.result.lrm_share
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .collab.backends import LRMBackend, make_backend
+from .collab.reasoner import EventSink, Reasoner, ReasonerConfig, SolveResult
+from .config import RuntimeConfig
+from .engine import load_model
+from .engine.models import DEFAULT_LRM, DEFAULT_SRM
+from .evaluation.answers import extract_answer, prompt_for
+from .signals.step import SignalConfig
+
+
+@dataclass
+class Answer:
+    """A solved question: the extracted final ``answer`` (None when none was found) and the full result."""
+
+    question: str
+    answer: str | None
+    result: SolveResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"question": self.question, "answer": self.answer, "text": self.result.answer_text,
+                **{k: v for k, v in self.result.to_dict().items() if k != "answer_text"}}
+
+
+class Solver:
+    """An SRM (local GGUF, tapped) and an optional LRM (local GGUF or OpenAI-compatible URL) solving together.
+
+    ``lrm=None`` or policy ``srm`` loads no LRM. Owns the models it loaded; close it (or use ``with``).
+    """
+
+    def __init__(self, srm: str | os.PathLike[str] = DEFAULT_SRM, lrm: str | None = DEFAULT_LRM, *,
+                 config: ReasonerConfig | None = None, signals: SignalConfig | None = None,
+                 runtime: RuntimeConfig | None = None, lrm_model: str | None = None,
+                 lrm_api_key: str | None = None, lrm_timeout: float = 60.0, lrm_retries: int = 2,
+                 progress: bool = True) -> None:
+        self.config = config or ReasonerConfig()
+        self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
+        self.srm_name = os.fspath(srm)
+        self.lrm_name = lrm if (lrm and self.config.policy != "srm") else None
+        self.srm = load_model(srm, self.runtime, progress=progress)
+        self.lrm: LRMBackend | None = None
+        try:
+            if self.lrm_name:
+                if self.lrm_name.lower().startswith(("http://", "https://")):
+                    self.lrm = make_backend(self.lrm_name, model=lrm_model, api_key=lrm_api_key,
+                                            timeout=lrm_timeout, retries=lrm_retries, template_model=self.srm)
+                else:
+                    self.lrm = make_backend(self.lrm_name, config=self.runtime, progress=progress)
+            self.reasoner = Reasoner(self.srm, self.lrm, self.config, signals=signals, runtime=self.runtime)
+        except BaseException:
+            self.close()
+            raise
+
+    def solve(self, question: str, *, kind: str | None = "generic", on_event: EventSink | None = None) -> Answer:
+        """Solve one question. ``kind`` (gsm8k, svamp, math, generic) adds the answer-format instruction and
+        picks the answer extractor; ``kind=None`` sends the question as is."""
+        text = prompt_for(question, kind) if kind else question
+        result = self.reasoner.solve(text, on_event=on_event)
+        return Answer(question=question, answer=extract_answer(result.answer_text, kind or "generic"),
+                      result=result)
+
+    def chat(self, messages: Sequence[tuple[str, str]], on_event: EventSink | None = None) -> SolveResult:
+        """One assistant turn for a conversation of ``(role, content)`` messages."""
+        return self.reasoner.solve(list(messages), on_event=on_event)
+
+    def reconfigure(self, **changes: Any) -> None:
+        self.reasoner.reconfigure(**changes)
+        self.config = self.reasoner.config
+
+    def close(self) -> None:
+        reasoner = getattr(self, "reasoner", None)
+        if reasoner is not None:
+            reasoner.close()
+        if self.lrm is not None:
+            self.lrm.close()
+            self.lrm = None
+        self.srm.close()
+
+    def __enter__(self) -> Solver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,292 @@
+"""The step loop: the SRM drafts, a policy scores, the LRM rewrites the steps that score at or above the threshold.
+
+One :class:`Reasoner` owns the SRM's tapped context and borrows an LRM backend. Per step:
+
+* ``post``:  the SRM drafts the whole step; the policy scores it; if routed, the draft is rolled back out of
+  the SRM's KV cache and the LRM writes the step from the same prefix;
+* ``early``: the SRM drafts; after ``early_tokens`` (then every ``early_every`` tokens) the policy scores the
+  partial draft and may stop it at once and hand the step to the LRM;
+* ``pre``:   before drafting, the policy scores the previous step's signals; if routed the LRM writes the
+  step and the SRM drafts nothing.
+
+A step the LRM wrote is appended to the SRM's context (one prefill batch), so the SRM continues from it; the
+LRM backend keeps its own cache warm lazily (it prefills SRM-written text only when next called). After
+``revalidation_k`` consecutive revalidation-heavy SRM steps the step is routed whatever the score. When the
+LRM fails (unreachable, error, empty text) the SRM's step is kept and the step says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..engine.runtime import Model, parse_layer_spec
+from ..errors import ContextOverflowError, InvalidInputError
+from ..signals.step import SignalConfig, StepSignalComputer
+from .backends import LRMBackend, StepRequest
+from .policies import DECISION_POINTS, StepView, make_policy
+from .stepping import DraftStep, draft_step, join_drafts
+
+
+@dataclass(frozen=True)
+class ReasonerConfig:
+    policy: str = bounded("rankguide", help="routing policy (see policies.available_policies())")
+    threshold: float = bounded(0.5, lo=0.0, hi=1.0, help="route when the policy score >= threshold")
+    decide: str = bounded("post", choices=DECISION_POINTS, help="decision point: post, early or pre")
+    early_tokens: int = bounded(8, lo=1, hi=4096, help="early: first check after this many draft tokens")
+    early_every: int = bounded(4, lo=1, hi=4096, help="early: then check every this many tokens")
+    revalidation_k: int = bounded(3, lo=0, hi=1000, help="route after K consecutive revalidation steps; 0 = off")
+    revalidation_level: float = bounded(0.5, lo=0.0, hi=1.0, help="fail.revalidation at or above it counts")
+    max_tokens: int = bounded(768, lo=8, hi=262144, help="token budget of the whole answer")
+    max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
+    max_lrm_share: float = bounded(1.0, lo=0.0, hi=1.0, help="stop routing once this share of steps is LRM's")
+    temperature: float = bounded(0.0, lo=0.0, hi=10.0)
+    top_p: float = bounded(1.0, lo=0.0, hi=1.0)
+    seed: int = bounded(0, lo=0, hi=2**31 - 1)
+    layers: str = bounded("auto", help="SRM layers tapped for signals (see trace --layers)")
+    random_p: float = bounded(0.2, lo=0.0, hi=1.0, help="routing probability of the random policy")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.policy == "lrm":  # the LRM writes every step: drafting with the SRM first would be pure waste
+            object.__setattr__(self, "decide", "pre")
+
+
+@dataclass
+class StepRecord:
+    index: int
+    text: str
+    source: str  # "srm" | "lrm"
+    routed: bool
+    score: float | None
+    reason: str
+    failure: dict[str, float] = field(default_factory=dict)
+    srm_tokens: int = 0  # drafted by the SRM for this step (kept or thrown away)
+    discarded_tokens: int = 0
+    lrm_tokens: int = 0
+    lrm_prefill_tokens: int = 0
+    lrm_error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SolveResult:
+    answer_text: str
+    steps: list[StepRecord]
+    finished: bool
+    timing: dict[str, float]
+    usage: dict[str, int]
+    policy: str
+    threshold: float
+    decide: str
+
+    @property
+    def lrm_share(self) -> float:
+        return sum(s.source == "lrm" for s in self.steps) / len(self.steps) if self.steps else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lrm_share"] = self.lrm_share
+        return d
+
+
+EventSink = Callable[[str, Any], None]
+
+
+class Reasoner:
+    """SRM + LRM collaboration over one SRM context. Not thread-safe: one solve at a time."""
+
+    def __init__(self, srm: Model, lrm: LRMBackend | None, config: ReasonerConfig | None = None, *,
+                 signals: SignalConfig | None = None, runtime: RuntimeConfig | None = None) -> None:
+        self.srm, self.lrm = srm, lrm
+        self.config = config or ReasonerConfig()
+        self.signal_cfg = signals or SignalConfig(max_step_tokens=self.config.max_step_tokens)
+        self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
+        layers = parse_layer_spec(self.config.layers, srm.n_layer)
+        self.ctx = srm.context(self.runtime, tap_layers=layers)
+        self.computer = StepSignalComputer(self.signal_cfg)
+        self.policy = self._make_policy(self.config)
+
+    @staticmethod
+    def _make_policy(cfg: ReasonerConfig):  # noqa: ANN205
+        opts: dict[str, Any] = {}
+        if cfg.policy == "random":
+            opts = {"p": cfg.random_p, "seed": cfg.seed}
+        policy = make_policy(cfg.policy, **opts)
+        if cfg.decide not in policy.points:
+            raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use "
+                                    f"--decide {' or '.join(policy.points)}")
+        return policy
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Change policy/threshold/decision point between solves (chat's /policy and /threshold)."""
+        cfg = ReasonerConfig(**{**asdict(self.config), **changes})
+        self.policy = self._make_policy(cfg)
+        self.config = cfg
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def __enter__(self) -> Reasoner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+
+    def solve(self, messages: str | Sequence[tuple[str, str]], on_event: EventSink | None = None) -> SolveResult:
+        """Answer ``messages`` (a str is one user message). ``on_event(kind, payload)`` streams progress:
+        ("token", text) for SRM tokens as drafted, ("discard", n_chars) when a draft is thrown away,
+        ("step", StepRecord) when a step is kept."""
+        msgs = [("user", messages)] if isinstance(messages, str) else list(messages)
+        if not msgs or not msgs[-1][1].strip():
+            raise InvalidInputError("the question is empty: give the problem to solve")
+        cfg = self.config
+        emit = on_event or (lambda kind, payload: None)
+        t_start = time.perf_counter()
+        timing = {"srm": 0.0, "lrm": 0.0, "signals": 0.0}
+        usage = {"srm_tokens": 0, "srm_discarded_tokens": 0, "lrm_tokens": 0, "lrm_calls": 0,
+                 "lrm_failures": 0, "lrm_prefill_tokens": 0, "srm_prefill_tokens": 0}
+        ctx = self.ctx
+        ctx.reset()
+        self.computer.reset()
+        self.policy.reset()
+        seg = self.signal_cfg.segmenter()
+        prompt = self.srm.tokenize(self.srm.chat_prompt(msgs), add_special=True)
+        if len(prompt) + 1 > ctx.n_ctx:
+            raise ContextOverflowError(f"the question takes {len(prompt)} tokens but the SRM context holds "
+                                       f"{ctx.n_ctx}: shorten it or raise --n-ctx")
+        t0 = time.perf_counter()
+        ctx.eval(prompt, hidden=False)
+        timing["srm"] += time.perf_counter() - t0
+        usage["srm_prefill_tokens"] += len(prompt)
+        sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+        steps: list[StepRecord] = []
+        prefix = ""
+        used = 0
+        finished = False
+        streak = 0
+        prev_signals: dict[str, float] = {}
+        while used < cfg.max_tokens and ctx.n_past < ctx.n_ctx - 1:
+            budget = min(cfg.max_tokens - used, ctx.n_ctx - 1 - ctx.n_past)
+            t_step = time.perf_counter()
+            n0 = ctx.n_past
+            lrm_allowed = self.lrm is not None and (
+                not steps or sum(s.source == "lrm" for s in steps) / (len(steps) + 1) < cfg.max_lrm_share)
+            draft: DraftStep | None = None
+            score: float | None = None
+            reason = "policy"
+            signals: dict[str, float] = {}
+            if cfg.decide == "pre":
+                view = StepView("pre", len(steps), "", 0, prev_signals, prefix)
+                score = self.policy.score(view)
+            if cfg.decide != "pre" or score is None or score < cfg.threshold or not lrm_allowed:
+                early_fn = None
+                if cfg.decide == "early" and lrm_allowed:
+                    def early_fn(partial: DraftStep) -> bool:
+                        s0 = time.perf_counter()
+                        sig = self.computer.compute_partial(partial.hidden, partial.stats, partial.text)
+                        timing["signals"] += time.perf_counter() - s0
+                        sc = self.policy.score(StepView("early", len(steps), partial.text, partial.n_tokens,
+                                                        sig, prefix))
+                        early_fn.score = sc  # type: ignore[attr-defined]
+                        return sc >= cfg.threshold
+                draft = draft_step(ctx, seg, sampling, budget, early=early_fn, early_from=cfg.early_tokens,
+                                   early_every=cfg.early_every, on_token=lambda t: emit("token", t))
+                timing["srm"] += draft.seconds
+                usage["srm_tokens"] += draft.n_tokens
+                if draft.ended_by == "early":
+                    score = getattr(early_fn, "score", None)
+                elif draft.n_tokens:
+                    signals = self._signals(draft, timing)
+                    prev_signals = signals
+                    if cfg.decide == "post":
+                        view = StepView("post", len(steps), draft.text, draft.n_tokens, signals, prefix,
+                                        judge=self._judge(msgs, prefix))
+                        score = self.policy.score(view)
+            route = (lrm_allowed and score is not None and score >= cfg.threshold
+                     and (draft is None or draft.n_tokens > 0))
+            if not route and lrm_allowed and cfg.revalidation_k and draft is not None and draft.n_tokens:
+                streak = streak + 1 if signals.get("fail.revalidation", 0.0) >= cfg.revalidation_level else 0
+                if streak >= cfg.revalidation_k:
+                    route, reason, streak = True, "revalidation", 0
+            record = StepRecord(index=len(steps), text="", source="srm", routed=route, score=score, reason=reason,
+                                failure={k: v for k, v in signals.items() if k.startswith("fail.")},
+                                srm_tokens=draft.n_tokens if draft else 0)
+            if route:
+                assert self.lrm is not None
+                t1 = time.perf_counter()
+                reply = self.lrm.write_step(StepRequest(
+                    messages=msgs, prefix=prefix, max_tokens=min(cfg.max_step_tokens, budget),
+                    stop=(self.signal_cfg.delimiter,), temperature=cfg.temperature, seed=cfg.seed))
+                timing["lrm"] += time.perf_counter() - t1
+                usage["lrm_calls"] += 1
+                usage["lrm_prefill_tokens"] += reply.prefill_tokens
+                if reply.ok and reply.text:
+                    if draft is not None and draft.n_tokens:
+                        ctx.rollback(n0)
+                        usage["srm_discarded_tokens"] += draft.n_tokens
+                        record.discarded_tokens = draft.n_tokens
+                        emit("discard", len(draft.text))
+                    seg.reset()
+                    toks = self.srm.tokenize(reply.text)
+                    if ctx.n_past + len(toks) >= ctx.n_ctx:
+                        toks = toks[: max(0, ctx.n_ctx - 1 - ctx.n_past)]
+                    t2 = time.perf_counter()
+                    if toks:
+                        ctx.eval(toks, hidden=False)
+                    timing["srm"] += time.perf_counter() - t2
+                    usage["srm_prefill_tokens"] += len(toks)
+                    usage["lrm_tokens"] += reply.n_tokens
+                    record.text, record.source = reply.text, "lrm"
+                    record.lrm_tokens, record.lrm_prefill_tokens = reply.n_tokens, reply.prefill_tokens
+                    used += reply.n_tokens  # the answer budget counts tokens of the model that wrote them
+                    finished = reply.finished
+                    streak = 0
+                else:
+                    usage["lrm_failures"] += 1
+                    record.lrm_error = reply.error or "empty reply"
+                    record.routed = False
+            if record.source == "srm":
+                if draft is None or draft.ended_by == "early":
+                    # the LRM failed after "pre" routing or an early stop: the SRM writes (the rest of) the step
+                    rest = draft_step(ctx, seg, sampling, budget - (draft.n_tokens if draft else 0),
+                                      on_token=lambda t: emit("token", t))
+                    timing["srm"] += rest.seconds
+                    usage["srm_tokens"] += rest.n_tokens
+                    record.srm_tokens += rest.n_tokens
+                    draft = rest if draft is None else join_drafts(draft, rest)
+                    if draft.n_tokens:
+                        prev_signals = self._signals(draft, timing)
+                        record.failure = {k: v for k, v in prev_signals.items() if k.startswith("fail.")}
+                record.text = draft.text
+                used += draft.n_tokens
+                finished = draft.ended_by == "eog"
+                if not draft.n_tokens and not draft.text:
+                    break
+            record.seconds = time.perf_counter() - t_step
+            prefix += record.text
+            steps.append(record)
+            emit("step", record)
+            if finished:
+                break
+        timing["total"] = time.perf_counter() - t_start
+        return SolveResult(answer_text=prefix, steps=steps, finished=finished,
+                           timing={k: round(v, 4) for k, v in timing.items()}, usage=usage,
+                           policy=cfg.policy, threshold=cfg.threshold, decide=cfg.decide)
+
+    def _signals(self, draft: DraftStep, timing: dict[str, float]) -> dict[str, float]:
+        s0 = time.perf_counter()
+        out = self.computer.compute(draft.hidden, draft.stats, draft.text)
+        timing["signals"] += time.perf_counter() - s0
+        return out
+
+    def _judge(self, msgs: list[tuple[str, str]], prefix: str) -> Callable[[str], int | None] | None:
+        if self.lrm is None or self.config.policy != "judge":
+            return None
+        lrm = self.lrm
+        return lambda step: lrm.rate(msgs, prefix, step)

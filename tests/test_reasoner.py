@@ -1,0 +1,138 @@
+"""The collaborative step loop on real models: invariants of the srm/lrm policies, routing, decision points,
+remote LRMs over a real loopback HTTP server (healthy, failing, slow) and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankguide_edge.collab.backends_local import LocalBackend
+from rankguide_edge.collab.backends_remote import RemoteBackend
+from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
+from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.engine.runtime import Model, generate_text
+from rankguide_edge.errors import ContextOverflowError, InvalidInputError
+from rankguide_edge.testing.mini_server import MiniServer
+
+QUESTION = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left? Think step by step."
+RT = RuntimeConfig(n_ctx=1024)
+N = 48
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2) -> Model:
+    m = Model(smollm2)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gguf) -> Model:
+    m = Model(tiny_gguf)
+    yield m
+    m.close()
+
+
+def _greedy(model: Model, n: int = N) -> str:
+    with model.context(RT) as ctx:
+        text, _ = generate_text(ctx, model.tokenize(model.chat_prompt(QUESTION), add_special=True),
+                                SamplingConfig(max_tokens=n))
+    return text
+
+
+def _solve(srm: Model, lrm, **cfg):
+    with Reasoner(srm, lrm, ReasonerConfig(max_tokens=N, max_step_tokens=16, **cfg), runtime=RT) as r:
+        return r.solve(QUESTION)
+
+
+def test_policy_srm_reproduces_the_srm_alone(smol) -> None:
+    res = _solve(smol, None, policy="srm")
+    assert res.answer_text == _greedy(smol)
+    assert all(s.source == "srm" and not s.routed for s in res.steps)
+    assert res.usage["lrm_calls"] == 0 and res.usage["srm_discarded_tokens"] == 0
+
+
+def test_policy_lrm_reproduces_the_lrm_alone(smol) -> None:
+    with LocalBackend(smol, RT) as lrm:
+        res = _solve(smol, lrm, policy="lrm")
+    assert res.decide == "pre"  # the SRM drafts nothing
+    assert res.answer_text == _greedy(smol)
+    assert res.steps and all(s.source == "lrm" for s in res.steps)
+    assert res.usage["srm_tokens"] == 0 and res.usage["lrm_calls"] == len(res.steps)
+
+
+def test_routing_every_step_and_never(smol, tiny) -> None:
+    with LocalBackend(tiny, RT) as lrm:  # another tokenizer: steps travel as text
+        every = _solve(smol, lrm, policy="rankguide", threshold=0.0)
+        never = _solve(smol, lrm, policy="rankguide", threshold=1.0, revalidation_k=0)
+    assert every.steps and all(s.source == "lrm" for s in every.steps)
+    assert every.usage["srm_discarded_tokens"] == sum(s.srm_tokens for s in every.steps) > 0
+    assert never.answer_text == _greedy(smol)
+    assert all(s.source == "srm" for s in never.steps)
+
+
+def test_random_routing_is_deterministic_with_a_seed(smol) -> None:
+    with LocalBackend(smol, RT) as lrm:
+        runs = [[s.source for s in _solve(smol, lrm, policy="random", random_p=0.5, seed=3).steps]
+                for _ in range(2)]
+        other = [s.source for s in _solve(smol, lrm, policy="random", random_p=0.5, seed=11).steps]
+    assert runs[0] == runs[1]
+    assert len(runs[0]) >= 3
+    assert runs[0] != other or len(set(runs[0])) == 2
+
+
+def test_early_decision_stops_drafts_after_k_tokens(smol) -> None:
+    with LocalBackend(smol, RT) as lrm:
+        res = _solve(smol, lrm, policy="entropy", threshold=0.0, decide="early", early_tokens=4)
+    assert res.steps and all(s.source == "lrm" for s in res.steps)
+    assert all(s.srm_tokens <= 4 for s in res.steps)
+
+
+def test_pre_decision_lets_the_lrm_write_without_a_draft(smol) -> None:
+    with LocalBackend(smol, RT) as lrm:
+        res = _solve(smol, lrm, policy="random", random_p=1.0, decide="pre")
+    assert all(s.source == "lrm" and s.srm_tokens == 0 for s in res.steps)
+
+
+def test_remote_lrm_on_a_loopback_server_writes_every_step(smol) -> None:
+    """Steps travel as text over HTTP. The first step matches a local LRM exactly (both prefill the same prompt
+    from an empty cache); later ones may differ in near-ties, because the server prefills each prompt whole while
+    a local backend reuses its cache, and batched and incremental prefill round differently."""
+    with LocalBackend(smol, RT) as local:
+        ref = _solve(smol, local, policy="lrm")
+    with MiniServer(smol, RT) as server:
+        remote = RemoteBackend(server.url, template_model=smol)
+        res = _solve(smol, remote, policy="lrm")
+        remote.close()
+        posts = [r for r in server.requests if r[0] == "POST"]
+    assert res.steps and all(s.source == "lrm" and not s.lrm_error for s in res.steps)
+    assert res.steps[0].text == ref.steps[0].text
+    assert len(posts) == len(res.steps) and all(status == 200 for _, _, status in posts)
+    assert res.usage["lrm_tokens"] <= N
+
+
+@pytest.mark.parametrize("mode", ["error", "slow", "empty"])
+def test_a_failing_remote_lrm_keeps_the_srm_steps(smol, mode: str) -> None:
+    with MiniServer(smol, RT, mode=mode, delay=3.0) as server:
+        remote = RemoteBackend(server.url, template_model=smol, timeout=0.5, retries=1, backoff=0.05)
+        res = _solve(smol, remote, policy="rankguide", threshold=0.0)
+        remote.close()
+    assert res.answer_text == _greedy(smol)
+    assert all(s.source == "srm" and s.lrm_error for s in res.steps)
+    assert res.usage["lrm_failures"] == res.usage["lrm_calls"] == len(res.steps)
+
+
+def test_an_unreachable_lrm_keeps_the_srm_steps(smol) -> None:
+    remote = RemoteBackend("http://127.0.0.1:9/v1", template_model=smol, timeout=0.5, retries=0)
+    res = _solve(smol, remote, policy="rankguide", threshold=0.0)
+    assert res.answer_text == _greedy(smol)
+    assert all(s.lrm_error for s in res.steps)
+
+
+def test_bad_input(smol) -> None:
+    with Reasoner(smol, None, ReasonerConfig(policy="srm"), runtime=RuntimeConfig(n_ctx=256)) as r:
+        with pytest.raises(InvalidInputError, match="empty"):
+            r.solve("   ")
+        with pytest.raises(ContextOverflowError, match="n-ctx"):
+            r.solve("word " * 2000)
+    with pytest.raises(InvalidInputError, match="cannot decide"):
+        Reasoner(smol, None, ReasonerConfig(policy="judge", decide="pre"))
