@@ -17,6 +17,7 @@ from .collab.reasoner import EventSink, Reasoner, ReasonerConfig, SolveResult
 from .config import RuntimeConfig
 from .engine import load_model
 from .engine.models import DEFAULT_LRM, DEFAULT_SRM
+from .errors import InvalidInputError
 from .evaluation.answers import extract_answer, prompt_for
 from .signals.step import SignalConfig
 
@@ -66,6 +67,8 @@ class Solver:
     def solve(self, question: str, *, kind: str | None = "generic", on_event: EventSink | None = None) -> Answer:
         """Solve one question. ``kind`` (gsm8k, svamp, math, generic) adds the answer-format instruction and
         picks the answer extractor; ``kind=None`` sends the question as is."""
+        if not question.strip():
+            raise InvalidInputError("the question is empty: give the problem to solve")
         text = prompt_for(question, kind) if kind else question
         result = self.reasoner.solve(text, on_event=on_event)
         return Answer(question=question, answer=extract_answer(result.answer_text, kind or "generic"),
