@@ -68,3 +68,71 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
     click.echo(f"signals per step (n_embd {n_embd}, {layers} layers, W {window}, {steps} steps): "
                f"median {res['median_ms']:.3f} ms, p95 {res['p95_ms']:.3f} ms; "
                f"partial (early decision) median {res['partial_median_ms']:.3f} ms")
+
+
+@bench.command("run")
+@click.option("--data", required=True, help="Dataset file or short name (gsm8k-test, gsm8k-train, math500, svamp).")
+@click.option("--limit", type=click.IntRange(1), help="First N problems (file order).")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--methods", default="srm,lrm,rankguide", show_default=True,
+              help="Comma list of policy[@post|early|pre][:threshold], e.g. srm,lrm,rankguide@early:0.4,random.")
+@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True)
+@click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True, help="Name, GGUF path or URL.")
+@click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144))
+@click.option("--random-p", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Routing probability of the random method.")
+@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.jsonl).")
+@handle_errors
+def run(data: str, limit: int | None, offset: int, methods: str, srm: str, lrm: str, max_tokens: int,
+        random_p: float, n_ctx: int, threads: int, seed: int, out: str) -> None:
+    """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`."""
+    from tqdm import tqdm
+
+    from rankguide_edge.collab.backends import make_backend
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.evaluation.bench import parse_methods, run_bench
+    from rankguide_edge.evaluation.datasets import DatasetConfig
+
+    ms = parse_methods(methods)
+    problems = DatasetConfig(path=data, limit=limit, offset=offset).load()
+    rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
+    with load_model(srm, rt) as model:
+        backend = None
+        if any(m.policy != "srm" for m in ms):
+            backend = (make_backend(lrm, template_model=model) if lrm.lower().startswith(("http://", "https://"))
+                       else make_backend(lrm, config=rt))
+        bar = tqdm(total=len(problems) * len(ms), desc="bench", unit="run")
+        try:
+            path = run_bench(model, backend, problems, ms, out, runtime=rt, max_tokens=max_tokens, seed=seed,
+                             random_p=random_p, progress=lambda rec: bar.update(1))
+        finally:
+            bar.close()
+            if backend is not None:
+                backend.close()
+    click.echo(f"results in {path}; summarise with `rankguide-edge bench report {out}`")
+
+
+@bench.command("report")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def report(out: str, as_json: bool) -> None:
+    """Summarise OUT/results.jsonl into OUT/summary.json and OUT/summary.md."""
+    import json
+    import os
+
+    from rankguide_edge.evaluation.bench import summarize, summary_markdown
+
+    summary = summarize(os.path.join(out, "results.jsonl"))
+    for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_markdown(summary))):
+        tmp = os.path.join(out, f".{name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, os.path.join(out, name))
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(summary_markdown(summary))

@@ -185,22 +185,24 @@ class Reasoner:
                 view = StepView("pre", len(steps), "", 0, prev_signals, prefix)
                 score = self.policy.score(view)
             if cfg.decide != "pre" or score is None or score < cfg.threshold or not lrm_allowed:
-                early_fn = None
-                if cfg.decide == "early" and lrm_allowed:
-                    def early_fn(partial: DraftStep) -> bool:
-                        s0 = time.perf_counter()
-                        sig = self.computer.compute_partial(partial.hidden, partial.stats, partial.text)
-                        timing["signals"] += time.perf_counter() - s0
-                        sc = self.policy.score(StepView("early", len(steps), partial.text, partial.n_tokens,
-                                                        sig, prefix))
-                        early_fn.score = sc  # type: ignore[attr-defined]
-                        return sc >= cfg.threshold
-                draft = draft_step(ctx, seg, sampling, budget, early=early_fn, early_from=cfg.early_tokens,
-                                   early_every=cfg.early_every, on_token=lambda t: emit("token", t))
+                early_scores: list[float] = []
+
+                def check_early(partial: DraftStep) -> bool:
+                    s0 = time.perf_counter()
+                    sig = self.computer.compute_partial(partial.hidden, partial.stats, partial.text)
+                    timing["signals"] += time.perf_counter() - s0
+                    early_scores.append(self.policy.score(
+                        StepView("early", len(steps), partial.text, partial.n_tokens, sig, prefix)))
+                    return early_scores[-1] >= cfg.threshold
+
+                use_early = cfg.decide == "early" and lrm_allowed
+                draft = draft_step(ctx, seg, sampling, budget, early=check_early if use_early else None,
+                                   early_from=cfg.early_tokens, early_every=cfg.early_every,
+                                   on_token=lambda t: emit("token", t))
                 timing["srm"] += draft.seconds
                 usage["srm_tokens"] += draft.n_tokens
                 if draft.ended_by == "early":
-                    score = getattr(early_fn, "score", None)
+                    score = early_scores[-1]
                 elif draft.n_tokens:
                     signals = self._signals(draft, timing)
                     prev_signals = signals

@@ -18,9 +18,10 @@ from typing import Any
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
 from ..engine.runtime import Model, parse_layer_spec
-from ..errors import ContextOverflowError, InvalidInputError
+from ..errors import ContextOverflowError
 from ..signals.step import SignalConfig, StepSignalComputer
-from .answers import extract_answer, check_answer, prompt_for
+from ._jsonl import read_for_resume
+from .answers import check_answer, extract_answer, prompt_for
 from .datasets import Problem
 
 
@@ -100,25 +101,7 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
 
 def done_ids(out: Path) -> set[str]:
     """Ids already traced in ``out``; a torn last line is cut off so appending stays valid JSONL."""
-    if not out.exists():
-        return set()
-    ids: set[str] = set()
-    with open(out, "rb+") as fh:
-        data = fh.read()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise InvalidInputError(f"{out} holds a malformed line after byte {good_end}: "
-                                        "move the file away or fix it before resuming") from None
-            ids.add(str(rec.get("id")))
-            good_end += len(line)
-        if good_end < len(data):
-            fh.truncate(good_end)
-    return ids
+    return {str(rec.get("id")) for rec in read_for_resume(out)}
 
 
 @dataclass
