@@ -14,8 +14,8 @@ from rankguide_edge.evaluation.bench import Method, parse_methods
 
 def test_parse_methods() -> None:
     ms = parse_methods("srm,lrm,rankguide@early:0.4,random")
-    assert ms[0] == Method("srm", "srm", "post", 0.5)
-    assert ms[1] == Method("lrm", "lrm", "pre", 0.5)
+    assert ms[0] == Method("srm", "srm", "post", 0.46)
+    assert ms[1] == Method("lrm", "lrm", "pre", 0.46)
     assert ms[2] == Method("rankguide@early:0.4", "rankguide", "early", 0.4)
     for bad in ("", "nope", "rankguide@later", "entropy:x", "entropy:1.5", "srm,srm"):
         with pytest.raises(ConfigError):

@@ -34,7 +34,7 @@ class Method:
     label: str
     policy: str
     decide: str = "post"
-    threshold: float = 0.5
+    threshold: float = 0.46  # ReasonerConfig's default
 
 
 def parse_methods(spec: str | Sequence[str]) -> list[Method]:
@@ -52,7 +52,7 @@ def parse_methods(spec: str | Sequence[str]) -> list[Method]:
         if decide not in DECISION_POINTS:
             raise ConfigError(f"bad decision point {decide!r} in method {item!r}; use post, early or pre")
         try:
-            threshold = float(thr) if thr else 0.5
+            threshold = float(thr) if thr else ReasonerConfig().threshold
         except ValueError:
             raise ConfigError(f"bad threshold {thr!r} in method {item!r}: give a number in [0, 1]") from None
         if not 0.0 <= threshold <= 1.0:
