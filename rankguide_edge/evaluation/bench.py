@@ -161,6 +161,8 @@ def summarize(results: str | Path) -> dict[str, Any]:
             "signals_s": sum(r["timing"].get("signals", 0.0) for r in rows),
             "srm_s": sum(r["timing"].get("srm", 0.0) for r in rows),
         }
+        row = table[m]
+        row["signals_vs_srm"] = row["signals_s"] / row["srm_s"] if row["srm_s"] else 0.0
     lrm_m = next((m for m in methods if m.split("@")[0].split(":")[0] == "lrm"), None)
     srm_m = next((m for m in methods if m.split("@")[0].split(":")[0] == "srm"), None)
     for m, row in table.items():
@@ -173,8 +175,8 @@ def summarize(results: str | Path) -> dict[str, Any]:
 def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [f"{summary['problems']} problems run by every method ({summary['results']}).", "",
              "| method | n | accuracy | 95% CI | mean s | median s | speedup vs lrm | LRM step share | "
-             "LRM token share | LRM calls | SRM tokens thrown away | mean steps | PGR |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "LRM token share | LRM calls | SRM tokens thrown away | mean steps | PGR | signals / SRM time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(x: Any, nd: int = 2) -> str:
         return "—" if x is None else f"{x:.{nd}f}"
@@ -184,5 +186,5 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {m} | {r['n']} | {f(r['accuracy'])} | [{lo:.2f}, {hi:.2f}] | {f(r['mean_s'], 1)} | "
                      f"{f(r['median_s'], 1)} | {f(r['speedup_vs_lrm'])} | {f(r['lrm_step_share'])} | "
                      f"{f(r['lrm_token_share'])} | {r['lrm_calls']} | {r['srm_discarded_tokens']} | "
-                     f"{f(r['mean_steps'], 1)} | {f(r['pgr'])} |")
+                     f"{f(r['mean_steps'], 1)} | {f(r['pgr'])} | {100 * r['signals_vs_srm']:.2f} % |")
     return "\n".join(lines) + "\n"
