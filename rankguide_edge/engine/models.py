@@ -305,7 +305,8 @@ def verify(name: str) -> VerifyResult:
 # --------------------------------------------------------------------------------------------- resolving
 
 
-def _check_gguf(path: Path) -> None:
+def check_gguf(path: Path) -> None:
+    """Raise NotAGGUFError unless ``path`` starts with the GGUF magic (ModelError when unreadable)."""
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
@@ -329,7 +330,7 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, pull: bool = True, pr
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.is_file():
-        _check_gguf(path)
+        check_gguf(path)
         return path.resolve()
     if path.is_dir():
         raise NotAGGUFError(f"{text} is a directory, not a GGUF model file; pass the .gguf file inside it")
@@ -370,7 +371,7 @@ def gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"no such file: {p}; check the path")
-    _check_gguf(p)
+    check_gguf(p)
     try:
         from gguf import GGUFReader
     except ImportError:

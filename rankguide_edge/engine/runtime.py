@@ -15,6 +15,7 @@ import codecs
 import math
 import os
 import threading
+from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -53,11 +54,9 @@ class Model:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file {path} does not exist: pull it with `rankguide-edge models pull`")
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"GGUF":
-                from ..errors import NotAGGUFError
+        from .models import check_gguf
 
-                raise NotAGGUFError(f"{path} is not a GGUF model file: give a .gguf path or a model name")
+        check_gguf(Path(path))
         ptr = _native.load_model(path, n_gpu_layers, extra_buffers)
         if not ptr:
             raise ModelLoadError(f"llama.cpp could not load {path} (corrupt or unsupported GGUF): "
