@@ -239,3 +239,72 @@ def test_subspace_novelty() -> None:
     assert R.subspace_novelty(None, other) == 1.0
     assert R.subspace_novelty(prev, other[:1]) == 0.0
     assert R.subspace_novelty(np.zeros((5, 64)), other) == 1.0
+
+
+def test_ranks_from_spectra_match_the_scalar_formulas() -> None:
+    rng = np.random.default_rng(13)
+    sv = np.sort(rng.uniform(0.0, 3.0, (6, 20)), axis=1)[:, ::-1].copy()
+    sv[1, 10:] = 0.0  # padding zeros / exact zeros
+    sv[2] = 0.0  # a zero spectrum
+    sv[3, 1:] = 1e-9  # below eps of the largest
+    denoms = [19, 19, 19, 19, 0, 7]
+    got = R.ranks_from_spectra(sv, 1e-2, denoms)
+    for row, d, rv in zip(sv, denoms, got):
+        want = R.ranks_from_spectrum(row, 1e-2, d)
+        assert rv.as_dict() == pytest.approx(want.as_dict(), rel=1e-12, abs=0.0)
+    assert got[2] is R.ZERO_RANKS and got[4] is R.ZERO_RANKS and got[3].num == 1.0
+    for few, many in zip(R.ranks_from_spectra(sv[:2], 1e-2, denoms[:2]), got[:2]):  # the scalar path
+        assert few.as_dict() == pytest.approx(many.as_dict(), rel=1e-12, abs=0.0)
+    assert R.ranks_from_spectra(np.zeros((0, 5)), 1e-2, []) == []
+
+
+def test_ranks_from_grams_of_mixed_sizes_equal_one_at_a_time() -> None:
+    rng = np.random.default_rng(14)
+    xs = [rng.standard_normal((n, 30)) for n in (12, 5, 12, 12, 3)]
+    grams = [x @ x.T for x in xs] + [np.zeros((4, 4)), np.full((2, 2), np.nan)]
+    denoms = [11, 4, 11, 0, 2, 3, 1]
+    for dt in (np.float32, np.float64):
+        got = R.ranks_from_grams(grams, denoms, eps=1e-3, dtype=dt)
+        for g, d, rv in zip(grams, denoms, got):
+            want = R.ranks_from_spectrum(R.spectrum_from_gram(g, dt), 1e-3, d)
+            assert rv.as_dict() == pytest.approx(want.as_dict(), rel=1e-12, abs=0.0)
+        assert got[3] is R.ZERO_RANKS and got[5].num == 0.0 and got[6].num == 0.0
+        assert got[0].num == 12 and got[1].num == 5  # uncentred rows: full rank
+    assert R.ranks_from_grams([], [], eps=1e-2, dtype=np.float32) == []
+
+
+def test_prepare_window_centres_and_forms_the_smaller_gram() -> None:
+    rng = np.random.default_rng(15)
+    h = rng.standard_normal((10, 25)) + 4.0
+    rows, g = R.prepare_window(h)
+    assert rows.dtype == np.float32 and g.shape == (10, 10)
+    np.testing.assert_allclose(rows.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(g, rows @ rows.T, rtol=1e-5)
+    tall_rows, tall_g = R.prepare_window(h.T, dtype=np.float64)
+    assert tall_g.shape == (10, 10) and tall_rows.shape == (25, 10)
+    np.testing.assert_allclose(tall_g, tall_rows.T @ tall_rows)
+    bad = h.copy()
+    bad[2, 3] = np.inf
+    rows_b, g_b = R.prepare_window(bad)
+    assert np.isfinite(g_b).all() and np.isfinite(rows_b).all()
+    assert [x.shape for x, _ in R.prepare_windows([h, h[:4]])] == [(10, 25), (4, 25)]
+    with pytest.raises(ValueError):
+        R.prepare_window(h[None])
+    empty_rows, empty_g = R.prepare_window(np.zeros((0, 7)))
+    assert empty_rows.shape == (0, 7) and empty_g.shape == (0, 0)
+
+
+def test_tucker_grams_are_the_unfolding_grams() -> None:
+    rng = np.random.default_rng(16)
+    p = R.prepare_rows(rng.standard_normal((3, 6, 20)), dtype=np.float64)
+    (g0, g1, g2), denoms = R.tucker_grams(p, centre=True, balance_layers=False)
+    t = np.transpose(p, (1, 0, 2))  # tokens x layers x hidden
+    u0, u1 = t.reshape(6, -1), np.transpose(t, (1, 0, 2)).reshape(3, -1)
+    np.testing.assert_allclose(g0, u0 @ u0.T)
+    np.testing.assert_allclose(g1, u1 @ u1.T)
+    np.testing.assert_allclose(g2, p.reshape(18, 20) @ p.reshape(18, 20).T)
+    assert denoms == (5, 3, 15)
+    (_, b1, _), _ = R.tucker_grams(p, centre=True, balance_layers=True)
+    np.testing.assert_allclose(np.diag(b1), 1.0)
+    assert R.tucker_grams(p[:, :1], centre=True, balance_layers=True) is None
+    assert R.tucker_grams(np.zeros((0, 4, 3)), centre=False, balance_layers=True) is None

@@ -225,3 +225,18 @@ def test_blas_thread_limit_is_applied_and_restored() -> None:
         assert inside == before == 0
     with _blas.blas_threads(0):
         assert _blas.get_blas_threads() == before
+
+
+def test_trace_state_keeps_a_copy_of_the_hidden_rows() -> None:
+    """The caller may reuse its buffers: changing them after compute must not change later steps."""
+    rng = np.random.default_rng(11)
+    steps = [_step(rng, n) for n in (12, 3)]
+    kept = StepSignalComputer(SignalConfig(window=8, tucker_window=6))
+    clobbered = StepSignalComputer(SignalConfig(window=8, tucker_window=6))
+    first = steps[0]
+    kept.compute(*first)
+    mutable = {k: v.copy() for k, v in first[0].items()}
+    clobbered.compute(mutable, first[1], first[2])
+    for v in mutable.values():
+        v[:] = 1e6
+    assert kept.compute(*steps[1]) == clobbered.compute(*steps[1])

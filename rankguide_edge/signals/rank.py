@@ -13,6 +13,16 @@ much faster than an SVD for ``n << d``. Eigenvalues below ``_FLOOR_ULPS * eps(dt
 of the Gram product and are set to zero (for float32 that hides singular values below ~1e-3 of the largest;
 use float64 for smaller tolerances, see :func:`gram_dtype_for`).
 
+The Gram product is formed in ``dtype``; ``numpy.linalg.eigvalsh`` always runs LAPACK in float64 and rounds
+the eigenvalues back to ``dtype``. The float32 Gram product is therefore the only float32 round-off in the
+spectrum (it moves effective ranks by up to ~1e-6 relative against a float64 product), and any change to how
+a Gram entry is computed (other centring arithmetic, a float64 product, a Gram derived from another one)
+changes the values at that level and can flip a numerical rank whose singular value sits at ``eps``.
+
+Per step, every Gram matrix (windows and Tucker unfoldings) is formed first and all matrices of one size then
+share one batched eigen-solve (:func:`ranks_from_grams`); the rank formulas are evaluated on the whole batch
+at once. Each Gram entry and eigenvalue is bit-for-bit the one :func:`window_ranks` computes.
+
 Degenerate windows are defined, never NaN: fewer than two rows (with centring) or an all-zero window give
 every rank 0 and every normalised rank 0; non-finite entries are replaced by 0 before the Gram product.
 """
@@ -114,7 +124,8 @@ def gram(x: np.ndarray) -> np.ndarray:
 def spectrum_from_gram(g: np.ndarray, dtype: type[np.floating] = np.float32) -> np.ndarray:
     """Singular values from a (stack of) Gram matrices.
 
-    ``g``: ``(..., m, m)`` symmetric PSD, formed in precision ``dtype`` (the eigen-solve runs in it too).
+    ``g``: ``(..., m, m)`` symmetric PSD, formed in precision ``dtype`` (numpy solves in float64 and rounds the
+    eigenvalues to ``dtype``).
     Returns ``(..., m)`` float64, descending, with round-off eigenvalues (below
     ``_FLOOR_ULPS * eps(dtype) * lambda_max``) set to 0.
     """
@@ -174,6 +185,74 @@ def ranks_from_spectrum(sv: np.ndarray, eps: float, denom: int) -> RankValues:
     return RankValues(numerical_rank(sv, eps), effective_rank(sv), stable_rank(sv), int(denom))
 
 
+def ranks_from_spectra(sv: np.ndarray, eps: float, denoms: Sequence[int]) -> list[RankValues]:
+    """:func:`ranks_from_spectrum` of a stack of spectra, evaluated on the whole stack at once.
+
+    ``sv``: ``(B, m)`` float64, each row descending and non-negative (rows may end in padding zeros, which
+    change no rank); ``denoms``: ``B`` normalisers.
+    """
+    sv = np.asarray(sv, dtype=np.float64)
+    n_b = sv.shape[0]
+    if n_b <= 2 or sv.shape[1] == 0:  # a couple of rows: the scalar formulas are cheaper than array set-up
+        return [ranks_from_spectrum(sv[b], eps, int(denoms[b])) for b in range(n_b)]
+    top = sv[:, 0]
+    num = np.count_nonzero(sv > (eps * top)[:, None], axis=1)
+    total = sv.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = sv / total[:, None]
+        ent = -np.einsum("ij,ij->i", p, np.log(np.where(sv > 0, p, 1.0)))
+        stable = np.einsum("ij,ij->i", sv, sv) / (top * top)
+    eff = np.exp(ent)
+    out = []
+    for b, (nb, eb, sb, tb) in enumerate(zip(num.tolist(), eff.tolist(), stable.tolist(), top.tolist())):
+        denom = int(denoms[b])
+        out.append(RankValues(float(nb), eb, sb, denom) if denom > 0 and tb > 0 else ZERO_RANKS)
+    return out
+
+
+def ranks_from_grams(grams: Sequence[np.ndarray], denoms: Sequence[int], *, eps: float,
+                     dtype: type[np.floating]) -> list[RankValues]:
+    """:class:`RankValues` of several Gram matrices (each ``(m_i, m_i)``, symmetric PSD) with normalisers.
+
+    Each Gram is cast to ``dtype`` and matrices of one size share one batched eigen-solve, with the floor of
+    :func:`spectrum_from_gram`; a matrix whose normaliser is 0 is not solved and gets :data:`ZERO_RANKS`.
+    One result per Gram, in order.
+    """
+    out: list[RankValues] = [ZERO_RANKS] * len(grams)
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(grams):
+        if denoms[i] > 0 and g.shape[-1] > 0:
+            groups.setdefault(g.shape[-1], []).append(i)
+    if not groups:
+        return out
+    # eigenvalues of every size go into one (B, m_max) array, descending and zero-padded, so the floor and
+    # the rank formulas run once over all matrices
+    todo: list[int] = []
+    lams = []
+    for idx in groups.values():
+        if len(idx) == 1:
+            stack = np.asarray(grams[idx[0]], dtype=dtype)[None]
+        else:
+            stack = np.array([grams[i] for i in idx], dtype=dtype)
+        if not np.isfinite(stack).all():
+            stack = np.nan_to_num(stack, nan=0.0, posinf=0.0, neginf=0.0)
+        lams.append(np.linalg.eigvalsh(stack)[:, ::-1])
+        todo.extend(idx)
+    if len(lams) == 1:
+        lam = lams[0].astype(np.float64)
+    else:
+        lam = np.zeros((len(todo), max(groups)), dtype=np.float64)
+        row = 0
+        for part in lams:
+            lam[row:row + part.shape[0], :part.shape[1]] = part
+            row += part.shape[0]
+    floor = _FLOOR_ULPS * float(np.finfo(dtype).eps) * lam[:, :1]
+    sv = np.sqrt(np.where(lam > floor, lam, 0.0))
+    for i, rv in zip(todo, ranks_from_spectra(sv, eps, [denoms[i] for i in todo])):
+        out[i] = rv
+    return out
+
+
 def window_ranks(h: np.ndarray, *, eps: float = 1e-2, centre: bool = True, row_normalise: bool = False,
                  dtype: type[np.floating] | None = None, method: str = "gram") -> RankValues:
     """Ranks of one window ``h`` (``(n, d)``, float) at relative tolerance ``eps``.
@@ -205,37 +284,50 @@ class WindowSpectrum:
     ranks: RankValues
 
 
+def prepare_window(w: np.ndarray, *, centre: bool = True, row_normalise: bool = False,
+                   dtype: type[np.floating] = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Prepared rows and smaller-side Gram of one window ``w`` (``(n, d)``, any real dtype), no spectrum.
+
+    Returns ``(rows, gram)``: a new ``(n, d)`` array of ``dtype`` (see :func:`prepare_rows`) and its Gram
+    ``(min(n, d), min(n, d))`` of ``dtype``. Non-finite entries are replaced by 0 (only when present).
+    """
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError("a window must be a 2-D (tokens, hidden) array")
+    with np.errstate(invalid="ignore", over="ignore"):
+        if centre and not row_normalise and w.shape[0] > 0:
+            # centre straight from the input: the same mean and difference as copying first and centring
+            # in place, with one pass less over the rows
+            if w.dtype != dtype or not w.flags.c_contiguous:
+                w = np.array(w, dtype=dtype, order="C")
+            x = np.subtract(w, w.mean(axis=0, keepdims=True))
+        else:
+            x = _prepare_inplace(np.array(w, dtype=dtype, order="C"), centre=centre, row_normalise=row_normalise,
+                                 check_finite=False)
+        g = gram(x)
+    if not np.isfinite(g).all():  # a non-finite input entry always reaches the Gram: redo with sanitising
+        x = _prepare_inplace(np.array(w, dtype=dtype, order="C"), centre=centre, row_normalise=row_normalise,
+                             check_finite=True)
+        g = gram(x)
+    return x, g
+
+
+def prepare_windows(windows: Sequence[np.ndarray], *, centre: bool = True, row_normalise: bool = False,
+                    dtype: type[np.floating] = np.float32) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`prepare_window` of several windows (each ``(n_i, d_i)``): one ``(rows, gram)`` per window."""
+    return [prepare_window(w, centre=centre, row_normalise=row_normalise, dtype=dtype) for w in windows]
+
+
 def batch_window_spectra(windows: Sequence[np.ndarray], *, eps: float, centre: bool = True,
                          row_normalise: bool = False, dtype: type[np.floating] | None = None
                          ) -> list[WindowSpectrum]:
-    """Prepare and rank several windows (each ``(n_i, d_i)``); equal shapes share one batched Gram
-    product and one batched eigen-solve (the fast path used per step). One result per window, in order."""
+    """Prepare and rank several windows (each ``(n_i, d_i)``); Grams of equal size share one batched
+    eigen-solve (the fast path used per step). One result per window, in order."""
     dt = dtype or gram_dtype_for(eps)
-    items = [np.asarray(w) for w in windows]
-    out: list[WindowSpectrum | None] = [None] * len(items)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, w in enumerate(items):
-        if w.ndim != 2:
-            raise ValueError("a window must be a 2-D (tokens, hidden) array")
-        groups.setdefault((w.shape[0], w.shape[1]), []).append(i)
-    for (n, d), idx in groups.items():
-        x = np.empty((len(idx), n, d), dtype=dt)
-        for j, i in enumerate(idx):
-            x[j] = items[i]
-        with np.errstate(invalid="ignore", over="ignore"):
-            _prepare_inplace(x, centre=centre, row_normalise=row_normalise, check_finite=False)
-            g = gram(x)
-        if not np.isfinite(g).all():  # a non-finite input entry always reaches the Gram: redo with sanitising
-            for j, i in enumerate(idx):
-                x[j] = items[i]
-            _prepare_inplace(x, centre=centre, row_normalise=row_normalise, check_finite=True)
-            g = gram(x)
-        denom = rank_denominator(n, d, centre=centre)
-        sv = spectrum_from_gram(g, dt) if denom > 0 else None
-        for j, i in enumerate(idx):
-            rv = ranks_from_spectrum(sv[j], eps, denom) if sv is not None else ZERO_RANKS
-            out[i] = WindowSpectrum(x[j], g[j], rv)
-    return out  # type: ignore[return-value]
+    prepared = prepare_windows(windows, centre=centre, row_normalise=row_normalise, dtype=dt)
+    denoms = [rank_denominator(x.shape[0], x.shape[1], centre=centre) for x, _ in prepared]
+    ranks = ranks_from_grams([g for _, g in prepared], denoms, eps=eps, dtype=dt)
+    return [WindowSpectrum(x, g, rv) for (x, g), rv in zip(prepared, ranks)]
 
 
 def batch_window_ranks(windows: Sequence[np.ndarray] | np.ndarray, *, eps: float, centre: bool = True,
@@ -279,13 +371,18 @@ def tucker_ranks(slices: Sequence[np.ndarray] | np.ndarray, *, eps: float = 1e-2
     return tucker_from_prepared(p, eps=eps, centre=centre, balance_layers=balance_layers, dtype=dt)
 
 
-def tucker_from_prepared(p: np.ndarray, *, eps: float, centre: bool, balance_layers: bool,
-                         dtype: type[np.floating]) -> TuckerRanks:
-    """:func:`tucker_ranks` of already prepared slices ``p`` (``(L, n, d)``, centred over tokens)."""
+def tucker_grams(p: np.ndarray, *, centre: bool, balance_layers: bool
+                 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[int, int, int]] | None:
+    """The three mode Grams of prepared slices ``p`` (``(L, n, d)``, centred over tokens) and their normalisers.
+
+    Returns ``((g0, g1, g2), (denom0, denom1, denom2))`` with float64 Grams ``g0`` ``(n, n)``, ``g1``
+    ``(L, L)`` and ``g2`` ``(L n, L n)`` (see :func:`tucker_ranks`), or ``None`` for a degenerate tensor (no
+    layers, too few tokens or zero width), whose ranks are all :data:`ZERO_RANKS`.
+    """
     n_layers, n, d = p.shape
     c = 1 if centre else 0
     if n_layers == 0 or n - c <= 0 or d == 0:
-        return TuckerRanks((ZERO_RANKS, ZERO_RANKS, ZERO_RANKS))
+        return None
     denoms = (min(n - c, n_layers * d), min(n_layers, n * d), min(d, n_layers * (n - c)))
     stacked = p.reshape(n_layers * n, d)
     s = np.asarray(stacked @ stacked.T, dtype=np.float64)
@@ -296,10 +393,17 @@ def tucker_from_prepared(p: np.ndarray, *, eps: float, centre: bool, balance_lay
         blocks /= fro[:, None, None, None] * fro[None, None, :, None]
     g0 = np.einsum("lilj->ij", blocks)
     g1 = np.einsum("liki->lk", blocks)
-    out = []
-    for g, denom in ((g0, denoms[0]), (g1, denoms[1]), (s, denoms[2])):
-        out.append(ranks_from_spectrum(spectrum_from_gram(g, dtype), eps, denom))
-    return TuckerRanks((out[0], out[1], out[2]))
+    return (g0, g1, s), denoms
+
+
+def tucker_from_prepared(p: np.ndarray, *, eps: float, centre: bool, balance_layers: bool,
+                         dtype: type[np.floating]) -> TuckerRanks:
+    """:func:`tucker_ranks` of already prepared slices ``p`` (``(L, n, d)``, centred over tokens)."""
+    tg = tucker_grams(p, centre=centre, balance_layers=balance_layers)
+    if tg is None:
+        return TuckerRanks((ZERO_RANKS, ZERO_RANKS, ZERO_RANKS))
+    r = ranks_from_grams(tg[0], tg[1], eps=eps, dtype=dtype)
+    return TuckerRanks((r[0], r[1], r[2]))
 
 
 def subspace_novelty(prev: np.ndarray | None, cur: np.ndarray, *, eps: float = 1e-2, centre: bool = True,
@@ -336,6 +440,8 @@ def novelty_from_prepared(a: np.ndarray | None, ga: np.ndarray | None, b: np.nda
         return 1.0
     c = np.asarray(a @ b.T, dtype=np.float64)
     ridge = max(eps * eps, _FLOOR_ULPS * float(np.finfo(dtype).eps)) * energy
-    sol = np.linalg.solve(ga + ridge * np.eye(ga.shape[0]), c)
+    m = ga + 0.0  # ga + ridge * I, without building the identity
+    m.flat[:: m.shape[0] + 1] += ridge
+    sol = np.linalg.solve(m, c)
     inside = float(np.einsum("ij,ij->", c, sol))
     return float(min(1.0, max(0.0, 1.0 - inside / eb)))

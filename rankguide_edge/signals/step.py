@@ -23,14 +23,14 @@ from .failure import FailureConfig, FailureInputs, FailureScorer
 from .rank import (
     ZERO_RANKS,
     RankValues,
-    TuckerRanks,
-    WindowSpectrum,
     batch_window_ranks,
-    batch_window_spectra,
     gram_dtype_for,
     novelty_from_prepared,
-    tucker_from_prepared,
-    tucker_ranks,
+    prepare_rows,
+    prepare_window,
+    rank_denominator,
+    ranks_from_grams,
+    tucker_grams,
 )
 from .segment import DEFAULT_DELIMITER, StepSegmenter
 from .text import (
@@ -254,6 +254,12 @@ class StepSignalComputer:
             out[layer] = h
         return layers, out
 
+    def _next_tail(self, layer: int, h: np.ndarray, keep: int) -> np.ndarray:
+        """The last ``keep`` rows of the layer's trace after this step (``(<= keep, d)`` float32, a copy)."""
+        tail = self._tail.get(layer)
+        joined = h if tail is None or h.shape[0] >= keep else np.concatenate([tail, h], axis=0)
+        return np.array(joined[-keep:], dtype=np.float32)
+
     def _win_rows(self, layer: int, h: np.ndarray, size: int) -> np.ndarray:
         tail = self._tail.get(layer)
         if not self.config.window_carry or tail is None or h.shape[0] >= size or tail.shape[0] == 0:
@@ -309,97 +315,108 @@ class StepSignalComputer:
         n_tok = len(stats)
         out: dict[str, float] = {"step.index": float(self.n_steps), "step.partial": 0.0}
 
-        # windows: whole step (evenly row-capped) and the last W tokens (reaching back when window_carry)
+        # windows: whole step (evenly row-capped) and the last W tokens (reaching back when window_carry);
+        # a sliding window that is the whole step itself is prepared and ranked once
         if n_tok > c.step_max_rows:
             rows = np.unique(np.linspace(0, n_tok - 1, c.step_max_rows).round().astype(np.intp))
         else:
             rows = None
-        wins: list[np.ndarray] = []
-        same = []
+        kw = {"centre": c.centre, "row_normalise": c.row_normalise, "dtype": self._dtype}
+        keep = max(c.window, c.tucker_window)
+        prepared: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, gram) of every distinct window
+        slot: list[tuple[int, int]] = []  # per layer: indices of its step and sliding windows in ``prepared``
+        tails: dict[int, np.ndarray] = {}
         for layer in layers:
             h = hs[layer]
             win_w = self._win_rows(layer, h, c.window)
-            same.append(rows is None and win_w.shape[0] == n_tok)
-            wins.append(h[rows] if rows is not None else h)
-            wins.append(win_w)
-        need = [i for i in range(len(wins)) if not (i % 2 == 1 and same[i // 2])]
-        got = batch_window_spectra([wins[i] for i in need], eps=c.eps, centre=c.centre,
-                                   row_normalise=c.row_normalise, dtype=self._dtype)
-        specs: list[WindowSpectrum] = [None] * len(wins)  # type: ignore[list-item]
-        for i, ws in zip(need, got):
-            specs[i] = ws
-        for j in range(len(layers)):
-            if same[j]:
-                specs[2 * j + 1] = specs[2 * j]
+            prepared.append(prepare_window(h[rows] if rows is not None else h, **kw))
+            if rows is None and win_w.shape[0] == n_tok:
+                slot.append((len(prepared) - 1, len(prepared) - 1))
+            else:
+                prepared.append(prepare_window(win_w, **kw))
+                slot.append((len(prepared) - 2, len(prepared) - 1))
+            tails[layer] = self._next_tail(layer, h, keep)  # copied now, while h is still in cache
+        grams = [g for _, g in prepared]
+        denoms = [rank_denominator(x.shape[0], x.shape[1], centre=c.centre) for x, _ in prepared]
+
+        # Tucker Grams join the same batched eigen-solves as the windows
+        n_win = len(grams)
+        use_tucker = c.tucker and len(layers) >= 2
+        tucker_ok, tg = False, None
+        if use_tucker:
+            tucker_ok, tg = self._tucker_grams(layers, hs, [prepared[sl[1]][0] for sl in slot])
+            if tg is not None:
+                grams.extend(tg[0])
+                denoms.extend(tg[1])
+        ranks = ranks_from_grams(grams, denoms, eps=c.eps, dtype=self._dtype)
+
         keys = self._keys(layers)
         for j, layer in enumerate(layers):
-            for w, spec in (("step", specs[2 * j]), ("win", specs[2 * j + 1])):
-                r = spec.ranks
+            for w, i in (("step", slot[j][0]), ("win", slot[j][1])):
+                r = ranks[i]
                 out.update(zip(keys[(layer, w)], (r.num, r.num_norm, r.eff, r.eff_norm, r.stable, r.stable_norm)))
-        win_rows = wins[1].shape[0]
-        out["rank.rows.step"] = float(wins[0].shape[0])
+        win_rows = prepared[slot[0][1]][0].shape[0]
+        out["rank.rows.step"] = float(prepared[slot[0][0]][0].shape[0])
         out["rank.rows.win"] = float(win_rows)
         for j, layer in enumerate(layers):
-            cur, prev = specs[2 * j].ranks, self._prev_step.get(layer)
+            cur, prev = ranks[slot[j][0]], self._prev_step.get(layer)
             deltas = ((cur.num_norm - prev.num_norm, cur.eff_norm - prev.eff_norm, cur.stable_norm - prev.stable_norm)
                       if prev else (0.0, 0.0, 0.0))
             out.update(zip(keys[(layer, "delta")], map(float, deltas)))
 
         jp = layers.index(prim)
-        own = specs[2 * jp]
+        own_rows, own_gram = prepared[slot[jp][0]]
         novelty = None
         if c.novelty:
             a, ga = self._prev_rows if self._prev_rows is not None else (None, None)
-            nov = novelty_from_prepared(a, ga, own.rows, eps=c.eps, dtype=self._dtype,
-                                        energy_b=float(np.trace(own.gram, dtype=np.float64)))
+            nov = novelty_from_prepared(a, ga, own_rows, eps=c.eps, dtype=self._dtype,
+                                        energy_b=float(np.trace(own_gram, dtype=np.float64)))
             out[f"rank.novelty.L{prim}"] = nov
-            novelty = nov if own.rows.shape[0] >= c.min_rank_tokens else None
+            novelty = nov if own_rows.shape[0] >= c.min_rank_tokens else None
 
-        if c.tucker and len(layers) >= 2:
-            tk = self._tucker(layers, hs, specs)
+        if use_tucker:
+            tk = ranks[n_win:n_win + 3] if tg is not None else [ZERO_RANKS] * 3
             for m in range(3):
-                out.update(_rank_items("tucker", f".mode{m}", tk.modes[m] if tk else ZERO_RANKS))
-            out["tucker.rows"] = float(self._tucker_rows) if tk else 0.0
+                out.update(_rank_items("tucker", f".mode{m}", tk[m]))
+            out["tucker.rows"] = float(self._tucker_rows) if tucker_ok else 0.0
 
         txt, tf = self._text_part(stats, text, commit=True)
         out.update(txt)
-        prim_win = specs[2 * jp + 1].ranks
+        prim_win = ranks[slot[jp][1]]
         rank_eff = prim_win.eff_norm if win_rows >= c.min_rank_tokens else None
         self._fail(out, tf, rank_eff, novelty, commit=True)
 
         # advance the trace state
-        keep = max(c.window, c.tucker_window)
+        self._tail.update(tails)
         for j, layer in enumerate(layers):
-            h = hs[layer]
-            tail = self._tail.get(layer)
-            joined = h if tail is None or h.shape[0] >= keep else np.concatenate([tail, h], axis=0)
-            self._tail[layer] = np.array(joined[-keep:], dtype=np.float32)
-            self._prev_step[layer] = specs[2 * j].ranks
-        if c.novelty and own.rows.shape[0] >= (2 if c.centre else 1):
-            n_own, d_own = own.rows.shape
-            ga = own.gram if n_own <= d_own else own.rows @ own.rows.T
-            self._prev_rows = (own.rows, ga)
+            self._prev_step[layer] = ranks[slot[j][0]]
+        if c.novelty and own_rows.shape[0] >= (2 if c.centre else 1):
+            n_own, d_own = own_rows.shape
+            ga = own_gram if n_own <= d_own else own_rows @ own_rows.T
+            self._prev_rows = (own_rows, ga)
         self.n_steps += 1
         return out
 
-    def _tucker(self, layers: Sequence[int], hs: Mapping[int, np.ndarray],
-                specs: Sequence[WindowSpectrum]) -> TuckerRanks | None:
-        """Tucker ranks over the last ``tucker_window`` tokens; reuses the prepared sliding windows."""
+    def _tucker_grams(self, layers: Sequence[int], hs: Mapping[int, np.ndarray], wins: Sequence[np.ndarray]
+                      ) -> tuple[bool, tuple[tuple[np.ndarray, ...], tuple[int, ...]] | None]:
+        """Mode Grams of the Tucker tensor over the last ``tucker_window`` tokens.
+
+        ``wins``: the prepared sliding windows (``(n, d)`` each), reused when ``tucker_window <= window``.
+        Returns ``(False, None)`` when the layers' windows differ in shape (no Tucker signals this step),
+        else ``(True, grams_and_denoms)`` where the second item is ``None`` for a degenerate tensor.
+        """
         c = self.config
-        wins = [specs[2 * j + 1].rows for j in range(len(layers))]
         if len({w.shape for w in wins}) != 1:
-            return None
+            return False, None
         if c.tucker_window <= c.window:
             p = np.stack([w[-c.tucker_window:] for w in wins])
             if c.centre and p.shape[1]:
                 p -= p.mean(axis=1, keepdims=True)  # re-centre the sub-window (translation invariance)
-            self._tucker_rows = p.shape[1]
-            return tucker_from_prepared(p, eps=c.eps, centre=c.centre, balance_layers=c.tucker_balance_layers,
-                                        dtype=self._dtype)
-        slices = [self._win_rows(layer, hs[layer], c.tucker_window) for layer in layers]
-        self._tucker_rows = slices[0].shape[0]
-        return tucker_ranks(np.stack(slices), eps=c.eps, centre=c.centre, row_normalise=c.row_normalise,
-                            balance_layers=c.tucker_balance_layers, dtype=self._dtype)
+        else:
+            slices = [self._win_rows(layer, hs[layer], c.tucker_window) for layer in layers]
+            p = prepare_rows(np.stack(slices), centre=c.centre, row_normalise=c.row_normalise, dtype=self._dtype)
+        self._tucker_rows = p.shape[1]
+        return True, tucker_grams(p, centre=c.centre, balance_layers=c.tucker_balance_layers)
 
     def compute_partial(self, hidden: Mapping[int, np.ndarray], stats: TokenStats,
                         text: str | None = None) -> dict[str, float]:
