@@ -57,3 +57,27 @@ def load_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold an object of keys")
     return data
+
+
+def steer_options() -> list[Callable[[F], F]]:
+    """``--steer/--steer-scale/--steer-where``, shared by solve, chat, trace and bench."""
+    return [
+        click.option("--steer", default=None, type=click.Path(exists=True, dir_okay=False),
+                     help="Steer the SRM with this control-vector .gguf (from `rankguide-edge steer extract`, "
+                          "llama.cpp's cvector-generator or repeng)."),
+        click.option("--steer-scale", default=1.0, show_default=True, type=click.FloatRange(-64.0, 64.0),
+                     help="Multiplier of the steering vector (0 = no effect)."),
+        click.option("--steer-where", default="all", show_default=True, type=click.Choice(["all", "boundary"]),
+                     help="Add the vector on every token, or only on generated step-delimiter tokens."),
+    ]
+
+
+def apply_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """Apply a list of click options as one decorator (first option listed first in --help)."""
+
+    def deco(fn: F) -> F:
+        for opt in reversed(options):
+            fn = opt(fn)
+        return fn
+
+    return deco

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import emit_json, handle_errors
+from ._common import apply_options, emit_json, handle_errors, steer_options
 
 
 @click.command()
@@ -31,10 +31,12 @@ from ._common import emit_json, handle_errors
 @click.option("--signals-config", type=click.Path(exists=True, dir_okay=False),
               help="JSON or TOML file of SignalConfig keys (see docs/SIGNALS.md); unknown keys are errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@apply_options(steer_options())
 @handle_errors
 def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_error: str, srm: str, layers: str,
           max_tokens: int, temperature: float, seed: int, n_ctx: int, threads: int, window: int | None,
-          delimiter: str | None, max_step_tokens: int | None, signals_config: str | None, as_json: bool) -> None:
+          delimiter: str | None, max_step_tokens: int | None, signals_config: str | None, as_json: bool,
+          steer: str | None, steer_scale: float, steer_where: str) -> None:
     """Run the SRM alone on a dataset and write one JSON object per problem to OUT: id, question, gold,
     prediction, correct, and steps[] with text, token range and every signal. Ids already in OUT are skipped."""
     from tqdm import tqdm
@@ -52,7 +54,8 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     signal_cfg = SignalConfig.from_mapping(load_config_file(signals_config) if signals_config else None,
                                            window=window, delimiter=delimiter, max_step_tokens=max_step_tokens)
     cfg = TraceConfig(layers=layers, max_tokens=max_tokens, temperature=temperature, n_ctx=n_ctx,
-                      n_threads=threads, seed=seed)
+                      n_threads=threads, seed=seed, steer=steer or "", steer_scale=steer_scale,
+                      steer_where=steer_where)
     with load_model(srm, cfg.runtime(), progress=not as_json) as model:
         parse_layer_spec(layers, model.n_layer)  # fail fast on a bad layer list
         bar = tqdm(total=len(problems), desc="trace", unit="problem", disable=as_json)

@@ -158,6 +158,43 @@ def test_control_vector_acts_on_its_layer_and_later_only(model: Model) -> None:
         assert np.array_equal(ctx.logits(), base_logits)
 
 
+def test_boundary_steering_touches_only_delimiter_tokens(model: Model) -> None:
+    """where=boundary adds the vector only while feeding a generated token whose piece holds the delimiter:
+    every state before that token is bit-identical to an unsteered run, the token's own state at the steered
+    layer differs, and layers below the steered one never change while the tokens agree."""
+    layers = list(range(model.n_layer))
+    target = 1 if model.n_layer <= 4 else model.n_layer // 2
+    vec = {target: np.random.default_rng(3).normal(size=model.n_embd).astype(np.float32)}
+    sampling = SamplingConfig(max_tokens=12)
+    with model.context(CFG, tap_layers=layers) as ctx:
+        base = list(ctx.generate(_prompt(model), sampling))
+        pieces = [e.piece for e in base if not e.eog]
+        k = next(i for i in range(2, len(pieces)) if pieces[i] and pieces[i] not in pieces[:i])
+        delim = pieces[k].decode("utf-8", "replace")
+        ctx.reset()
+        ctx.set_steering(vec, 8.0, where="boundary", delimiter=delim)
+        steered = list(ctx.generate(_prompt(model), sampling))
+        assert [e.id for e in steered[: k + 1]] == [e.id for e in base[: k + 1]]
+        for i in range(k):
+            for il in layers:
+                assert np.array_equal(steered[i].hidden[il], base[i].hidden[il]), (i, il)
+        assert not np.array_equal(steered[k].hidden[target], base[k].hidden[target])
+        for il in range(target):
+            assert np.array_equal(steered[k].hidden[il], base[k].hidden[il])
+        # a delimiter that never occurs, or clearing, leaves generation bit-identical
+        ctx.reset()
+        ctx.set_steering(vec, 8.0, where="boundary", delimiter="\x00never\x00")
+        assert [e.id for e in ctx.generate(_prompt(model), sampling)] == [e.id for e in base]
+        ctx.reset()
+        ctx.set_steering(vec, 8.0, where="all")
+        ctx.clear_control_vector()
+        again = list(ctx.generate(_prompt(model), sampling))
+        assert [e.id for e in again] == [e.id for e in base]
+        assert all(np.array_equal(a.top_logprobs, b.top_logprobs) for a, b in zip(again, base))
+        with pytest.raises(ControlVectorError, match="boundary"):
+            ctx.set_steering(vec, 1.0, where="middle")
+
+
 def test_seeded_sampling_is_deterministic(model: Model) -> None:
     s = SamplingConfig(max_tokens=10, temperature=0.9, top_p=0.95)
     runs = []
@@ -281,3 +318,20 @@ def test_second_architecture_gemma3_taps_and_steers() -> None:
             steered = ctx.eval(toks, logits="all")
         for il in range(m.n_layer):
             assert np.array_equal(base[il], steered[il]) == (il < target)
+
+
+def test_teacher_forcing_reproduces_generation(model: Model) -> None:
+    """Feeding a greedy continuation back as given text records the same entropies, top-k log-probabilities
+    and hidden states as generating it (up to float noise of batched vs single-token matmuls)."""
+    layers = [0, model.n_layer - 1]
+    cfg = RuntimeConfig(n_ctx=256, n_batch=4, seed=0)  # several chunks: the carried-over row is exercised
+    with model.context(cfg, tap_layers=layers) as ctx:
+        gen = [e for e in ctx.generate(_prompt(model), SamplingConfig(max_tokens=10)) if not e.eog]
+        ctx.reset()
+        ctx.eval(_prompt(model), hidden=False)
+        ent, top, hidden = ctx.teacher_force([e.id for e in gen])
+    assert ent.shape == (len(gen),) and top.shape == (len(gen), CFG.top_logprobs)
+    np.testing.assert_allclose(ent, [e.entropy for e in gen], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(top, np.stack([e.top_logprobs for e in gen]), rtol=1e-3, atol=1e-3)
+    for il in layers:
+        np.testing.assert_allclose(hidden[il], np.stack([e.hidden[il] for e in gen]), rtol=1e-2, atol=1e-2)

@@ -26,6 +26,10 @@ from ..errors import ContextOverflowError, ControlVectorError, LayerIndexError, 
 from . import _native
 
 
+#: where a steering vector is added: every fed token, or only generated step-delimiter tokens
+STEER_WHERE = ("all", "boundary")
+
+
 @dataclass
 class TokenEvent:
     """One generated token.
@@ -185,6 +189,7 @@ class Context:
         self._last_logits: np.ndarray | None = None
         self._rng = np.random.default_rng(self.config.seed)
         self._cvec: np.ndarray | None = None  # kept alive while llama.cpp holds a copy
+        self._steer_boundary: tuple[tuple[np.ndarray, int, int], bytes] | None = None
         self._lock = threading.Lock()
         model._contexts.append(self)
 
@@ -222,6 +227,10 @@ class Context:
     @property
     def n_past(self) -> int:
         return len(self.tokens)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the sampler's random stream (what seeded sampling draws next depends only on ``seed``)."""
+        self._rng = np.random.default_rng(int(seed))
 
     def set_tap_enabled(self, enabled: bool) -> None:
         """Pause or resume copying hidden states (a paused tap asks llama.cpp for nothing)."""
@@ -354,7 +363,7 @@ class Context:
             if not eog:
                 if self.n_past + 1 > self.n_ctx:
                     raise ContextOverflowError(f"the context of {self.n_ctx} tokens is full: raise --n-ctx")
-                states = self.eval([tok], hidden=True)
+                states = self._feed_generated(tok, piece)
                 hidden = {il: s[-1] for il, s in states.items() if len(s)}
             yield TokenEvent(
                 id=tok, text="" if eog else decoder.decode(piece), piece=piece, logprob=float(logp[tok]),
@@ -363,14 +372,42 @@ class Context:
             if eog:
                 return
 
+    def teacher_force(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """Feed given ``tokens`` (T of them) as if they had been generated, and return what generation would
+        have recorded: the entropy (float32 ``(T,)``) and top-k log-probabilities (float32 ``(T, k)``, k =
+        ``top_logprobs``) of the distribution that predicted each token, and the tapped states (layer -> float32
+        ``(T, n_embd)``). The context must hold logits (feed the prompt first)."""
+        toks = [int(t) for t in tokens]
+        k = self.config.top_logprobs
+        prev = self.logits()
+        ent = np.zeros(len(toks), np.float32)
+        top = np.zeros((len(toks), k), np.float32)
+        parts: dict[int, list[np.ndarray]] = {il: [] for il in self.layers}
+        step = self.config.n_batch
+        for start in range(0, len(toks), step):
+            chunk = toks[start:start + step]
+            rows = [prev]
+            states = self.eval(chunk, logits="all")
+            rows += [_native.logits_row(self.ptr, i, self.model.n_vocab) for i in range(len(chunk))]
+            prev = rows.pop()
+            for j, row in enumerate(rows):
+                logp = _log_softmax(row)
+                ent[start + j] = float(-(np.exp(logp) * logp).sum())
+                if k:
+                    idx = np.argpartition(-logp, k)[:k] if k < len(logp) else np.arange(len(logp))
+                    top[start + j, : len(idx)] = np.sort(logp[idx])[::-1]
+            for il, st in states.items():
+                parts[il].append(st)
+        hidden = {il: np.concatenate(p) if p else np.zeros((0, self.model.n_embd), np.float32)
+                  for il, p in parts.items()}
+        return ent, top, hidden
+
     # -- control vectors ----------------------------------------------------------------------------------------
 
-    def set_control_vector(self, vectors: Mapping[int, np.ndarray], scale: float = 1.0) -> None:
-        """Add ``scale * vectors[N]`` to the output of layer N (the tapped ``l_out-N``), N in 1..n_layer-1.
-
-        Layer 0's output cannot be steered (llama.cpp's buffer starts at layer 1). Each vector is float
-        ``(n_embd,)``. Replaces any vector set before.
-        """
+    def _cvec_buffer(self, vectors: Mapping[int, np.ndarray], scale: float) -> tuple[np.ndarray, int, int]:
+        """Lay ``{layer: (n_embd,) vector}`` out as llama.cpp's control-vector buffer: float32
+        ``(n_layer-1, n_embd)`` starting at layer 1, already multiplied by ``scale``; plus the first and last
+        direction index used."""
         n_layer, n_embd = self.model.n_layer, self.model.n_embd
         if not vectors:
             raise ControlVectorError("empty control vector: give at least one layer")
@@ -386,17 +423,69 @@ class Context:
                                          f"the model needs ({n_embd},)")
             data[d - 1] = v * np.float32(scale)
         directions = [_native.cvec_direction_for_layer(int(la)) for la in vectors]
-        data = np.ascontiguousarray(data)
-        rc = _native.set_cvec(self.ptr, data, n_embd, min(directions), max(directions))
+        return np.ascontiguousarray(data), min(directions), max(directions)
+
+    def _apply_cvec(self, buf: tuple[np.ndarray, int, int] | None) -> None:
+        if buf is None:
+            _native.set_cvec(self.ptr, None, self.model.n_embd, -1, -1)
+            self._cvec = None
+            return
+        data, lo, hi = buf
+        rc = _native.set_cvec(self.ptr, data, self.model.n_embd, lo, hi)
         if rc != 0:
             raise ControlVectorError(f"llama.cpp rejected the control vector (code {rc})")
         self._cvec = data
+
+    def set_control_vector(self, vectors: Mapping[int, np.ndarray], scale: float = 1.0) -> None:
+        """Add ``scale * vectors[N]`` to the output of layer N (the tapped ``l_out-N``), N in 1..n_layer-1,
+        for every token fed from now on.
+
+        Layer 0's output cannot be steered (llama.cpp's buffer starts at layer 1). Each vector is float
+        ``(n_embd,)``. Replaces any vector or steering set before.
+        """
+        buf = self._cvec_buffer(vectors, scale)
+        self._steer_boundary = None
+        self._apply_cvec(buf)
         self._last_logits = None
 
     def clear_control_vector(self) -> None:
-        _native.set_cvec(self.ptr, None, self.model.n_embd, -1, -1)
-        self._cvec = None
+        """Remove any control vector or steering: logits are again bit-identical to an unsteered context."""
+        self._steer_boundary = None
+        self._apply_cvec(None)
         self._last_logits = None
+
+    def set_steering(self, vectors: Mapping[int, np.ndarray], scale: float = 1.0, *, where: str = "all",
+                     delimiter: str = "\n\n") -> None:
+        """Steer generation with a control vector (``{layer: (n_embd,) float}``, layer = tapped ``l_out`` index).
+
+        ``where="all"`` adds it while feeding every token (prompt, appended text and generated tokens);
+        ``where="boundary"`` only while :meth:`generate` feeds back a generated token whose text contains
+        ``delimiter`` (the step boundary, SEAL style), so only those tokens' states, and what attends to them,
+        are nudged. ``clear_control_vector`` removes either.
+        """
+        if where not in STEER_WHERE:
+            raise ControlVectorError(f"unknown steering placement {where!r}: use all or boundary")
+        buf = self._cvec_buffer(vectors, scale)
+        if where == "all":
+            self._steer_boundary = None
+            self._apply_cvec(buf)
+        else:
+            if not delimiter:
+                raise ControlVectorError("boundary steering needs a non-empty step delimiter")
+            self._apply_cvec(None)
+            self._steer_boundary = (buf, delimiter.encode("utf-8"))
+        self._last_logits = None
+
+    def _feed_generated(self, tok: int, piece: bytes) -> dict[int, np.ndarray]:
+        """Feed one sampled token back (boundary steering applies to delimiter tokens only)."""
+        sb = self._steer_boundary
+        if sb is None or sb[1] not in piece:
+            return self.eval([tok], hidden=True)
+        self._apply_cvec(sb[0])
+        try:
+            return self.eval([tok], hidden=True)
+        finally:
+            self._apply_cvec(None)
 
 
 def parse_layer_spec(spec: str | Sequence[int], n_layer: int) -> list[int]:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
-from ..engine.runtime import Model, parse_layer_spec
+from ..engine.runtime import STEER_WHERE, Model, parse_layer_spec
 from ..errors import ContextOverflowError
 from ..signals.step import SignalConfig, StepSignalComputer
+from ..steering.apply import apply_steering
 from ._jsonl import read_for_resume
 from .answers import check_answer, extract_answer, prompt_for
 from .datasets import Problem
@@ -37,6 +38,9 @@ class TraceConfig:
     n_ctx: int = bounded(2048, lo=64, hi=262144)
     n_threads: int = bounded(0, lo=0, hi=1024)
     seed: int = bounded(0, lo=0, hi=2**31 - 1)
+    steer: str = bounded("", help="control-vector .gguf that steers the SRM ('' = no steering)")
+    steer_scale: float = bounded(1.0, lo=-64.0, hi=64.0)
+    steer_where: str = bounded("all", choices=STEER_WHERE)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -78,7 +82,8 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
             signal_ms = 1000.0 * (time.perf_counter() - s0)
             steps.append({
                 "index": len(steps), "text": st.text, "n_tokens": st.n_tokens, "token_start": used,
-                "token_end": used + st.n_tokens, "ended_by": st.ended_by, "seconds": round(st.seconds, 4),
+                "token_end": used + st.n_tokens, "token_ids": list(st.token_ids), "ended_by": st.ended_by,
+                "seconds": round(st.seconds, 4),
                 "signal_ms": round(signal_ms, 3),
                 "signals": {k: _finite(float(v)) for k, v in signals.items()},
             })
@@ -96,6 +101,7 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
         "finished": finished, "n_tokens": used, "n_steps": len(steps),
         "seconds": round(time.perf_counter() - t0, 3), "model": model_name, "layers": list(ctx.layers),
         "text": text, "steps": steps,
+        **({"steer": {"file": cfg.steer, "scale": cfg.steer_scale, "where": cfg.steer_where}} if cfg.steer else {}),
     }
 
 
@@ -129,6 +135,7 @@ def run_trace(model: Model, problems: Iterable[Problem], out: str | os.PathLike[
     traced = skipped = errors = correct = 0
     t0 = time.perf_counter()
     with model.context(cfg.runtime(), tap_layers=layers) as ctx, open(out, "a", encoding="utf-8") as fh:
+        apply_steering(ctx, cfg.steer or None, cfg.steer_scale, cfg.steer_where, signal_cfg.delimiter)
         for problem in problems:
             if problem.id in seen:
                 skipped += 1

@@ -1,0 +1,152 @@
+"""``rankguide-edge steer``: extract a steering vector from SRM traces, inspect control-vector files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import emit_json, handle_errors, load_config_file
+
+
+@click.group()
+def steer() -> None:
+    """Steering vectors in llama.cpp's control-vector format (see docs/STEERING.md).
+
+    `extract` builds one from the SRM's own reasoning traces; `inspect` shows what a file holds. Apply a file
+    with `--steer vec.gguf` on solve, chat, trace or bench.
+    """
+
+
+@steer.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Control-vector .gguf to write.")
+@click.option("--data", default=None, help="Dataset to trace first (file or short name: gsm8k, gsm8k-train, "
+                                          "math500, svamp, ...). Traces go to --traces, resumable.")
+@click.option("--traces", default=None, type=click.Path(dir_okay=False),
+              help="Traces JSONL from `rankguide-edge trace` to read (with --data: written/resumed there; "
+                   "default with --data: OUT with the suffix .traces.jsonl).")
+@click.option("--limit", type=click.IntRange(1), help="Use at most this many problems / trace records.")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many first.")
+@click.option("--kind", default="auto", show_default=True,
+              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]), help="Dataset kind.")
+@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+              help="SRM name or GGUF path (the model the traces come from).")
+@click.option("--layers", default=None,
+              help="Steering layers, 0-based and >= 1: mid (n_layer // 2, the default), 12, 10,12,14, 10-14.")
+@click.option("--filter", "filter_", default=None, type=click.Choice(["rank", "none"]),
+              help="rank (default): keep healthy execution and failing reflection/transition thoughts; "
+                   "none: keep every thought (SEAL).")
+@click.option("--signal", default=None, help="Step signal the rank filter reads (default fail.route).")
+@click.option("--fail-side", default=None, type=click.Choice(["high", "low"]),
+              help="Which end of the signal means failure (default high; low for rank.* signals).")
+@click.option("--band", default=None, type=click.FloatRange(0.01, 1.0),
+              help="Quantile band: execution kept at <= q(band), others at >= q(1-band) (default 0.5).")
+@click.option("--signal-source", default=None, type=click.Choice(["auto", "trace", "compute"]),
+              help="Where thought scores come from (default auto: the trace's steps, recomputed when needed).")
+@click.option("--anchor", default=None, type=click.Choice(["end", "start"]),
+              help="State of the delimiter ending each thought (default) or of the one before it.")
+@click.option("--trace-layers", default="auto", show_default=True,
+              help="Layers tapped for the signals when tracing --data (like `trace --layers`).")
+@click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768),
+              help="Token cap of one traced answer (--data).")
+@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON or TOML file of ExtractConfig keys (options given here win).")
+@click.option("--signals-config", type=click.Path(exists=True, dir_okay=False),
+              help="JSON or TOML file of SignalConfig keys (delimiter, failure scorer, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print the extraction report as JSON.")
+@handle_errors
+def extract(out: str, data: str | None, traces: str | None, limit: int | None, offset: int, kind: str, srm: str,
+            layers: str | None, filter_: str | None, signal: str | None, fail_side: str | None, band: float | None,
+            signal_source: str | None, anchor: str | None, trace_layers: str, max_tokens: int, n_ctx: int,
+            threads: int, config_file: str | None, signals_config: str | None, as_json: bool) -> None:
+    """Extract a steering vector: mean state of execution thoughts minus that of reflection/transition
+    thoughts at the steering layers, after the rank-signal filter; write it to OUT as a control vector."""
+    from tqdm import tqdm
+
+    from rankguide_edge.config import RuntimeConfig
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.errors import ConfigError
+    from rankguide_edge.signals.step import SignalConfig
+    from rankguide_edge.steering.cvec_io import save_control_vector
+    from rankguide_edge.steering.extract import ExtractConfig, extract_steering_vector, read_traces
+
+    if not data and not traces:
+        raise ConfigError("give --data (a dataset to trace first) or --traces (a traces JSONL to read)")
+    cfg = ExtractConfig.from_mapping(load_config_file(config_file) if config_file else None, layers=layers,
+                                     filter=filter_, signal=signal, fail_side=fail_side, band=band,
+                                     signal_source=signal_source, anchor=anchor, n_ctx=n_ctx, n_threads=threads)
+    signal_cfg = SignalConfig.from_mapping(load_config_file(signals_config) if signals_config else None)
+    traces_path = Path(traces) if traces else Path(out).with_suffix(".traces.jsonl")
+    result_extra: dict[str, object] = {"out": out, "traces": str(traces_path)}
+    with load_model(srm, RuntimeConfig(n_ctx=n_ctx, n_threads=threads), progress=not as_json) as model:
+        if data:
+            from rankguide_edge.engine.runtime import parse_layer_spec
+            from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
+            from rankguide_edge.evaluation.trace import TraceConfig, run_trace
+
+            load = LoadReport(path=data)
+            problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset).load(load)
+            parse_layer_spec(trace_layers, model.n_layer)  # fail fast on a bad layer list
+            tcfg = TraceConfig(layers=trace_layers, max_tokens=max_tokens, n_ctx=n_ctx, n_threads=threads)
+            with tqdm(total=len(problems), desc="trace", unit="problem", disable=as_json) as bar:
+                summary = run_trace(model, problems, traces_path, cfg=tcfg, signal_cfg=signal_cfg,
+                                    model_name=srm, progress=lambda rec: bar.update(1))
+            result_extra["trace"] = summary.to_dict()
+            records = read_traces(traces_path, ids=[p.id for p in problems])
+        else:
+            records = read_traces(traces_path, limit=limit, offset=offset)
+        with tqdm(total=len(records), desc="extract", unit="problem", disable=as_json) as bar:
+            result = extract_steering_vector(model, records, cfg, signal_cfg=signal_cfg, model_name=srm,
+                                             progress=lambda rec: bar.update(1))
+    save_control_vector(result.vector, out)
+    rep = result.report
+    if as_json:
+        emit_json(rep.to_dict() | result_extra)
+        return
+    click.echo(f"{rep.problems} problems used ({sum(rep.skipped.values())} skipped"
+               + (f": {', '.join(f'{k} {v}' for k, v in sorted(rep.skipped.items()))}" if rep.skipped else "")
+               + f"), filter {rep.filter}" + (f" on {rep.signal} (band {rep.band})" if rep.filter == "rank" else ""))
+    for cls, c in rep.thoughts.items():
+        click.echo(f"  {cls:<11} kept {c['kept']:>5} of {c['total']:>5}  (dropped {c['dropped']})")
+    if rep.filter == "rank" and rep.threshold_execution is not None:
+        cmp_exec, cmp_other = ("<=", ">=") if rep.fail_side == "high" else (">=", "<=")
+        click.echo(f"  bands: execution {rep.signal} {cmp_exec} {rep.threshold_execution:.4g}, "
+                   f"reflection/transition {cmp_other} {rep.threshold_other:.4g}; {rep.unscored} unscored")
+    for layer in rep.layers:
+        click.echo(f"  direction.{layer} (l_out-{layer}): norm {rep.norms[layer]:.4g}")
+    for w in rep.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"wrote {out} ({rep.seconds:.1f} s)")
+
+
+@steer.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--srm", default=None, help="Also check the file fits this model (name or GGUF path).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def inspect(path: str, srm: str | None, as_json: bool) -> None:
+    """Show a control-vector file: model hint, n_embd, directions (the layer each is added to) and norms."""
+    from rankguide_edge.steering.cvec_io import check_against, describe, load_control_vector
+
+    cv = load_control_vector(path)
+    info = describe(cv, path)
+    if srm:
+        from rankguide_edge.engine import load_model
+
+        with load_model(srm, progress=not as_json) as model:
+            check_against(cv, model.n_embd, model.n_layer)
+            info["fits"] = {"model": srm, "n_embd": model.n_embd, "n_layer": model.n_layer}
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"{path}: model hint {cv.model_hint or '(none)'}, n_embd {cv.n_embd}, "
+               f"{len(cv.directions)} direction(s)")
+    for d in info["directions"]:
+        click.echo(f"  direction.{d['direction']:<3} -> {d['acts_on']:<10} norm {d['norm']:.6g}"
+                   + ("  (zero)" if d["zero"] else ""))
+    for k, v in info["meta"].items():
+        click.echo(f"  {k} = {v}")
+    if srm:
+        click.echo(f"fits {srm} (n_embd {info['fits']['n_embd']}, {info['fits']['n_layer']} layers)")
