@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ._common import emit_json, handle_errors
+from ._common import emit_json, handle_errors, steer_options
 
 POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
 
@@ -27,8 +27,11 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES),
                      help="Routing policy; srm never routes, lrm lets the LRM write every step."),
         click.option("--threshold", default=None, type=click.FloatRange(0.0, 1.0),
-                     help="Route a step when the policy score >= threshold [default: 0.46, the 75th percentile "
-                          "of the rankguide score on GSM8K train traces]."),
+                     help="Route a step when the policy score >= threshold [default: the router's threshold "
+                          "for the decision point]."),
+        click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
+                     help="Router config from `rankguide-edge calibrate` [default: the shipped one, calibrated "
+                          "on GSM8K train traces of the default SRM]."),
         click.option("--decide", default="post", show_default=True, type=click.Choice(["post", "early", "pre"]),
                      help="Judge the finished step (post), its first tokens (early) or predict it (pre)."),
         click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144)),
@@ -37,6 +40,7 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(64, 262144)),
         click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
                      help="CPU threads (0: all)."),
+        *steer_options(),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -45,12 +49,14 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float,
                 policy: str, threshold: float | None, decide: str, max_tokens: int, temperature: float, seed: int,
-                n_ctx: int, threads: int, progress: bool):  # noqa: ANN201
+                n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
+                steer_scale: float = 1.0, steer_where: str = "all"):  # noqa: ANN201
     from rankguide_edge.api import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.config import RuntimeConfig
 
     cfg = ReasonerConfig(policy=policy, decide=decide, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                         steer=steer or "", steer_scale=steer_scale, steer_where=steer_where, router=router or "",
                          **({} if threshold is None else {"threshold": threshold}))
     return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed),
                   lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, progress=progress)
@@ -96,15 +102,15 @@ def solve(question: str, kind: str, as_json: bool, **opts: Any) -> None:
 def chat(**opts: Any) -> None:
     """Interactive multi-turn chat. SRM tokens stream as they are written; LRM steps are marked.
 
-    Commands: /reset (forget the conversation), /policy NAME, /threshold X, /decide post|early|pre, /stats,
-    /quit. Ctrl-C or Ctrl-D leaves.
+    Commands: /reset (forget the conversation), /policy NAME, /threshold X (or auto: the router's), /decide post|early|pre,
+    /steer FILE [SCALE] or /steer off, /stats, /quit. Ctrl-C or Ctrl-D leaves.
     """
     from rankguide_edge.errors import RankGuideError
 
     with open_solver(progress=True, **opts) as solver:
         history: list[tuple[str, str]] = []
         totals = {"turns": 0, "steps": 0, "lrm_steps": 0, "srm_tokens": 0, "lrm_tokens": 0, "seconds": 0.0}
-        click.echo(f"rankguide-edge chat — policy {solver.config.policy}, threshold {solver.config.threshold}, "
+        click.echo(f"rankguide-edge chat — policy {solver.config.policy}, threshold {solver.reasoner.threshold:.3f}, "
                    f"decide {solver.config.decide}. /quit to leave.")
         while True:
             try:
@@ -127,16 +133,26 @@ def chat(**opts: Any) -> None:
                         solver.reconfigure(policy=arg.strip())
                         click.echo(f"policy {solver.config.policy}")
                     elif cmd == "/threshold":
-                        solver.reconfigure(threshold=float(arg))
-                        click.echo(f"threshold {solver.config.threshold}")
+                        solver.reconfigure(threshold=None if arg.strip() == "auto" else float(arg))
+                        click.echo(f"threshold {solver.reasoner.threshold:.3f}")
                     elif cmd == "/decide":
                         solver.reconfigure(decide=arg.strip())
                         click.echo(f"decide {solver.config.decide}")
+                    elif cmd == "/steer":
+                        path, _, scale = arg.strip().partition(" ")
+                        if path in ("", "off"):
+                            solver.reconfigure(steer="")
+                        else:
+                            solver.reconfigure(steer=path, **({"steer_scale": float(scale)} if scale else {}))
+                        st = solver.reasoner.steering
+                        click.echo("steering off" if st is None else
+                                   f"steering {st['file']} x{st['scale']} on layers {st['layers']} ({st['where']})")
                     elif cmd == "/stats":
                         click.echo(", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in totals.items()))
                     else:
-                        click.echo("commands: /reset /policy NAME /threshold X /decide post|early|pre /stats /quit")
+                        click.echo("commands: /reset /policy NAME /threshold X|auto /decide post|early|pre "
+                                   "/steer FILE [SCALE]|off /stats /quit")
                 except (RankGuideError, ValueError) as exc:
                     click.echo(f"error: {exc}")
                 continue

@@ -136,3 +136,21 @@ def test_bad_input(smol) -> None:
             r.solve("word " * 2000)
     with pytest.raises(InvalidInputError, match="cannot decide"):
         Reasoner(smol, None, ReasonerConfig(policy="judge", decide="pre"))
+
+
+def test_sampled_solves_depend_on_their_seed_only(tiny) -> None:
+    """Each solve reseeds the sampler: the same seed gives the same text whatever ran before."""
+    with Reasoner(tiny, None, ReasonerConfig(policy="srm", temperature=1.0, seed=5, max_tokens=16), runtime=RT) as r:
+        first = r.solve("hello").answer_text
+        r.reconfigure(seed=6)
+        other = r.solve("hello").answer_text
+        r.reconfigure(seed=5)
+        assert r.solve("hello").answer_text == first
+    assert other != first
+
+
+def test_policy_srm_never_routes_even_at_threshold_zero(tiny) -> None:
+    with LocalBackend(tiny, RT) as lrm, Reasoner(
+            tiny, lrm, ReasonerConfig(policy="srm", threshold=0.0, max_tokens=16), runtime=RT) as r:
+        res = r.solve("hello")
+    assert res.usage["lrm_calls"] == 0 and all(s.source == "srm" for s in res.steps)

@@ -63,12 +63,18 @@ def _squash(x: float, centre: float, scale: float) -> float:
 
 
 class RankGuidePolicy:
-    """The failure-mode routing score of the signals layer (``fail.route``)."""
+    """The failure-mode routing score of the signals layer (``fail.route``), or, with ``logistic`` (weights
+    fitted by ``calibrate --fit logistic``, see :mod:`.router`), that model's probability of failure."""
 
     name = "rankguide"
     points = DECISION_POINTS
 
+    def __init__(self, logistic: Any = None) -> None:
+        self.logistic = logistic
+
     def score(self, view: StepView) -> float:
+        if self.logistic is not None:
+            return self.logistic.score(view.signals)
         return min(1.0, max(0.0, _sig(view, "fail.route")))
 
     def reset(self) -> None:

@@ -6,8 +6,9 @@ One :class:`Reasoner` owns the SRM's tapped context and borrows an LRM backend. 
   the SRM's KV cache and the LRM writes the step from the same prefix;
 * ``early``: the SRM drafts; after ``early_tokens`` (then every ``early_every`` tokens) the policy scores the
   partial draft and may stop it at once and hand the step to the LRM;
-* ``pre``:   before drafting, the policy scores the previous step's signals; if routed the LRM writes the
-  step and the SRM drafts nothing.
+* ``pre``:   before drafting, the policy scores the previous SRM step's signals; if routed the LRM writes the
+  step and the SRM drafts nothing. After an LRM step there are no fresh SRM signals, so the next step is
+  drafted by the SRM (``pre`` never routes twice in a row).
 
 A step the LRM wrote is appended to the SRM's context (one prefill batch), so the SRM continues from it; the
 LRM backend keeps its own cache warm lazily (it prefills SRM-written text only when next called). After
@@ -20,23 +21,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config import RuntimeConfig, SamplingConfig, bounded, validate
-from ..engine.runtime import Model, parse_layer_spec
+from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, validate
+from ..engine.runtime import STEER_WHERE, Model, parse_layer_spec
 from ..errors import ContextOverflowError, InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
+from ..steering.apply import apply_steering
 from .backends import LRMBackend, StepRequest
 from .policies import DECISION_POINTS, StepView, make_policy
+from .router import Router, load_router
 from .stepping import DraftStep, draft_step, join_drafts
 
 
 @dataclass(frozen=True)
 class ReasonerConfig:
+    #: threshold of policies the router was not calibrated for (0.46: the 75th percentile of fail.route over
+    #: 200 GSM8K train traces of the default SRM, the first default)
+    FALLBACK_THRESHOLD: ClassVar[float] = 0.46
+
     policy: str = bounded("rankguide", help="routing policy (see policies.available_policies())")
-    # 0.46 is the 75th percentile of fail.route over the 1,374 steps of 200 GSM8K train traces of the default SRM
-    # (docs/BENCHMARKS.md): about a quarter of the steps route at post. Not yet fitted to outcomes.
-    threshold: float = bounded(0.46, lo=0.0, hi=1.0, help="route when the policy score >= threshold")
+    threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="route when the policy score >= threshold; "
+                                      "None: the router's threshold for the decision point")
+    router: str = bounded("", help="router config from `rankguide-edge calibrate` ('' = the shipped default)")
     decide: str = bounded("post", choices=DECISION_POINTS, help="decision point: post, early or pre")
     early_tokens: int = bounded(8, lo=1, hi=4096, help="early: first check after this many draft tokens")
     early_every: int = bounded(4, lo=1, hi=4096, help="early: then check every this many tokens")
@@ -50,6 +57,9 @@ class ReasonerConfig:
     seed: int = bounded(0, lo=0, hi=2**31 - 1)
     layers: str = bounded("auto", help="SRM layers tapped for signals (see trace --layers)")
     random_p: float = bounded(0.2, lo=0.0, hi=1.0, help="routing probability of the random policy")
+    steer: str = bounded("", help="control-vector .gguf that steers the SRM ('' = no steering)")
+    steer_scale: float = bounded(1.0, lo=-64.0, hi=64.0, help="multiplier of the steering vector")
+    steer_where: str = bounded("all", choices=STEER_WHERE, help="steer every token, or step-delimiter tokens only")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -84,6 +94,7 @@ class SolveResult:
     policy: str
     threshold: float
     decide: str
+    steering: dict[str, Any] | None = None  # {"file", "layers", "scale", "where"} when the SRM was steered
 
     @property
     def lrm_share(self) -> float:
@@ -110,13 +121,21 @@ class Reasoner:
         layers = parse_layer_spec(self.config.layers, srm.n_layer)
         self.ctx = srm.context(self.runtime, tap_layers=layers)
         self.computer = StepSignalComputer(self.signal_cfg)
-        self.policy = self._make_policy(self.config)
+        try:
+            self.router = load_router(self.config.router)
+            self.policy = self._make_policy(self.config, self.router)
+            self._steer_state = self._apply_steering(self.config)
+        except BaseException:
+            self.ctx.close()
+            raise
 
     @staticmethod
-    def _make_policy(cfg: ReasonerConfig):  # noqa: ANN205
+    def _make_policy(cfg: ReasonerConfig, router: Router):  # noqa: ANN205
         opts: dict[str, Any] = {}
         if cfg.policy == "random":
             opts = {"p": cfg.random_p, "seed": cfg.seed}
+        elif cfg.policy == "rankguide" and router.policy == "rankguide" and router.logistic is not None:
+            opts = {"logistic": router.logistic}
         policy = make_policy(cfg.policy, **opts)
         if cfg.decide not in policy.points:
             raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use "
@@ -125,9 +144,35 @@ class Reasoner:
 
     def reconfigure(self, **changes: Any) -> None:
         """Change policy/threshold/decision point between solves (chat's /policy and /threshold)."""
-        cfg = ReasonerConfig(**{**asdict(self.config), **changes})
-        self.policy = self._make_policy(cfg)
-        self.config = cfg
+        cfg = from_mapping(ReasonerConfig, {**asdict(self.config), **changes})  # unknown keys: ConfigError
+        router = load_router(cfg.router) if cfg.router != self.config.router else self.router
+        policy = self._make_policy(cfg, router)
+        if self._steering_key(cfg) != self._steering_key(self.config):
+            self._steer_state = self._apply_steering(cfg)
+        self.router, self.policy, self.config = router, policy, cfg
+
+    @property
+    def threshold(self) -> float:
+        """The routing threshold in force: the explicit one, else the router's for this decision point."""
+        cfg = self.config
+        if cfg.threshold is not None:
+            return cfg.threshold
+        if cfg.policy == self.router.policy:
+            return self.router.threshold(cfg.decide)
+        return ReasonerConfig.FALLBACK_THRESHOLD
+
+    @staticmethod
+    def _steering_key(cfg: ReasonerConfig) -> tuple[str, float, str]:
+        return (cfg.steer, cfg.steer_scale, cfg.steer_where)
+
+    def _apply_steering(self, cfg: ReasonerConfig) -> dict[str, Any] | None:
+        return apply_steering(self.ctx, cfg.steer or None, cfg.steer_scale, cfg.steer_where,
+                              self.signal_cfg.delimiter)
+
+    @property
+    def steering(self) -> dict[str, Any] | None:
+        """The steering in force: ``{"file", "layers", "scale", "where"}`` or None."""
+        return self._steer_state
 
     def close(self) -> None:
         self.ctx.close()
@@ -148,6 +193,7 @@ class Reasoner:
         if not msgs or not msgs[-1][1].strip():
             raise InvalidInputError("the question is empty: give the problem to solve")
         cfg = self.config
+        threshold = self.threshold
         emit = on_event or (lambda kind, payload: None)
         t_start = time.perf_counter()
         timing = {"srm": 0.0, "lrm": 0.0, "signals": 0.0}
@@ -155,6 +201,7 @@ class Reasoner:
                  "lrm_failures": 0, "lrm_prefill_tokens": 0, "srm_prefill_tokens": 0}
         ctx = self.ctx
         ctx.reset()
+        ctx.reseed(cfg.seed)  # a solve's sampling depends on its seed only, not on earlier solves
         self.computer.reset()
         self.policy.reset()
         seg = self.signal_cfg.segmenter()
@@ -177,7 +224,7 @@ class Reasoner:
             budget = min(cfg.max_tokens - used, ctx.n_ctx - 1 - ctx.n_past)
             t_step = time.perf_counter()
             n0 = ctx.n_past
-            lrm_allowed = self.lrm is not None and (
+            lrm_allowed = self.lrm is not None and cfg.policy != "srm" and (
                 not steps or sum(s.source == "lrm" for s in steps) / (len(steps) + 1) < cfg.max_lrm_share)
             draft: DraftStep | None = None
             score: float | None = None
@@ -186,7 +233,7 @@ class Reasoner:
             if cfg.decide == "pre":
                 view = StepView("pre", len(steps), "", 0, prev_signals, prefix)
                 score = self.policy.score(view)
-            if cfg.decide != "pre" or score is None or score < cfg.threshold or not lrm_allowed:
+            if cfg.decide != "pre" or score is None or score < threshold or not lrm_allowed:
                 early_scores: list[float] = []
 
                 def check_early(partial: DraftStep) -> bool:
@@ -195,7 +242,7 @@ class Reasoner:
                     timing["signals"] += time.perf_counter() - s0
                     early_scores.append(self.policy.score(
                         StepView("early", len(steps), partial.text, partial.n_tokens, sig, prefix)))
-                    return early_scores[-1] >= cfg.threshold
+                    return early_scores[-1] >= threshold
 
                 use_early = cfg.decide == "early" and lrm_allowed
                 draft = draft_step(ctx, seg, sampling, budget, early=check_early if use_early else None,
@@ -212,7 +259,7 @@ class Reasoner:
                         view = StepView("post", len(steps), draft.text, draft.n_tokens, signals, prefix,
                                         judge=self._judge(msgs, prefix))
                         score = self.policy.score(view)
-            route = (lrm_allowed and score is not None and score >= cfg.threshold
+            route = (lrm_allowed and score is not None and score >= threshold
                      and (draft is None or draft.n_tokens > 0))
             if not route and lrm_allowed and cfg.revalidation_k and draft is not None and draft.n_tokens:
                 streak = streak + 1 if signals.get("fail.revalidation", 0.0) >= cfg.revalidation_level else 0
@@ -251,6 +298,9 @@ class Reasoner:
                     used += reply.n_tokens  # the answer budget counts tokens of the model that wrote them
                     finished = reply.finished
                     streak = 0
+                    # "pre" must not keep routing on the signals of the SRM step that triggered this one: the
+                    # next decision waits for fresh SRM evidence (without this, one bad step routed the rest)
+                    prev_signals = {}
                 else:
                     usage["lrm_failures"] += 1
                     record.lrm_error = reply.error or "empty reply"
@@ -281,7 +331,8 @@ class Reasoner:
         timing["total"] = time.perf_counter() - t_start
         return SolveResult(answer_text=prefix, steps=steps, finished=finished,
                            timing={k: round(v, 4) for k, v in timing.items()}, usage=usage,
-                           policy=cfg.policy, threshold=cfg.threshold, decide=cfg.decide)
+                           policy=cfg.policy, threshold=threshold, decide=cfg.decide,
+                           steering=self._steer_state)
 
     def _signals(self, draft: DraftStep, timing: dict[str, float]) -> dict[str, float]:
         s0 = time.perf_counter()

@@ -1,0 +1,92 @@
+"""``rankguide-edge calibrate``: thresholds (and optional logistic weights) -> a router config file."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import click
+
+from ._common import emit_json, handle_errors
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Router config to write (JSON).")
+@click.option("--target-lrm-share", type=click.FloatRange(0.0, 1.0),
+              help="Share of steps the LRM should write (thresholds are quantiles of the step scores).")
+@click.option("--max-latency-ratio", type=click.FloatRange(0.01, 100.0),
+              help="Bench dir only: the most accurate threshold whose mean latency is at most R x the LRM's.")
+@click.option("--policy", default="rankguide", show_default=True,
+              type=click.Choice(["rankguide", "entropy", "keywords", "judge"]), help="Policy to calibrate.")
+@click.option("--fit", default="quantile", show_default=True, type=click.Choice(["quantile", "logistic"]),
+              help="Thresholds only, or also fit logistic weights of step signals to trace outcomes.")
+@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+              help="SRM that wrote the traces (replayed to calibrate the early decision point).")
+@click.option("--no-early", is_flag=True, help="Skip the replay; early gets the post threshold.")
+@click.option("--limit", type=click.IntRange(1), help="Use only the first N traces.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the router config as JSON.")
+@handle_errors
+def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency_ratio: float | None, policy: str,
+              fit: str, srm: str, no_early: bool, limit: int | None, threads: int, as_json: bool) -> None:
+    """Choose routing thresholds from SOURCE and write a router config that solve, chat, serve and bench load
+    with --router.
+
+    SOURCE is a traces.jsonl written by `rankguide-edge trace` (thresholds are the quantiles that route the
+    target share of steps at each decision point; --fit logistic also fits weights) or a bench directory with
+    several thresholds per policy (`bench run --sweep ...`).
+    """
+    from rankguide_edge.collab.router import save_router
+    from rankguide_edge.evaluation.calibrate import CalibrateConfig, calibrate_bench, calibrate_traces, read_jsonl
+    from rankguide_edge.errors import InvalidInputError
+
+    cfg = CalibrateConfig(policy=policy, target_lrm_share=target_lrm_share, max_latency_ratio=max_latency_ratio,
+                          fit=fit, early=not no_early)
+    command = "rankguide-edge calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    if os.path.isdir(source):
+        results = os.path.join(source, "results.jsonl")
+        if not os.path.exists(results):
+            raise InvalidInputError(f"{source} holds no results.jsonl: give a `bench run` output dir or traces")
+        router = calibrate_bench(read_jsonl(results), cfg, source=source, command=command)
+    else:
+        if max_latency_ratio is not None:
+            raise InvalidInputError("--max-latency-ratio needs a bench dir (latency is measured there)")
+        records = read_jsonl(source)
+        if limit:
+            records = records[:limit]
+        replay = None
+        if cfg.early:
+            replay = _replayer(srm, records, threads, progress=not as_json)
+        router = calibrate_traces(records, cfg, replay=replay, source=source, command=command)
+    save_router(router, out)
+    if as_json:
+        emit_json(router.to_dict())
+        return
+    th = router.thresholds
+    click.echo(f"wrote {out}: policy {router.policy}, thresholds post {th['post']:.3f}, early {th['early']:.3f}, "
+               f"pre {th['pre']:.3f}" + (", logistic weights" if router.logistic else ""))
+
+
+def _replayer(srm: str, records: list, threads: int, progress: bool):  # noqa: ANN202
+    def replay(recs: list):  # noqa: ANN202
+        from tqdm import tqdm
+
+        from rankguide_edge.config import RuntimeConfig
+        from rankguide_edge.engine import load_model
+        from rankguide_edge.evaluation.replay import replay_traces
+
+        usable = [r for r in recs if r.get("steps") and not r.get("error")]
+        layers = sorted({int(x) for r in usable for x in (r.get("layers") or [])})
+        with load_model(srm, RuntimeConfig(n_threads=threads), progress=progress) as model:
+            if not layers:
+                from rankguide_edge.engine.runtime import parse_layer_spec
+                layers = parse_layer_spec("auto", model.n_layer)
+            bar = tqdm(total=len(usable), desc="replay", unit="trace", disable=not progress)
+            for item in replay_traces(model, usable, layers=model.check_layers(layers), n_threads=threads):
+                bar.update(1)
+                yield item
+            bar.close()
+
+    return replay

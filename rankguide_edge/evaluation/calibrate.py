@@ -1,0 +1,250 @@
+"""``calibrate``: choose routing thresholds (and optionally logistic weights) and write a router config.
+
+From traces (``rankguide-edge trace`` output), for a target LRM share S of steps:
+
+* ``post`` routes a finished SRM step when its score >= t: t_post is the (1 - S) quantile of the step scores;
+* ``pre`` scores the previous SRM step, so the same distribution (over all steps but the last) gives t_pre;
+* ``early`` stops a draft at its first checkpoint whose partial score >= t, i.e. when the step's *largest*
+  checkpoint score >= t; those maxima are higher than finished-step scores, so one shared threshold over-routes
+  at early. t_early is the (1 - S) quantile of the per-step maxima, which replaying the traces by teacher
+  forcing provides (:mod:`.replay`; needs the SRM, ~1 s per problem).
+
+Optionally (``fit="logistic"``) an L2-regularised logistic regression of "the trace ends wrong" on a fixed set
+of step signals (every step of a trace gets its trace's label: a weak label, as no step labels exist) replaces
+the hand-set ``fail.route`` score; thresholds are then quantiles of the fitted score.
+
+From a bench directory (``bench run`` results with several thresholds per policy), the threshold of each
+decision point is the most accurate one whose mean latency is at most R times the LRM's (``max_latency_ratio``)
+or whose measured LRM step share is closest to S.
+
+Thresholds are quantiles of the shares the traces show, not a promise: routing changes the text that follows,
+so a live run's share differs; ``bench report`` measures it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..collab.policies import StepView, make_policy
+from ..collab.router import Logistic, Router
+from ..config import bounded, validate
+from ..errors import ConfigError, InvalidInputError
+
+def logistic_features(last_layer: int) -> tuple[str, ...]:
+    """Signals the logistic router uses (``last_layer``: the traces' deepest tapped layer). Whole-step and
+    Tucker signals do not exist at early checkpoints; there they count as their mean."""
+    return ("text.entropy_max", "text.entropy_mean", "text.top1_mean", "text.margin_min", "text.n_tokens",
+            "fail.uncertainty", "fail.revalidation", "fail.overconfidence", "rep.max_jaccard",
+            f"rank.eff_norm.L{last_layer}.win", f"rank.eff_norm.L{last_layer}.step", "tucker.eff_norm.mode1")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    policy: str = bounded("rankguide", help="policy whose scores are calibrated")
+    target_lrm_share: float | None = bounded(None, lo=0.0, hi=1.0, help="share of steps the LRM should write")
+    max_latency_ratio: float | None = bounded(None, lo=0.01, hi=100.0,
+                                              help="bench dir: latency at most this multiple of the LRM's")
+    fit: str = bounded("quantile", choices=("quantile", "logistic"), help="thresholds only, or logistic weights too")
+    early: bool = bounded(True, help="replay traces to calibrate the early decision point (needs the SRM)")
+    early_tokens: int = bounded(8, lo=1, hi=4096)
+    early_every: int = bounded(4, lo=1, hi=4096)
+    l2: float = bounded(1.0, lo=0.0, hi=1e6, help="logistic: L2 penalty on standardised weights")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if (self.target_lrm_share is None) == (self.max_latency_ratio is None):
+            raise ConfigError("give exactly one of --target-lrm-share or --max-latency-ratio")
+
+
+def upper_quantile_threshold(scores: Iterable[float], share: float) -> float:
+    """The threshold t such that about ``share`` of ``scores`` are >= t (the ceil(share*n)-th largest score);
+    1.0 when ``share`` is 0 (route nothing scored below 1)."""
+    s = np.sort(np.asarray([x for x in scores if x is not None and math.isfinite(x)], dtype=np.float64))[::-1]
+    if s.size == 0:
+        raise InvalidInputError("no step scores to calibrate on: trace more problems")
+    k = int(math.ceil(share * s.size))
+    if k <= 0:
+        return 1.0
+    return float(min(1.0, max(0.0, s[min(k, s.size) - 1])))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: float = 1.0) -> Logistic:
+    """L2-regularised logistic regression on standardised columns of ``x`` (float ``(n, d)``, NaN = missing,
+    filled with the column mean) against ``y`` (``(n,)`` 0/1)."""
+    from scipy.optimize import minimize
+
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    ok = np.isfinite(x)
+    cnt = ok.sum(axis=0)
+    filled = np.where(ok, x, 0.0)
+    mean = np.divide(filled.sum(axis=0), cnt, out=np.zeros(x.shape[1]), where=cnt > 0)
+    var = np.divide((np.where(ok, x - mean, 0.0) ** 2).sum(axis=0), cnt, out=np.zeros(x.shape[1]), where=cnt > 0)
+    scale = np.where(var > 1e-18, np.sqrt(var), 1.0)  # an absent or constant signal gets weight on nothing
+    z = np.where(np.isfinite(x), (x - mean) / scale, 0.0)
+    n = max(1, len(y))
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = z @ w[1:] + w[0]
+        p = 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
+        ll = np.logaddexp(0.0, logits) - y * logits
+        grad = np.concatenate([[np.sum(p - y)], z.T @ (p - y)]) / n
+        grad[1:] += l2 * w[1:] / n
+        return float(ll.mean() + 0.5 * l2 * np.sum(w[1:] ** 2) / n), grad
+
+    res = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B")
+    w = res.x
+    return Logistic(features, tuple(map(float, mean)), tuple(map(float, scale)), tuple(map(float, w[1:])),
+                    float(w[0]))
+
+
+def _matrix(rows: list[dict[str, float]], features: tuple[str, ...]) -> np.ndarray:
+    out = np.full((len(rows), len(features)), np.nan)
+    for i, r in enumerate(rows):
+        for j, f in enumerate(features):
+            v = r.get(f)
+            if v is not None and math.isfinite(float(v)):
+                out[i, j] = float(v)
+    return out
+
+
+def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
+                     replay: Callable[[list[dict[str, Any]]], Iterable[tuple[dict[str, Any], list[Any]]]] | None = None,
+                     source: str = "", command: str = "") -> Router:
+    """Router thresholds (and weights) from trace records. ``replay`` (see :func:`.replay.replay_traces`)
+    provides partial-draft signals for ``early``; without it ``early`` gets the ``post`` threshold."""
+    assert cfg.target_lrm_share is not None
+    share = cfg.target_lrm_share
+    recs = [r for r in records if r.get("steps") and not r.get("error")]
+    if not recs:
+        raise InvalidInputError("no usable trace records (all empty or errored): run `rankguide-edge trace` first")
+    if cfg.policy == "judge":
+        raise InvalidInputError("the judge policy needs the LRM to score steps: calibrate it from a bench dir")
+    logistic = None
+    if cfg.fit == "logistic":
+        if cfg.policy != "rankguide":
+            raise InvalidInputError("--fit logistic replaces the rankguide score: use --policy rankguide")
+        rows = [st.get("signals") or {} for r in recs for st in r["steps"]]
+        y = np.asarray([0.0 if r.get("correct") else 1.0 for r in recs for _ in r["steps"]])
+        if len(set(y.tolist())) < 2:
+            raise InvalidInputError("every trace is right (or every one wrong): the logistic fit needs both")
+        layers = recs[0].get("layers") or [0]
+        feats = logistic_features(int(max(layers)))
+        logistic = fit_logistic(_matrix(rows, feats), y, feats, cfg.l2)
+    policy = make_policy(cfg.policy)
+
+    def score(point: str, idx: int, text: str, n: int, sig: dict[str, float], prefix: str) -> float:
+        if logistic is not None:
+            return logistic.score(sig)
+        return policy.score(StepView(point, idx, text, n, sig, prefix))
+
+    post: list[float] = []
+    pre: list[float] = []
+    for r in recs:
+        policy.reset()
+        prefix = ""
+        steps = r["steps"]
+        for i, st in enumerate(steps):
+            sig = {k: v for k, v in (st.get("signals") or {}).items() if v is not None}
+            s = score("post", i, st.get("text", ""), int(st.get("n_tokens", 0)), sig, prefix)
+            post.append(s)
+            if i + 1 < len(steps):
+                pre.append(score("pre", i + 1, "", 0, sig, prefix + st.get("text", "")))
+            prefix += st.get("text", "")
+    thresholds = {"post": upper_quantile_threshold(post, share),
+                  "pre": upper_quantile_threshold(pre or post, share)}
+    meta: dict[str, Any] = {}
+    if cfg.early and replay is not None and "early" in policy.points:
+        early: list[float] = []
+        for _rec, steps in replay(recs):
+            policy.reset()
+            for st in steps:
+                vals = [score("early", st.index, "", n, p, "") for n, p in zip(st.checkpoints, st.partial)]
+                early.append(max(vals) if vals else 0.0)  # a step too short to check never stops early
+        thresholds["early"] = upper_quantile_threshold(early, share)
+        meta["early_steps"] = len(early)
+    else:
+        thresholds["early"] = thresholds["post"]
+        meta["early_note"] = "not replayed: early uses the post threshold"
+    meta.update({
+        "target_lrm_share": share, "fit": cfg.fit,
+        "fitted_on": {"source": source, "problems": len(recs), "steps": len(post),
+                      "accuracy": round(sum(bool(r.get("correct")) for r in recs) / len(recs), 4),
+                      "model": recs[0].get("model"),
+                      "date": _dt.date.today().isoformat()},
+        "command": command,
+    })
+    return Router(policy=cfg.policy, thresholds={k: round(v, 6) for k, v in thresholds.items()},
+                  logistic=logistic, meta=meta)
+
+
+def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, source: str = "",
+                    command: str = "") -> Router:
+    """Thresholds per decision point from a bench run's per-problem results (several thresholds per policy)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    lrm_secs: list[float] = []
+    for r in results:
+        if r.get("method") == "lrm":
+            lrm_secs.append(float(r.get("seconds", 0.0)))
+        if r.get("policy") == cfg.policy and r.get("threshold") is not None:
+            groups[(r.get("decide", "post"), float(r["threshold"]))].append(r)
+    if not groups:
+        raise InvalidInputError(f"the bench results hold no {cfg.policy} runs: bench run with --sweep "
+                                f"{cfg.policy}:0.2,0.4,...")
+    lrm_mean = float(np.mean(lrm_secs)) if lrm_secs else None
+    if cfg.max_latency_ratio is not None and lrm_mean is None:
+        raise InvalidInputError("--max-latency-ratio needs the lrm method in the same bench run")
+    chosen: dict[str, float] = {}
+    table: list[dict[str, Any]] = []
+    for decide in ("post", "early", "pre"):
+        cands = []
+        for (d, thr), rs in sorted(groups.items()):
+            if d != decide:
+                continue
+            acc = sum(bool(r.get("correct")) for r in rs) / len(rs)
+            secs = float(np.mean([float(r.get("seconds", 0.0)) for r in rs]))
+            steps = sum(int(r.get("n_steps", 0)) for r in rs)
+            lrm_share = sum(int(r.get("lrm_steps", 0)) for r in rs) / steps if steps else 0.0
+            row = {"decide": d, "threshold": thr, "n": len(rs), "accuracy": acc, "seconds": secs,
+                   "lrm_share": lrm_share, "latency_ratio": secs / lrm_mean if lrm_mean else None}
+            table.append(row)
+            cands.append(row)
+        if not cands:
+            continue
+        if cfg.max_latency_ratio is not None:
+            ok = [c for c in cands if c["latency_ratio"] is not None and c["latency_ratio"] <= cfg.max_latency_ratio]
+            pick = max(ok, key=lambda c: (c["accuracy"], c["threshold"])) if ok else max(cands, key=lambda c: c["threshold"])
+        else:
+            assert cfg.target_lrm_share is not None
+            pick = min(cands, key=lambda c: (abs(c["lrm_share"] - cfg.target_lrm_share), -c["accuracy"]))
+        chosen[decide] = pick["threshold"]
+    if "post" not in chosen:
+        chosen["post"] = next(iter(chosen.values()))
+    for d in ("early", "pre"):
+        chosen.setdefault(d, chosen["post"])
+    meta = {"target_lrm_share": cfg.target_lrm_share, "max_latency_ratio": cfg.max_latency_ratio, "fit": "bench",
+            "fitted_on": {"source": source, "results": len(results), "date": _dt.date.today().isoformat()},
+            "candidates": table, "command": command}
+    return Router(policy=cfg.policy, thresholds=chosen, logistic=None, meta=meta)
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Records of a JSONL file (blank lines skipped; a malformed line is an error naming its number)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                raise InvalidInputError(f"{path}:{n} is not valid JSON: fix or delete that line") from None
+    return out

@@ -1,0 +1,100 @@
+"""Replaying a trace through the SRM by teacher forcing: what each decision point would have seen.
+
+A trace (``rankguide-edge trace``) stores each step's finished signals, which is what ``post`` scores and what
+``pre`` scores one step later. ``early`` scores partial drafts (the first ``early_tokens`` tokens, then every
+``early_every``), which a trace does not store. Replaying feeds the prompt and then each step's text as given
+(:meth:`Context.teacher_force`, one prefill batch per step, ~10x cheaper than generating it) and recomputes
+the partial signals at every checkpoint and the full signals of every step, exactly as the reasoner does.
+
+Traces record each step's token ids, which are fed as generated (a token holding a step's delimiter belongs
+to the step it ends, while its text after the delimiter opens the next step, exactly as when tracing). Older
+traces without ids are re-tokenized from their text, so token boundaries may differ slightly there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine.runtime import Context, Model
+from ..errors import InvalidInputError
+from ..signals.step import SignalConfig, StepSignalComputer
+from ..signals.text import TokenStats
+from .answers import prompt_for
+
+
+@dataclass
+class ReplayedStep:
+    """One step of a replayed trace: its full signals and the partial signals at each early checkpoint
+    (``partial[i]`` after ``checkpoints[i]`` tokens)."""
+
+    index: int
+    n_tokens: int
+    signals: dict[str, float]
+    checkpoints: list[int] = field(default_factory=list)
+    partial: list[dict[str, float]] = field(default_factory=list)
+
+
+def early_checkpoints(n_tokens: int, early_tokens: int, early_every: int) -> list[int]:
+    """Token counts at which ``early`` checks a draft of ``n_tokens`` tokens (the draft is still unfinished)."""
+    return list(range(early_tokens, n_tokens, early_every))
+
+
+def replay_record(model: Model, ctx: Context, computer: StepSignalComputer, record: dict[str, Any], *,
+                  early_tokens: int = 8, early_every: int = 4) -> list[ReplayedStep]:
+    """Teacher-force one trace record (``question``, ``kind``, ``steps[].text``) through ``ctx`` (tapped on the
+    signal layers) and return every step's signals, full and partial."""
+    steps = record.get("steps") or []
+    if not isinstance(steps, list):
+        raise InvalidInputError(f"trace record {record.get('id')!r} has no steps list: re-run trace")
+    question, kind = record.get("question"), record.get("kind") or "generic"
+    if not isinstance(question, str) or not question:
+        raise InvalidInputError(f"trace record {record.get('id')!r} has no question: re-run trace")
+    ctx.reset()
+    computer.reset()
+    prompt = model.tokenize(model.chat_prompt(prompt_for(question, kind)), add_special=True)
+    ctx.eval(prompt, hidden=False)
+    out: list[ReplayedStep] = []
+    for i, st in enumerate(steps):
+        text = st.get("text", "") if isinstance(st, dict) else ""
+        ids = st.get("token_ids") if isinstance(st, dict) else None
+        toks = [int(t) for t in ids] if isinstance(ids, list) else (model.tokenize(text) if text else [])
+        if not toks:
+            continue
+        if ctx.n_past + len(toks) >= ctx.n_ctx:
+            break
+        ent, top, hidden = ctx.teacher_force(toks)
+        pieces = tuple(model.piece(t).decode("utf-8", "replace") for t in toks)
+        stats = TokenStats(ent, top, pieces)
+        rs = ReplayedStep(index=i, n_tokens=len(toks), signals={})
+        for n in early_checkpoints(len(toks), early_tokens, early_every):
+            part = {il: h[:n] for il, h in hidden.items()}
+            rs.checkpoints.append(n)
+            rs.partial.append(computer.compute_partial(part, stats.head(n), "".join(pieces[:n])))
+        rs.signals = computer.compute(hidden, stats, text)
+        out.append(rs)
+    return out
+
+
+def replay_traces(model: Model, records: Iterable[dict[str, Any]], *, layers: list[int],
+                  signal_cfg: SignalConfig | None = None, n_ctx: int = 4096, n_threads: int = 0,
+                  early_tokens: int = 8, early_every: int = 4) -> Iterator[tuple[dict[str, Any], list[ReplayedStep]]]:
+    """Replay each record (skipping ones that errored when traced); yields ``(record, steps)``."""
+    from ..config import RuntimeConfig
+
+    computer = StepSignalComputer(signal_cfg or SignalConfig())
+    with model.context(RuntimeConfig(n_ctx=n_ctx, n_threads=n_threads), tap_layers=layers) as ctx:
+        for rec in records:
+            if rec.get("error") or not rec.get("steps"):
+                continue
+            yield rec, replay_record(model, ctx, computer, rec, early_tokens=early_tokens, early_every=early_every)
+
+
+def max_partial(step: ReplayedStep, key: str) -> float | None:
+    """The largest ``key`` over a step's early checkpoints (what decides whether ``early`` stops it), or None
+    when the step is too short to be checked."""
+    vals = [float(p[key]) for p in step.partial if p.get(key) is not None and np.isfinite(p[key])]
+    return max(vals) if vals else None

@@ -1,0 +1,177 @@
+"""Router configs, threshold calibration (traces and bench results) and trace replay by teacher forcing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rankguide_edge.cli.main import main
+from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
+from rankguide_edge.collab.router import load_router, parse_router, save_router
+from rankguide_edge.engine.runtime import Model
+from rankguide_edge.errors import ConfigError, InvalidInputError
+from rankguide_edge.evaluation.calibrate import (
+    CalibrateConfig, calibrate_bench, calibrate_traces, fit_logistic, upper_quantile_threshold)
+from rankguide_edge.evaluation.replay import early_checkpoints, replay_traces
+
+
+def test_upper_quantile_routes_the_target_share() -> None:
+    scores = np.random.default_rng(0).random(1000)
+    for share in (0.1, 0.25, 0.5):
+        t = upper_quantile_threshold(scores, share)
+        assert abs(np.mean(scores >= t) - share) <= 0.002
+    assert upper_quantile_threshold(scores, 0.0) == 1.0
+    assert upper_quantile_threshold([0.2, 0.9], 1.0) == 0.2
+    with pytest.raises(InvalidInputError):
+        upper_quantile_threshold([], 0.5)
+
+
+def test_router_round_trip_and_bad_files(tmp_path) -> None:
+    default = load_router()
+    assert default.policy == "rankguide" and set(default.thresholds) == {"post", "early", "pre"}
+    r = parse_router({"format": "rankguide-edge/router", "version": 1, "policy": "rankguide",
+                      "thresholds": {"post": 0.3, "early": 0.5, "pre": 0.4},
+                      "logistic": {"features": ["a", "b"], "mean": [0, 1], "scale": [1, 2], "weights": [2, -1],
+                                   "bias": 0.5}, "note": "kept"})
+    assert r.threshold("early") == 0.5
+    # sigmoid(0.5 + 2*(1-0)/1 - 1*(3-1)/2) = sigmoid(1.5); a missing feature counts as its mean
+    assert r.logistic.score({"a": 1.0, "b": 3.0}) == pytest.approx(1 / (1 + np.exp(-1.5)))
+    assert r.logistic.score({"a": 1.0}) == pytest.approx(1 / (1 + np.exp(-2.5)))
+    path = tmp_path / "r.json"
+    save_router(r, path)
+    assert not list(tmp_path.glob("*.tmp*"))
+    back = load_router(path)
+    assert back.to_dict() == r.to_dict() and back.meta["note"] == "kept"
+    bad = [{"format": "x"}, {"format": "rankguide-edge/router", "version": 2, "thresholds": {"post": 0.1}},
+           {"format": "rankguide-edge/router", "version": 1, "thresholds": {"mid": 0.1}},
+           {"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 1.5}},
+           {"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 0.5},
+            "logistic": {"features": ["a"], "mean": [0], "scale": [0], "weights": [1], "bias": 0}}]
+    for data in bad:
+        with pytest.raises(ConfigError, match="calibrate"):
+            parse_router(data)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_router(tmp_path / "broken.json")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_router(tmp_path / "missing.json")
+
+
+def _records(n: int = 60, seed: int = 0) -> list[dict]:
+    """Synthetic traces: wrong traces have higher entropy steps."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for i in range(n):
+        wrong = i % 3 == 0
+        steps = []
+        for j in range(5):
+            ent = rng.normal(2.5 if wrong else 1.5, 0.5)
+            steps.append({"text": f"step {j}\n\n", "n_tokens": 10,
+                          "signals": {"fail.route": float(rng.random()), "text.entropy_max": float(ent),
+                                      "text.entropy_mean": float(ent / 2), "text.n_tokens": 10.0}})
+        recs.append({"id": f"p{i}", "question": "q", "correct": not wrong, "steps": steps, "layers": [0, 1]})
+    return recs
+
+
+def test_calibrate_traces_quantiles_and_logistic() -> None:
+    recs = _records()
+    r = calibrate_traces(recs, CalibrateConfig(target_lrm_share=0.25, early=False))
+    post = np.array([s["signals"]["fail.route"] for rec in recs for s in rec["steps"]])
+    assert abs(np.mean(post >= r.thresholds["post"]) - 0.25) < 0.01
+    assert r.thresholds["early"] == r.thresholds["post"] and "early_note" in r.meta
+    assert r.meta["fitted_on"]["problems"] == 60
+    lg = calibrate_traces(recs, CalibrateConfig(target_lrm_share=0.25, fit="logistic", early=False))
+    w = dict(zip(lg.logistic.features, lg.logistic.weights))
+    assert w["text.entropy_max"] > 0.5  # entropy separates wrong traces: it gets the weight
+    scores = np.array([lg.logistic.score(s["signals"]) for rec in recs for s in rec["steps"]])
+    assert abs(np.mean(scores >= lg.thresholds["post"]) - 0.25) < 0.01
+    with pytest.raises(ConfigError, match="exactly one"):
+        CalibrateConfig()
+    with pytest.raises(InvalidInputError, match="judge"):
+        calibrate_traces(recs, CalibrateConfig(target_lrm_share=0.2, policy="judge", early=False))
+    with pytest.raises(InvalidInputError, match="no usable"):
+        calibrate_traces([{"id": "x", "error": "overflow", "steps": []}], CalibrateConfig(target_lrm_share=0.2))
+
+
+def test_fit_logistic_recovers_a_separating_direction() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 2))
+    y = (x[:, 0] + 0.1 * rng.normal(size=400) > 0).astype(float)
+    x[::7, 1] = np.nan  # missing values are filled with the mean
+    lg = fit_logistic(x, y, ("signal", "noise"), l2=0.1)
+    assert lg.weights[0] > 3 * abs(lg.weights[1])
+    assert lg.score({"signal": 2.0}) > 0.9 > 0.1 > lg.score({"signal": -2.0})
+
+
+def test_calibrate_bench_picks_by_latency_or_share() -> None:
+    res = [{"method": "lrm", "policy": "lrm", "seconds": 10.0, "correct": True, "n_steps": 5, "lrm_steps": 5}]
+    for thr, secs, acc, share in ((0.3, 9.0, 0.9, 0.6), (0.5, 7.0, 0.8, 0.3), (0.7, 5.0, 0.6, 0.1)):
+        for i in range(10):
+            res.append({"method": f"rankguide:{thr}", "policy": "rankguide", "decide": "post", "threshold": thr,
+                        "seconds": secs, "correct": i < acc * 10, "n_steps": 10, "lrm_steps": int(share * 10)})
+    r = calibrate_bench(res, CalibrateConfig(max_latency_ratio=0.75))
+    assert r.thresholds["post"] == 0.5  # 0.3 is too slow (0.9x); 0.5 beats 0.7 on accuracy
+    assert r.thresholds["early"] == r.thresholds["pre"] == 0.5
+    r = calibrate_bench(res, CalibrateConfig(target_lrm_share=0.1))
+    assert r.thresholds["post"] == 0.7
+    with pytest.raises(InvalidInputError, match="--sweep"):
+        calibrate_bench(res, CalibrateConfig(target_lrm_share=0.1, policy="entropy"))
+
+
+def test_replay_reproduces_the_traced_signals(smollm2, tmp_path) -> None:
+    """Teacher-forcing a greedy trace's text gives back its steps' signals (same model, same layers)."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "question": "Tom has 3 apples and buys 4 more. How many?",
+                                "answer": "#### 7"}) + "\n")
+    out = tmp_path / "t.jsonl"
+    res = CliRunner().invoke(main, ["trace", "--data", str(data), "--kind", "gsm8k", "--out", str(out), "--srm",
+                                    str(smollm2), "--max-tokens", "60", "--n-ctx", "512", "--json"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    with Model(smollm2) as m:
+        [(_, steps)] = list(replay_traces(m, [rec], layers=rec["layers"], n_ctx=512))
+    assert len(steps) == len(rec["steps"]) >= 2
+    for got, want in zip(steps, rec["steps"]):
+        assert got.n_tokens == want["n_tokens"] == len(want["token_ids"])
+        assert got.checkpoints == early_checkpoints(got.n_tokens, 8, 4)
+        assert len(got.partial) == len(got.checkpoints)
+        # batched and one-token llama.cpp evaluation differ by float noise (~1e-3), nothing more
+        for key in ("text.entropy_mean", "text.entropy_max", "rank.eff_norm.L29.win", "fail.route"):
+            assert got.signals[key] == pytest.approx(want["signals"][key], rel=0.01, abs=0.01), key
+
+
+def test_reasoner_takes_thresholds_from_the_router(tiny_gguf, tmp_path) -> None:
+    path = tmp_path / "router.json"
+    save_router(parse_router({"format": "rankguide-edge/router", "version": 1, "policy": "rankguide",
+                              "thresholds": {"post": 0.2, "early": 0.7, "pre": 0.4}}), path)
+    with Model(tiny_gguf) as m:
+        for decide, want in (("post", 0.2), ("early", 0.7), ("pre", 0.4)):
+            with Reasoner(m, None, ReasonerConfig(router=str(path), decide=decide, max_tokens=8)) as r:
+                assert r.threshold == want
+        with Reasoner(m, None, ReasonerConfig(router=str(path), threshold=0.9)) as r:
+            assert r.threshold == 0.9  # an explicit threshold wins
+            r.reconfigure(decide="early")
+            assert r.threshold == 0.9
+        with Reasoner(m, None, ReasonerConfig(router=str(path))) as r:
+            r.reconfigure(decide="pre")
+            assert r.threshold == 0.4 and r.solve("hi").threshold == 0.4
+        with Reasoner(m, None, ReasonerConfig(router=str(path), policy="entropy")) as r:
+            assert r.threshold == ReasonerConfig.FALLBACK_THRESHOLD  # the router calibrated another policy
+
+
+def test_calibrate_cli(tmp_path) -> None:
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(json.dumps(r) + "\n" for r in _records(30)))
+    out = tmp_path / "router.json"
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--no-early",
+                                    "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert load_router(out).to_dict() == json.loads(res.output)
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--out", str(out)])
+    assert res.exit_code == 2 and "exactly one" in res.output
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--max-latency-ratio", "0.5", "--out", str(out)])
+    assert res.exit_code == 2 and "bench dir" in res.output
