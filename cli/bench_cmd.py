@@ -1,4 +1,4 @@
-"""``rankguide-edge bench``: measurements (capture overhead now; routing benchmarks later)."""
+"""``rankguide-edge bench``: measurements: capture overhead, signal cost, and the method comparison (run, report)."""
 
 from __future__ import annotations
 
@@ -75,39 +75,58 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @click.option("--limit", type=click.IntRange(1), help="First N problems (file order).")
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--methods", default="srm,lrm,rankguide", show_default=True,
-              help="Comma list of policy[@post|early|pre][:threshold], e.g. srm,lrm,rankguide@early:0.4,random.")
+              help="Comma list of policy[@post|early|pre][:threshold] (rankguide, entropy, keywords, judge, srm, "
+                   "lrm), random[:p] (no p: matched to rankguide's LRM step share) and specdec[:k], e.g. "
+                   "srm,lrm,rankguide@early:0.4,random,specdec:4.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="POLICY[@D]:V1,V2,...",
+              help="Add one method per value, e.g. --sweep rankguide:0.2,0.4,0.6 --sweep entropy:0.5,0.7 "
+                   "(repeatable).")
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True)
 @click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True, help="Name, GGUF path or URL.")
 @click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144))
-@click.option("--random-p", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Routing probability of the random method.")
+@click.option("--random-p", default=None, type=click.FloatRange(0.0, 1.0),
+              help="Routing probability of `random` methods given without one.  [default: rankguide's running "
+                   "LRM step share in this run (0.2 before it has any, or without a rankguide method)]")
 @click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Router config (thresholds per decision point) for methods without an explicit threshold.")
+@click.option("--steer", "steer_specs", multiple=True, metavar="NAME=FILE",
+              help="Declare a control vector for methods written +NAME[*SCALE] (repeatable); FILE alone is named "
+                   "after its stem.")
+@click.option("--steer-where", default="all", show_default=True, type=click.Choice(["all", "boundary"]),
+              help="Steer every token, or only generated step-delimiter tokens.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.jsonl).")
 @handle_errors
-def run(data: str, limit: int | None, offset: int, methods: str, srm: str, lrm: str, max_tokens: int,
-        random_p: float, n_ctx: int, threads: int, seed: int, out: str) -> None:
+def run(data: str, limit: int | None, offset: int, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
+        max_tokens: int, random_p: float | None, n_ctx: int, threads: int, seed: int, router: str | None,
+        steer_specs: tuple[str, ...], steer_where: str, out: str) -> None:
     """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`."""
     from tqdm import tqdm
 
     from rankguide_edge.collab.backends import make_backend
     from rankguide_edge.engine import load_model
-    from rankguide_edge.evaluation.bench import parse_methods, run_bench
+    from rankguide_edge.evaluation.bench import SPECDEC, method_list, run_bench
     from rankguide_edge.evaluation.datasets import DatasetConfig
+    from rankguide_edge.errors import ConfigError
 
-    ms = parse_methods(methods)
+    ms = method_list(methods, sweeps)
+    steering = _steer_table(steer_specs)
+    is_url = lrm.lower().startswith(("http://", "https://"))
+    if is_url and any(m.policy == SPECDEC for m in ms):
+        raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
     problems = DatasetConfig(path=data, limit=limit, offset=offset).load()
     rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
     with load_model(srm, rt) as model:
         backend = None
         if any(m.policy != "srm" for m in ms):
-            backend = (make_backend(lrm, template_model=model) if lrm.lower().startswith(("http://", "https://"))
-                       else make_backend(lrm, config=rt))
+            backend = make_backend(lrm, template_model=model) if is_url else make_backend(lrm, config=rt)
         bar = tqdm(total=len(problems) * len(ms), desc="bench", unit="run")
         try:
             path = run_bench(model, backend, problems, ms, out, runtime=rt, max_tokens=max_tokens, seed=seed,
-                             random_p=random_p, progress=lambda rec: bar.update(1))
+                             random_p=random_p, progress=lambda rec: bar.update(1), steering=steering,
+                             steer_where=steer_where, router=router or "")
         finally:
             bar.close()
             if backend is not None:
@@ -115,23 +134,53 @@ def run(data: str, limit: int | None, offset: int, methods: str, srm: str, lrm: 
     click.echo(f"results in {path}; summarise with `rankguide-edge bench report {out}`")
 
 
+def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
+    import os
+
+    from rankguide_edge.errors import ConfigError
+
+    table: dict[str, str] = {}
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not eq:
+            name, path = os.path.splitext(os.path.basename(spec))[0], spec
+        if not os.path.isfile(path):
+            raise ConfigError(f"--steer {spec}: {path} is not a file; give NAME=FILE of a control-vector .gguf")
+        if name in table:
+            raise ConfigError(f"--steer: the name {name!r} is declared twice")
+        table[name] = path
+    return table
+
+
 @bench.command("report")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--profile", default="measured", show_default=True, metavar="NAME|FILE",
+              help="Hardware profile for latency and pareto.png: measured, laptop+gpu-server, gpu, or a "
+                   ".toml/.json file with [srm]/[lrm] decode_tok_s, prefill_tok_s, call_s (\"measured\" allowed).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write summary.json, summary.md and pareto.png here instead of DIR (created).")
+@click.option("--no-plot", is_flag=True, help="Skip pareto.png (no matplotlib needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
-def report(out: str, as_json: bool) -> None:
-    """Summarise OUT/results.jsonl into OUT/summary.json and OUT/summary.md."""
+def report(run_dir: str, profile: str, out_dir: str | None, no_plot: bool, as_json: bool) -> None:
+    """Summarise DIR/results.jsonl into summary.json, summary.md and pareto.png (accuracy vs latency)."""
     import json
     import os
 
-    from rankguide_edge.evaluation.bench import summarize, summary_markdown
+    from rankguide_edge.evaluation.bench import summarize, summary_markdown, write_pareto
 
-    summary = summarize(os.path.join(out, "results.jsonl"))
+    summary = summarize(os.path.join(run_dir, "results.jsonl"), profile=profile)
+    target = out_dir or run_dir
+    os.makedirs(target, exist_ok=True)
     for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_markdown(summary))):
-        tmp = os.path.join(out, f".{name}.tmp")
+        tmp = os.path.join(target, f".{name}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, os.path.join(out, name))
+        os.replace(tmp, os.path.join(target, name))
+    if not no_plot:
+        tmp = os.path.join(target, ".pareto.tmp.png")
+        write_pareto(summary, tmp)
+        os.replace(tmp, os.path.join(target, "pareto.png"))
     if as_json:
         emit_json(summary)
     else:

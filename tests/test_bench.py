@@ -1,4 +1,5 @@
-"""`bench run` / `bench report` on the tiny model: interleaving, resume, summary, bad input."""
+"""`bench run` / `bench report` on the tiny model: interleaving, resume, sweeps, the matched-rate random control,
+specdec, judge metering, profiles, pareto.png and bad input."""
 
 from __future__ import annotations
 
@@ -9,30 +10,47 @@ from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
 from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation.bench import Method, parse_methods
+from rankguide_edge.evaluation.bench import RANDOM_FALLBACK_P, Method, expand_sweeps, method_list, parse_methods
 
 
 def test_parse_methods() -> None:
-    ms = parse_methods("srm,lrm,rankguide@early:0.4,random")
-    assert ms[0] == Method("srm", "srm", "post", 0.46)
-    assert ms[1] == Method("lrm", "lrm", "pre", 0.46)
+    ms = parse_methods("srm,lrm,rankguide@early:0.4,random,random@pre:0.3,specdec,specdec:6,judge,keywords:0.5")
+    assert ms[0] == Method("srm", "srm", "post", None)
+    assert ms[1] == Method("lrm", "lrm", "pre", None)
     assert ms[2] == Method("rankguide@early:0.4", "rankguide", "early", 0.4)
-    for bad in ("", "nope", "rankguide@later", "entropy:x", "entropy:1.5", "srm,srm"):
+    assert ms[3] == Method("random", "random", "post", None, rate=None)
+    assert ms[4] == Method("random@pre:0.3", "random", "pre", None, rate=0.3)
+    assert ms[5].policy == "specdec" and ms[5].k == 4 and ms[6].k == 6
+    assert (ms[7].policy, ms[8].threshold) == ("judge", 0.5)
+    for bad in ("", "nope", "rankguide@later", "entropy:x", "entropy:1.5", "srm,srm", "specdec:0", "specdec:x",
+                "specdec@post", "random:2"):
         with pytest.raises(ConfigError):
             parse_methods(bad)
 
 
-def _data(tmp_path):
+def test_sweeps_expand_to_methods() -> None:
+    assert expand_sweeps(["rankguide:0.2,0.4, 0.6", "entropy@early:0.5"]) == [
+        "rankguide:0.2", "rankguide:0.4", "rankguide:0.6", "entropy@early:0.5"]
+    ms = method_list("srm,lrm,rankguide:0.4", ["rankguide:0.2,0.4", "judge:0.3", "specdec:2,8"])
+    assert [m.label for m in ms] == ["srm", "lrm", "rankguide:0.4", "rankguide:0.2", "judge:0.3", "specdec:2",
+                                     "specdec:8"]
+    assert [m.threshold for m in ms if m.policy == "rankguide"] == [0.4, 0.2]
+    for bad in (["rankguide"], ["rankguide:"], ["srm:0.1,0.2"], ["lrm@pre:0.5"], ["entropy:0.2,9"]):
+        with pytest.raises(ConfigError):
+            method_list("srm", bad)
+
+
+def _data(tmp_path, n=3):
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps({"id": f"p{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)})
-                            + "\n" for i in range(3)))
+                            + "\n" for i in range(n)))
     return path
 
 
 def test_bench_run_resume_and_report(tiny_gguf, tmp_path) -> None:
     out = tmp_path / "run"
     args = ["bench", "run", "--data", str(_data(tmp_path)), "--methods", "srm,lrm,random", "--srm", str(tiny_gguf),
-            "--lrm", str(tiny_gguf), "--max-tokens", "16", "--n-ctx", "256", "--out", str(out)]
+            "--lrm", str(tiny_gguf), "--max-tokens", "16", "--n-ctx", "256", "--threads", "1", "--out", str(out)]
     res = CliRunner().invoke(main, args + ["--limit", "2"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -42,6 +60,9 @@ def test_bench_run_resume_and_report(tiny_gguf, tmp_path) -> None:
     assert [r["method"] for r in recs[3:]] == ["lrm", "random", "srm"]
     by = {(r["id"], r["method"]): r for r in recs}
     assert by[("p0", "srm")]["lrm_steps"] == 0 and by[("p0", "lrm")]["lrm_steps"] == by[("p0", "lrm")]["n_steps"]
+    # no rankguide method to match: random routes with the fallback probability
+    assert by[("p0", "random")]["random_p"] == RANDOM_FALLBACK_P
+    assert set(by[("p0", "lrm")]["counts"]) >= {"srm_decode", "srm_prefill", "lrm_decode", "lrm_prefill", "lrm_calls"}
     with open(out / "results.jsonl", "a") as fh:
         fh.write('{"id": "p2", "meth')  # torn line from a killed run
     res = CliRunner().invoke(main, args, catch_exceptions=False)
@@ -55,13 +76,78 @@ def test_bench_run_resume_and_report(tiny_gguf, tmp_path) -> None:
     assert summary["methods"]["lrm"]["speedup_vs_lrm"] == pytest.approx(1.0)
     assert summary["methods"]["srm"]["lrm_step_share"] == 0.0 and summary["methods"]["lrm"]["lrm_step_share"] == 1.0
     assert (out / "summary.md").read_text().startswith("3 problems")
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_bad_input(tiny_gguf, tmp_path) -> None:
+def test_sweeps_specdec_judge_and_matched_random(tiny_gguf, tmp_path) -> None:
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, [
+        "bench", "run", "--data", str(_data(tmp_path, 4)), "--methods", "srm,lrm,rankguide,random,judge,specdec:3",
+        "--sweep", "rankguide:0.0,1.0", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--max-tokens", "24",
+        "--n-ctx", "384", "--threads", "1", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    labels = ["srm", "lrm", "rankguide", "random", "judge", "specdec:3", "rankguide:0.0", "rankguide:1.0"]
+    assert len(recs) == 4 * len(labels) and {r["method"] for r in recs} == set(labels)
+    by = {(r["id"], r["method"]): r for r in recs}
+    # the random control routes at rankguide's running LRM step share, as of the moment it runs
+    lrm_steps = steps = 0
+    for r in recs:
+        if r["method"] == "random":
+            assert r["random_p"] == pytest.approx(lrm_steps / steps if steps else RANDOM_FALLBACK_P, abs=1e-6)
+        elif r["method"] == "rankguide":
+            lrm_steps, steps = lrm_steps + r["lrm_steps"], steps + r["n_steps"]
+    for i in range(4):
+        # threshold 0 routes every step, threshold 1 (almost) none; specdec writes the LRM's own text
+        assert by[(f"p{i}", "rankguide:0.0")]["lrm_steps"] == by[(f"p{i}", "rankguide:0.0")]["n_steps"]
+        spec, lrm = by[(f"p{i}", "specdec:3")], by[(f"p{i}", "lrm")]
+        assert spec["text"] == lrm["text"] and spec["k"] == 3
+        assert spec["usage"]["srm_discarded_tokens"] == 0  # same model drafting: every draft accepted
+        assert spec["counts"]["lrm_decode"] == spec["usage"]["lrm_verify_batches"]
+        judge = by[(f"p{i}", "judge")]
+        assert judge["usage"]["judge_calls"] >= 1 and "judge" in judge["timing"]
+        assert judge["counts"]["lrm_calls"] == judge["usage"]["lrm_calls"] + judge["usage"]["judge_calls"]
+        assert judge["counts"]["lrm_prefill"] >= judge["usage"]["judge_prefill_tokens"] > 0
+    profile = tmp_path / "slow.json"
+    profile.write_text(json.dumps({"srm": {"decode_tok_s": 10, "prefill_tok_s": 100, "call_s": 0},
+                                   "lrm": {"decode_tok_s": 5, "prefill_tok_s": 50, "call_s": 1.0}}))
+    rep = tmp_path / "report"
+    res = CliRunner().invoke(main, ["bench", "report", str(out), "--profile", str(profile), "--out", str(rep),
+                                    "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["profile"] == "slow" and "profile_check" in summary and "fit" in summary
+    assert not (out / "summary.json").exists() and (rep / "summary.json").exists()
+    assert (rep / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for label in labels:
+        row = summary["methods"][label]
+        assert set(row["latency_s"]) == {"measured", "laptop+gpu-server", "gpu", "slow"}
+        assert {"lrm_token_share", "lrm_calls", "mean_steps", "mean_tokens", "pgr", "speedup_vs_lrm",
+                "speedup_vs_lrm_by_profile"} <= set(row)
+    spec_row = summary["methods"]["specdec:3"]
+    assert spec_row["accuracy"] == summary["methods"]["lrm"]["accuracy"] and spec_row["k"] == 3
+    assert summary["methods"]["srm"]["latency_s"]["slow"] > 0
+    assert "latency s (slow)" in (rep / "summary.md").read_text()
+
+
+def test_bench_bad_input(tiny_gguf, smollm2, tmp_path) -> None:
     res = CliRunner().invoke(main, ["bench", "run", "--data", str(_data(tmp_path)), "--methods", "nope",
                                     "--srm", str(tiny_gguf), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "unknown policy" in res.stderr
+    res = CliRunner().invoke(main, ["bench", "run", "--data", str(_data(tmp_path)), "--methods", "srm",
+                                    "--sweep", "rankguide", "--srm", str(tiny_gguf), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "bad sweep" in res.stderr
+    res = CliRunner().invoke(main, ["bench", "run", "--data", str(_data(tmp_path)), "--methods", "specdec",
+                                    "--srm", str(tiny_gguf), "--lrm", "http://127.0.0.1:9/v1",
+                                    "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "local LRM" in res.stderr
+    res = CliRunner().invoke(main, ["bench", "run", "--data", str(_data(tmp_path)), "--methods", "specdec",
+                                    "--srm", str(tiny_gguf), "--lrm", str(smollm2), "--n-ctx", "256",
+                                    "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "one vocabulary" in res.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     res = CliRunner().invoke(main, ["bench", "report", str(empty)])
     assert res.exit_code == 2 and "bench run" in res.stderr
+    res = CliRunner().invoke(main, ["bench", "report", str(empty), "--profile", "nope"])
+    assert res.exit_code == 2

@@ -1,190 +1,321 @@
-"""``bench run`` / ``bench report``: methods compared on the same problems, interleaved, resumable.
+"""``bench run``: methods compared on the same problems, interleaved, resumable (``bench report``: _bench_report).
 
 A method is a routing policy at a decision point and threshold, written ``policy[@decide][:threshold]``
-(``srm``, ``lrm``, ``rankguide``, ``rankguide@early:0.4``, ``entropy:0.6``, ``random``...). For every problem
-every method runs once, in an order that rotates per problem so that machine drift hits all methods alike.
-One SRM model and one LRM backend serve all methods. Results go to ``DIR/results.jsonl`` one line per
-(problem, method) as they finish; a rerun skips pairs already there.
+(``srm``, ``lrm``, ``rankguide``, ``rankguide@early:0.4``, ``entropy:0.6``, ``keywords``, ``judge``...), or
+
+* ``random[@decide][:p]`` -- route each step with probability ``p``. Without ``:p`` (and without an explicit
+  ``random_p``) it is the matched-rate control: before each problem, ``p`` is set to the LRM step share that
+  the first ``rankguide`` method of the list has reached so far in this output folder (resumed records
+  included: its LRM steps over its steps); until that method has a step, ``p`` is 0.2. The ``p`` used is
+  stored in each record (``random_p``);
+* ``specdec[:k]`` -- lossless greedy speculative decoding, the SRM drafting ``k`` (default 4) tokens per LRM
+  verify batch (:mod:`rankguide_edge.collab.specdec`); needs a local LRM sharing the SRM's vocabulary.
+
+Any method but specdec may add ``+NAME[*SCALE]``: the SRM is steered by the control vector declared as
+``NAME`` (``--steer NAME=FILE``) at ``SCALE`` (default 1), e.g. ``srm+seal*4`` or ``rankguide+rank*2``.
+
+Sweeps (``--sweep rankguide:0.2,0.4,0.6``) expand to one method per value (:func:`expand_sweeps`). For every
+problem every method runs once, in an order that rotates per problem so that machine drift hits all methods
+alike. One SRM model and one LRM backend serve all methods. Results go to ``DIR/results.jsonl`` one line per
+(problem, method) as they finish; a rerun skips pairs already there. Each record carries ``counts``: the
+work by model and kind that :mod:`.latency` prices under hardware profiles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
-import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..collab.backends import LRMBackend
+from ..collab.backends import RATE_PROMPT, LRMBackend, StepReply, StepRequest
+from ..collab.backends_local import common_prefix
 from ..collab.policies import DECISION_POINTS, available_policies
 from ..collab.reasoner import Reasoner, ReasonerConfig
 from ..config import RuntimeConfig
 from ..engine.runtime import Model
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError
+from ._bench_report import summarize, summary_markdown, write_pareto
 from ._jsonl import read_for_resume
 from .answers import check_answer, extract_answer, prompt_for
 from .datasets import Problem
+from .latency import counts_of
+
+SPECDEC = "specdec"
+#: routing probability of a ``random`` method before the matched rankguide method has any step
+RANDOM_FALLBACK_P = 0.2
 
 
 @dataclass(frozen=True)
 class Method:
+    """One benchmarked method. ``rate``: the fixed routing probability of a ``random`` method (None: matched
+    rate); ``k``: drafts per verify batch of ``specdec``."""
+
     label: str
     policy: str
     decide: str = "post"
-    threshold: float = 0.46  # ReasonerConfig's default
+    threshold: float | None = None  # None: the router's threshold for the decision point
+    rate: float | None = None
+    k: int | None = None
+    steer: str | None = None  # name of a declared control vector
+    steer_scale: float = 1.0
+
+
+def _number(item: str, text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"bad {what} {text!r} in method {item!r}: give a number in [0, 1]") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{what} {value} in method {item!r} is outside [0, 1]")
+    return value
+
+
+def _parse_one(item: str) -> Method:
+    base, plus, steer = item.partition("+")
+    m = _parse_base(item, base)
+    if not plus:
+        return m
+    name, star, scale = steer.partition("*")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"bad steering {steer!r} in method {item!r}: write +NAME or +NAME*SCALE, NAME declared "
+                          "with --steer NAME=FILE")
+    if m.policy == SPECDEC:
+        raise ConfigError(f"specdec is lossless: it cannot be steered ({item!r})")
+    try:
+        value = float(scale) if star else 1.0
+    except ValueError:
+        raise ConfigError(f"bad steering scale {scale!r} in method {item!r}: give a number") from None
+    if not -64.0 <= value <= 64.0:
+        raise ConfigError(f"steering scale {value} in method {item!r} is outside [-64, 64]")
+    return dataclasses.replace(m, steer=name, steer_scale=value)
+
+
+def _parse_base(item: str, base: str) -> Method:
+    head, _, val = base.partition(":")
+    policy, at, decide = head.partition("@")
+    if policy == SPECDEC:
+        if at:
+            raise ConfigError(f"specdec takes no decision point: write {SPECDEC} or {SPECDEC}:K, not {item!r}")
+        try:
+            k = int(val) if val else 4
+        except ValueError:
+            raise ConfigError(f"bad draft length {val!r} in method {item!r}: write specdec:K, K in 1..64") from None
+        if not 1 <= k <= 64:
+            raise ConfigError(f"draft length {k} in method {item!r} is outside 1..64")
+        return Method(item, SPECDEC, "pre", None, None, k)
+    if policy not in available_policies():
+        raise ConfigError(f"unknown policy {policy!r} in method {item!r}; use "
+                          f"{', '.join(available_policies() + [SPECDEC])}")
+    decide = decide or ("pre" if policy == "lrm" else "post")
+    if decide not in DECISION_POINTS:
+        raise ConfigError(f"bad decision point {decide!r} in method {item!r}; use post, early or pre")
+    if policy == "random":
+        rate = _number(item, val, "routing probability") if val else None
+        return Method(item, policy, decide, None, rate)
+    return Method(item, policy, decide, _number(item, val, "threshold") if val else None)
 
 
 def parse_methods(spec: str | Sequence[str]) -> list[Method]:
-    """``"srm,lrm,rankguide@early:0.4"`` -> methods; labels are the spec items themselves."""
+    """``"srm,lrm,rankguide@early:0.4,random,specdec:4"`` -> methods; labels are the spec items themselves."""
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not items:
         raise ConfigError("no methods given: use e.g. --methods srm,lrm,rankguide")
-    out: list[Method] = []
-    for item in items:
-        head, _, thr = item.partition(":")
-        policy, _, decide = head.partition("@")
-        if policy not in available_policies():
-            raise ConfigError(f"unknown policy {policy!r} in method {item!r}; use {', '.join(available_policies())}")
-        decide = decide or ("pre" if policy == "lrm" else "post")
-        if decide not in DECISION_POINTS:
-            raise ConfigError(f"bad decision point {decide!r} in method {item!r}; use post, early or pre")
-        try:
-            threshold = float(thr) if thr else ReasonerConfig().threshold
-        except ValueError:
-            raise ConfigError(f"bad threshold {thr!r} in method {item!r}: give a number in [0, 1]") from None
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold {threshold} in method {item!r} is outside [0, 1]")
-        out.append(Method(item, policy, decide, threshold))
+    out = [_parse_one(item) for item in items]
     if len({m.label for m in out}) != len(out):
         raise ConfigError("a method is listed twice")
     return out
 
 
-def _done_pairs(path: Path) -> set[tuple[str, str]]:
-    return {(str(r["id"]), str(r["method"])) for r in read_for_resume(path)}
+def expand_sweeps(sweeps: Iterable[str]) -> list[str]:
+    """``["rankguide:0.2,0.4", "entropy@early:0.5"]`` -> ``["rankguide:0.2", "rankguide:0.4",
+    "entropy@early:0.5"]``: one method spec per value (thresholds; ``random``: rates; ``specdec``: k)."""
+    out: list[str] = []
+    for sweep in sweeps:
+        head, sep, values = sweep.strip().partition(":")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not vals:
+            raise ConfigError(f"bad sweep {sweep!r}: write POLICY[@decide]:v1,v2,... e.g. rankguide:0.2,0.4,0.6")
+        if head.partition("@")[0] in ("srm", "lrm"):
+            raise ConfigError(f"sweep {sweep!r}: srm and lrm have no threshold to sweep")
+        out.extend(f"{head}:{v}" for v in vals)
+    return out
+
+
+def method_list(methods: str | Sequence[str], sweeps: Iterable[str] = ()) -> list[Method]:
+    """:func:`parse_methods` of ``methods`` plus the expanded ``sweeps`` (a sweep point already listed is kept
+    once)."""
+    items = [s.strip() for s in (methods.split(",") if isinstance(methods, str) else methods) if s.strip()]
+    for extra in expand_sweeps(sweeps):
+        if extra not in items:
+            items.append(extra)
+    return parse_methods(items)
+
+
+class _MeteredBackend:
+    """Forwards to an LRM backend and meters its judge calls (``rate``), which the reasoner's usage omits:
+    calls, seconds and prefilled tokens -- measured on a local backend's context (tokens it had to feed),
+    estimated elsewhere as the SRM-token length of the rated step plus the judge instruction."""
+
+    def __init__(self, inner: LRMBackend, srm: Model) -> None:
+        self.inner, self.srm = inner, srm
+        self.name = inner.name
+        self.reset()
+
+    def reset(self) -> None:
+        self.judge_calls, self.judge_prefill, self.judge_s = 0, 0, 0.0
+
+    def write_step(self, req: StepRequest) -> StepReply:
+        return self.inner.write_step(req)
+
+    def rate(self, messages: Sequence[tuple[str, str]], prefix: str, step: str, prompt: str = RATE_PROMPT
+             ) -> int | None:
+        ctx = getattr(self.inner, "context", None)
+        before = list(ctx.tokens) if ctx is not None and hasattr(ctx, "tokens") else None
+        t0 = time.perf_counter()
+        out = self.inner.rate(messages, prefix, step, prompt)
+        self.judge_s += time.perf_counter() - t0
+        self.judge_calls += 1
+        if before is not None:
+            after = ctx.tokens
+            self.judge_prefill += 0 if after == before else len(after) - min(common_prefix(before, after),
+                                                                             len(after) - 1)
+        else:
+            self.judge_prefill += len(self.srm.tokenize(step + "\n\n" + prompt))
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _MatchedRate:
+    """The running LRM step share of one rankguide method, the routing probability of matched ``random``."""
+
+    def __init__(self, label: str | None, records: Iterable[dict[str, Any]]) -> None:
+        self.label, self.lrm_steps, self.steps = label, 0, 0
+        for r in records:
+            self.add(r)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        if self.label is not None and rec.get("method") == self.label:
+            self.lrm_steps += int(rec.get("lrm_steps", 0))
+            self.steps += int(rec.get("n_steps", 0))
+
+    @property
+    def p(self) -> float:
+        return self.lrm_steps / self.steps if self.steps else RANDOM_FALLBACK_P
+
+
+def _local_model(lrm: LRMBackend | None) -> Model | None:
+    model = getattr(lrm, "model", None)
+    return model if isinstance(model, Model) else None
 
 
 def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], methods: Sequence[Method],
               out_dir: str | Path, *, runtime: RuntimeConfig, max_tokens: int = 768, seed: int = 0,
-              random_p: float = 0.2, progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Run every method on every problem (interleaved); return the results file."""
+              random_p: float | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
+              steering: Mapping[str, str] | None = None, steer_where: str = "all", router: str = "") -> Path:
+    """Run every method on every problem (interleaved); return the results file.
+
+    ``random_p``: routing probability of ``random`` methods written without a rate; None = matched to the
+    first rankguide method (see the module docstring), or 0.2 when the list has none. ``steering``: control
+    vector name -> file for methods written ``+NAME``; ``router``: router config (thresholds) of all methods.
+    """
+    steering = dict(steering or {})
+    unknown = sorted({m.steer for m in methods if m.steer and m.steer not in steering})
+    if unknown:
+        raise ConfigError(f"methods steer with undeclared vector(s) {', '.join(unknown)}: add --steer NAME=FILE")
+    from ..collab.specdec import SpecDecConfig, SpecDecoder
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    done = _done_pairs(results)
+    previous = read_for_resume(results)
+    done = {(str(r["id"]), str(r["method"])) for r in previous}
     needs_lrm = [m.label for m in methods if m.policy != "srm"]
     if needs_lrm and lrm is None:
         raise ConfigError(f"methods {', '.join(needs_lrm)} need an LRM: pass --lrm")
-    reasoners = {m.label: Reasoner(srm, lrm if m.policy != "srm" else None, ReasonerConfig(
-        policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
-        random_p=random_p), runtime=runtime) for m in methods}
+    lrm_model = _local_model(lrm)
+    if any(m.policy == SPECDEC for m in methods) and lrm_model is None:
+        raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
+    match_label = next((m.label for m in methods if m.policy == "rankguide"), None)
+    matched = _MatchedRate(match_label if random_p is None else None, previous)
+    meters: dict[str, _MeteredBackend] = {}
+    solvers: dict[str, Any] = {}
     try:
+        for m in methods:
+            if m.policy == SPECDEC:
+                assert lrm_model is not None and m.k is not None
+                solvers[m.label] = SpecDecoder(srm, lrm_model, SpecDecConfig(k=m.k, max_tokens=max_tokens),
+                                               runtime=runtime)
+                continue
+            backend = None
+            if m.policy != "srm" and lrm is not None:
+                backend = meters[m.label] = _MeteredBackend(lrm, srm)
+            p = m.rate if m.rate is not None else (random_p if random_p is not None else RANDOM_FALLBACK_P)
+            solvers[m.label] = Reasoner(srm, backend, ReasonerConfig(
+                policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
+                random_p=p, router=router, steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
+                steer_where=steer_where), runtime=runtime)
         with open(results, "a", encoding="utf-8") as fh:
             for i, problem in enumerate(problems):
                 order = list(methods[i % len(methods):]) + list(methods[: i % len(methods)])
                 for m in order:
                     if (problem.id, m.label) in done:
                         continue
-                    t0 = time.perf_counter()
-                    res = reasoners[m.label].solve(prompt_for(problem.question, problem.kind))
-                    wall = time.perf_counter() - t0
-                    pred = extract_answer(res.answer_text, problem.kind)
-                    rec = {
-                        "id": problem.id, "method": m.label, "policy": m.policy, "decide": m.decide,
-                        "threshold": m.threshold, "gold": problem.gold, "prediction": pred,
-                        "correct": bool(check_answer(pred, problem.gold, problem.kind)), "seconds": round(wall, 3),
-                        "finished": res.finished, "n_steps": len(res.steps), "lrm_steps":
-                            sum(s.source == "lrm" for s in res.steps), "timing": res.timing, "usage": res.usage,
-                        "steps": [{"source": s.source, "srm_tokens": s.srm_tokens, "lrm_tokens": s.lrm_tokens,
-                                   "discarded": s.discarded_tokens, "score": s.score, "reason": s.reason,
-                                   "lrm_error": s.lrm_error} for s in res.steps],
-                        "text": res.answer_text,
-                    }
+                    rec = _solve_one(solvers[m.label], meters.get(m.label), m, problem, matched,
+                                     random_p is None and m.rate is None)
+                    matched.add(rec)
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     fh.flush()
                     if progress:
                         progress(rec)
     finally:
-        for r in reasoners.values():
-            r.close()
+        for s in solvers.values():
+            s.close()
     return results
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: Problem, matched: _MatchedRate,
+               match_rate: bool) -> dict[str, Any]:
+    p_used = None
+    if m.policy == "random":
+        if match_rate:
+            solver.reconfigure(random_p=matched.p)
+        p_used = solver.config.random_p
+    if meter is not None:
+        meter.reset()
+    t0 = time.perf_counter()
+    res = solver.solve(prompt_for(problem.question, problem.kind))
+    wall = time.perf_counter() - t0
+    usage, timing = dict(res.usage), dict(res.timing)
+    if m.policy == "judge" and meter is not None:
+        usage["judge_calls"], usage["judge_prefill_tokens"] = meter.judge_calls, meter.judge_prefill
+        timing["judge"] = round(meter.judge_s, 4)
+    pred = extract_answer(res.answer_text, problem.kind)
+    rec: dict[str, Any] = {
+        "id": problem.id, "method": m.label, "policy": m.policy, "decide": m.decide,
+        "threshold": None if m.policy == SPECDEC else res.threshold, "gold": problem.gold, "prediction": pred,
+        "correct": bool(check_answer(pred, problem.gold, problem.kind)), "seconds": round(wall, 3),
+        "finished": res.finished, "n_steps": len(res.steps), "lrm_steps": sum(s.source == "lrm" for s in res.steps),
+        "timing": timing, "usage": usage,
+        "steps": [{"source": s.source, "srm_tokens": s.srm_tokens, "lrm_tokens": s.lrm_tokens,
+                   "discarded": s.discarded_tokens, "score": s.score, "reason": s.reason,
+                   "lrm_error": s.lrm_error} for s in res.steps],
+        "text": res.answer_text,
+    }
+    if p_used is not None:
+        rec["random_p"] = round(float(p_used), 6)
+    if m.k is not None:
+        rec["k"] = m.k
+    if m.steer:
+        rec["steer"] = {"name": m.steer, "scale": m.steer_scale, **(getattr(solver, "steering", None) or {})}
+    rec["counts"] = counts_of(rec).to_dict()
+    return rec
 
 
-def summarize(results: str | Path) -> dict[str, Any]:
-    """Per method: n, accuracy (Wilson 95% CI), latency, speedup vs lrm, LRM share, PGR, tokens thrown away.
-
-    Only problems that every method finished are counted, so methods are compared on the same set.
-    """
-    path = Path(results)
-    if not path.exists():
-        raise InvalidInputError(f"{path} does not exist: run `rankguide-edge bench run` first")
-    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not recs:
-        raise InvalidInputError(f"{path} is empty: run `rankguide-edge bench run` first")
-    methods = list(dict.fromkeys(r["method"] for r in recs))
-    by_id: dict[str, dict[str, dict]] = {}
-    for r in recs:
-        by_id.setdefault(r["id"], {})[r["method"]] = r
-    common = [i for i, d in by_id.items() if len(d) == len(methods)]
-    table: dict[str, dict[str, Any]] = {}
-    for m in methods:
-        rows = [by_id[i][m] for i in common]
-        n = len(rows)
-        k = sum(r["correct"] for r in rows)
-        secs = [r["seconds"] for r in rows]
-        srm_tok = sum(r["usage"]["srm_tokens"] - r["usage"]["srm_discarded_tokens"] for r in rows)
-        lrm_tok = sum(r["usage"]["lrm_tokens"] for r in rows)
-        steps = sum(r["n_steps"] for r in rows)
-        table[m] = {
-            "n": n, "correct": k, "accuracy": k / n if n else 0.0, "accuracy_ci95": _wilson(k, n),
-            "mean_s": statistics.fmean(secs) if secs else 0.0, "median_s": statistics.median(secs) if secs else 0.0,
-            "lrm_step_share": sum(r["lrm_steps"] for r in rows) / steps if steps else 0.0,
-            "lrm_token_share": lrm_tok / (lrm_tok + srm_tok) if lrm_tok + srm_tok else 0.0,
-            "lrm_calls": sum(r["usage"]["lrm_calls"] for r in rows),
-            "lrm_failures": sum(r["usage"].get("lrm_failures", 0) for r in rows),
-            "srm_discarded_tokens": sum(r["usage"]["srm_discarded_tokens"] for r in rows),
-            "mean_steps": steps / n if n else 0.0,
-            "mean_tokens": (srm_tok + lrm_tok) / n if n else 0.0,
-            "signals_s": sum(r["timing"].get("signals", 0.0) for r in rows),
-            "srm_s": sum(r["timing"].get("srm", 0.0) for r in rows),
-        }
-        row = table[m]
-        row["signals_vs_srm"] = row["signals_s"] / row["srm_s"] if row["srm_s"] else 0.0
-    lrm_m = next((m for m in methods if m.split("@")[0].split(":")[0] == "lrm"), None)
-    srm_m = next((m for m in methods if m.split("@")[0].split(":")[0] == "srm"), None)
-    for m, row in table.items():
-        row["speedup_vs_lrm"] = (table[lrm_m]["mean_s"] / row["mean_s"]) if lrm_m and row["mean_s"] else None
-        gap = (table[lrm_m]["accuracy"] - table[srm_m]["accuracy"]) if lrm_m and srm_m else None
-        row["pgr"] = ((row["accuracy"] - table[srm_m]["accuracy"]) / gap) if gap else None
-    return {"results": str(path), "problems": len(common), "methods": table}
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"{summary['problems']} problems run by every method ({summary['results']}).", "",
-             "| method | n | accuracy | 95% CI | mean s | median s | speedup vs lrm | LRM step share | "
-             "LRM token share | LRM calls | SRM tokens thrown away | mean steps | PGR | signals / SRM time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def f(x: Any, nd: int = 2) -> str:
-        return "—" if x is None else f"{x:.{nd}f}"
-
-    for m, r in summary["methods"].items():
-        lo, hi = r["accuracy_ci95"]
-        lines.append(f"| {m} | {r['n']} | {f(r['accuracy'])} | [{lo:.2f}, {hi:.2f}] | {f(r['mean_s'], 1)} | "
-                     f"{f(r['median_s'], 1)} | {f(r['speedup_vs_lrm'])} | {f(r['lrm_step_share'])} | "
-                     f"{f(r['lrm_token_share'])} | {r['lrm_calls']} | {r['srm_discarded_tokens']} | "
-                     f"{f(r['mean_steps'], 1)} | {f(r['pgr'])} | {100 * r['signals_vs_srm']:.2f} % |")
-    return "\n".join(lines) + "\n"
+__all__ = ["Method", "RANDOM_FALLBACK_P", "SPECDEC", "expand_sweeps", "method_list", "parse_methods", "run_bench",
+           "summarize", "summary_markdown", "write_pareto"]

@@ -1,0 +1,214 @@
+"""``bench report``: a results.jsonl summarised per method, priced under hardware profiles, and a Pareto figure.
+
+Accuracy, token and step figures count only problems that every method finished, so methods are compared on
+the same set. The latency model (:mod:`.latency`) is fitted on every record of the file (more data, same
+machine); ``profile_check`` says how closely the fitted ``measured`` profile reproduces the run's total time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import DependencyError, InvalidInputError
+from .latency import (
+    SHIPPED_PROFILES,
+    HardwareProfile,
+    counts_of,
+    fit_measured,
+    load_profile,
+    profile_check,
+    record_seconds,
+    resolve,
+)
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _policy_of(rec: Mapping[str, Any]) -> str:
+    return str(rec.get("policy") or str(rec["method"]).split("@")[0].split(":")[0])
+
+
+def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a results.jsonl (a torn last line is ignored); InvalidInputError when missing or empty."""
+    path = Path(results)
+    if not path.exists():
+        raise InvalidInputError(f"{path} does not exist: run `rankguide-edge bench run` first")
+    recs = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:  # a run in progress may be writing it
+                continue
+            raise InvalidInputError(f"{path} line {n + 1} is not JSON: fix or remove it") from None
+    if not recs:
+        raise InvalidInputError(f"{path} is empty: run `rankguide-edge bench run` first")
+    return recs
+
+
+def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = "measured") -> dict[str, Any]:
+    """Per method: n, accuracy (Wilson 95% CI), measured latency, speedup vs lrm, LRM step and token share
+    (``lrm_tokens / (srm kept + lrm tokens)``), LRM calls (round trips, judge ratings and verify batches
+    included), PGR, tokens thrown away, mean steps and tokens, mean work counts, and the mean latency and
+    speedup under every shipped profile plus ``profile`` (a name, file or profile object).
+
+    Top level: ``profile`` (the chosen one's name), ``profiles`` (their rates after fitting), ``fit`` (the
+    measured fit) and ``profile_check`` (``measured`` against the run's total wall time, 10% tolerance).
+    """
+    path = Path(results)
+    recs = load_results(path)
+    chosen = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
+    fit = fit_measured(recs)
+    profiles = {name: resolve(load_profile(name), fit) for name in SHIPPED_PROFILES}
+    profiles[chosen.name] = resolve(chosen, fit)
+    descriptions = {name: str(SHIPPED_PROFILES[name].get("description", "")) for name in SHIPPED_PROFILES}
+    descriptions.setdefault(chosen.name, chosen.description)
+    methods = list(dict.fromkeys(r["method"] for r in recs))
+    by_id: dict[str, dict[str, dict]] = {}
+    for r in recs:
+        by_id.setdefault(r["id"], {})[r["method"]] = r
+    common = [i for i, d in by_id.items() if len(d) == len(methods)]
+    table: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        rows = [by_id[i][m] for i in common]
+        table[m] = _method_row(rows, profiles)
+        first = next(r for r in recs if r["method"] == m)
+        table[m].update(policy=_policy_of(first), decide=first.get("decide"), threshold=first.get("threshold"))
+        if "k" in first:
+            table[m]["k"] = first["k"]
+        if "random_p" in first:
+            table[m]["mean_random_p"] = statistics.fmean(r.get("random_p", 0.0) for r in rows) if rows else None
+    lrm_m = next((m for m in methods if table[m]["policy"] == "lrm"), None)
+    srm_m = next((m for m in methods if table[m]["policy"] == "srm"), None)
+    for row in table.values():
+        row["speedup_vs_lrm"] = (table[lrm_m]["mean_s"] / row["mean_s"]) if lrm_m and row["mean_s"] else None
+        row["speedup_vs_lrm_by_profile"] = {
+            name: (table[lrm_m]["latency_s"][name] / lat) if lrm_m and lat else None
+            for name, lat in row["latency_s"].items()}
+        gap = (table[lrm_m]["accuracy"] - table[srm_m]["accuracy"]) if lrm_m and srm_m else None
+        row["pgr"] = ((row["accuracy"] - table[srm_m]["accuracy"]) / gap) if gap else None
+    return {"results": str(path), "problems": len(common), "methods": table, "profile": chosen.name,
+            "profiles": {name: {"description": descriptions.get(name, ""), **res.to_dict()}
+                         for name, res in profiles.items()},
+            "fit": fit.to_dict(), "profile_check": profile_check(recs, profiles["measured"])}
+
+
+def _method_row(rows: list[dict[str, Any]], profiles: Mapping[str, Any]) -> dict[str, Any]:
+    n = len(rows)
+    k = sum(bool(r["correct"]) for r in rows)
+    secs = [r["seconds"] for r in rows]
+    srm_tok = sum(r["usage"]["srm_tokens"] - r["usage"]["srm_discarded_tokens"] for r in rows)
+    lrm_tok = sum(r["usage"]["lrm_tokens"] for r in rows)
+    steps = sum(r["n_steps"] for r in rows)
+    counts = [counts_of(r).to_dict() for r in rows]
+    row: dict[str, Any] = {
+        "n": n, "correct": k, "accuracy": k / n if n else 0.0, "accuracy_ci95": _wilson(k, n),
+        "mean_s": statistics.fmean(secs) if secs else 0.0, "median_s": statistics.median(secs) if secs else 0.0,
+        "lrm_step_share": sum(r["lrm_steps"] for r in rows) / steps if steps else 0.0,
+        "lrm_token_share": lrm_tok / (lrm_tok + srm_tok) if lrm_tok + srm_tok else 0.0,
+        "lrm_calls": sum(c["lrm_calls"] for c in counts),
+        "lrm_failures": sum(r["usage"].get("lrm_failures", 0) for r in rows),
+        "srm_discarded_tokens": sum(r["usage"]["srm_discarded_tokens"] for r in rows),
+        "mean_steps": steps / n if n else 0.0,
+        "mean_tokens": (srm_tok + lrm_tok) / n if n else 0.0,
+        "mean_counts": {key: sum(c[key] for c in counts) / n if n else 0.0 for key in (counts[0] if counts else {})},
+        "signals_s": sum(r["timing"].get("signals", 0.0) for r in rows),
+        "srm_s": sum(r["timing"].get("srm", 0.0) for r in rows),
+        "latency_s": {name: statistics.fmean(record_seconds(r, res) for r in rows) if rows else 0.0
+                      for name, res in profiles.items()},
+    }
+    row["signals_vs_srm"] = row["signals_s"] / row["srm_s"] if row["srm_s"] else 0.0
+    return row
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table (latency and speedup under the chosen profile) and the profile check."""
+    prof = summary.get("profile", "measured")
+    lines = [f"{summary['problems']} problems run by every method ({summary['results']}).", "",
+             f"| method | n | accuracy | 95% CI | mean s | median s | speedup vs lrm | latency s ({prof}) | "
+             f"speedup ({prof}) | LRM step share | LRM token share | LRM calls | SRM tokens thrown away | "
+             "mean steps | PGR | signals / SRM time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(x: Any, nd: int = 2) -> str:
+        return "—" if x is None else f"{x:.{nd}f}"
+
+    for m, r in summary["methods"].items():
+        lo, hi = r["accuracy_ci95"]
+        lat = r.get("latency_s", {}).get(prof)
+        spd = r.get("speedup_vs_lrm_by_profile", {}).get(prof)
+        lines.append(f"| {m} | {r['n']} | {f(r['accuracy'])} | [{lo:.2f}, {hi:.2f}] | {f(r['mean_s'], 1)} | "
+                     f"{f(r['median_s'], 1)} | {f(r['speedup_vs_lrm'])} | {f(lat, 1)} | {f(spd)} | "
+                     f"{f(r['lrm_step_share'])} | {f(r['lrm_token_share'])} | {r['lrm_calls']} | "
+                     f"{r['srm_discarded_tokens']} | {f(r['mean_steps'], 1)} | {f(r['pgr'])} | "
+                     f"{100 * r['signals_vs_srm']:.2f} % |")
+    check = summary.get("profile_check")
+    if check:
+        lines += ["", f"Latency model check: the fitted `measured` profile predicts {check['predicted_total_s']:.1f} s "
+                      f"for {check['measured_total_s']:.1f} s measured ({100 * check['rel_error']:+.1f} %, "
+                      f"{'within' if check['ok'] else 'OUTSIDE'} {100 * check['tolerance']:.0f} %)."]
+    if summary.get("profiles"):
+        lines += ["", "| profile | SRM decode tok/s | SRM prefill tok/s | LRM decode tok/s | LRM prefill tok/s | "
+                      "LRM s/call |", "|---|---|---|---|---|---|"]
+        for name, p in summary["profiles"].items():
+            s, q = p["srm"], p["lrm"]
+            lines.append(f"| {name} | {f(s['decode_tok_s'], 1)} | {f(s['prefill_tok_s'], 1)} | "
+                         f"{f(q['decode_tok_s'], 1)} | {f(q['prefill_tok_s'], 1)} | {f(q['call_s'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile: str | None = None) -> Path:
+    """Accuracy (with 95% CI bars) against mean latency under ``profile`` (default: the summary's), one point
+    per method; methods of one policy and decision point (a sweep) are joined in threshold order. PNG."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise DependencyError("matplotlib is needed for pareto.png; pip install 'rankguide-edge[plot]' "
+                              "or pass --no-plot") from None
+    prof = profile or summary.get("profile", "measured")
+    fig = Figure(figsize=(7.5, 5.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    groups: dict[tuple[str, str], list[tuple[float, float, float, float, str, float]]] = {}
+    for m, r in summary["methods"].items():
+        x = r.get("latency_s", {}).get(prof, r["mean_s"])
+        lo, hi = r["accuracy_ci95"]
+        order = float(r.get("k") or r.get("threshold") or 0.0)
+        groups.setdefault((r.get("policy", m), r.get("decide") or ""), []).append(
+            (x, r["accuracy"], lo, hi, m, order))
+    for (policy, decide), pts in groups.items():
+        pts.sort(key=lambda p: p[5])
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        name = policy if decide in ("", "post") or policy in ("srm", "lrm", "specdec") else f"{policy}@{decide}"
+        ax.errorbar(xs, ys, yerr=yerr, fmt="o-" if len(pts) > 1 else "o", capsize=3, alpha=0.85, label=name)
+        for x, y, *_rest, label, _order in pts:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"mean latency per problem, s (profile: {prof})")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"accuracy vs latency ({summary['problems']} problems)")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out

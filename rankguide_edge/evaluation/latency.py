@@ -1,0 +1,321 @@
+"""Latency model: a run's token counts priced under a hardware profile.
+
+Every bench record carries how much work each model did, by kind (:class:`TokenCounts`):
+
+* ``srm_decode`` -- SRM forward passes that produced a token (drafted, kept or thrown away);
+* ``srm_prefill`` -- further tokens fed to the SRM in batches (the prompt, LRM steps appended, catch-up);
+* ``lrm_decode`` -- LRM forward passes that produced a token (for ``specdec`` one per verify batch);
+* ``lrm_prefill`` -- further tokens fed to the LRM in batches (prompt, text written by the SRM since its last
+  call, judge prompts, the extra rows of a ``specdec`` verify batch);
+* ``lrm_calls`` -- LRM round trips (step requests, judge ratings, ``specdec`` verify batches and prefill).
+
+A :class:`HardwareProfile` gives per model a decode rate, a prefill rate (tokens/s) and a cost per call
+(seconds); a record's latency under it is ``sum(counts / rates) + calls * call_s + overhead``, where the
+overhead is the record's measured time outside both models (signals, policy, bookkeeping) and is kept as
+measured under every profile. A value ``None`` (``"measured"`` in a profile file) is taken from
+:func:`fit_measured`: a non-negative least-squares fit, per model, of the seconds each record spent in that
+model (``timing.srm``; ``timing.lrm`` + ``timing.judge``) on its counts -- SRM: ``seconds ~ a * decode + b *
+prefill``; LRM: ``seconds ~ a * decode + b * prefill + c * calls``. The shipped profiles:
+
+* ``measured`` -- everything fitted: reproduces the run's own latency (checked by :func:`profile_check`);
+* ``laptop+gpu-server`` -- the SRM as measured; the LRM remote on a GPU server: 60 tok/s decode, 3000 tok/s
+  prefill, 50 ms per call;
+* ``gpu`` -- both on one GPU, no call cost: SRM 300 tok/s decode (a 0.5B model on a consumer GPU) and 6000
+  tok/s prefill; the LRM 6x slower per token (50 tok/s decode, 1000 tok/s prefill); prefill 20x decode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import bounded, from_mapping, validate
+from ..errors import ConfigError
+
+MEASURED = "measured"
+
+#: the shipped hardware profiles (values in tokens/s and seconds; "measured" = fitted from the run)
+SHIPPED_PROFILES: dict[str, dict[str, Any]] = {
+    "measured": {
+        "description": "rates fitted from this run's own timings (NNLS of seconds on token counts per model)",
+        "srm": {"decode_tok_s": MEASURED, "prefill_tok_s": MEASURED, "call_s": 0.0},
+        "lrm": {"decode_tok_s": MEASURED, "prefill_tok_s": MEASURED, "call_s": MEASURED},
+    },
+    "laptop+gpu-server": {
+        "description": "SRM local as measured; LRM on a remote GPU server: 60 tok/s decode, 3000 tok/s prefill, "
+                       "50 ms per call",
+        "srm": {"decode_tok_s": MEASURED, "prefill_tok_s": MEASURED, "call_s": 0.0},
+        "lrm": {"decode_tok_s": 60.0, "prefill_tok_s": 3000.0, "call_s": 0.05},
+    },
+    "gpu": {
+        "description": "both models on one GPU: SRM 300 tok/s decode, LRM 6x slower per token, prefill 20x "
+                       "faster than decode, no call cost",
+        "srm": {"decode_tok_s": 300.0, "prefill_tok_s": 6000.0, "call_s": 0.0},
+        "lrm": {"decode_tok_s": 50.0, "prefill_tok_s": 1000.0, "call_s": 0.0},
+    },
+}
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """The work of one record by model and kind (all ints >= 0); ``*_discarded`` are informational (already
+    inside the decode/prefill counts)."""
+
+    srm_decode: int = 0
+    srm_prefill: int = 0
+    lrm_decode: int = 0
+    lrm_prefill: int = 0
+    lrm_calls: int = 0
+    srm_discarded: int = 0
+    lrm_discarded: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def counts_of(rec: Mapping[str, Any]) -> TokenCounts:
+    """The :class:`TokenCounts` of a bench record: its ``counts`` when present, else derived from ``usage``
+    (records written before counts existed: SRM decode = ``srm_tokens``, LRM decode = ``lrm_tokens``, or
+    ``lrm_verify_batches`` for specdec; judge calls and prefill when recorded)."""
+    stored = rec.get("counts")
+    if isinstance(stored, Mapping):
+        known = {f.name for f in fields(TokenCounts)}
+        return TokenCounts(**{k: int(v) for k, v in stored.items() if k in known})
+    u = rec.get("usage") or {}
+    lrm_decode = u.get("lrm_verify_batches", u.get("lrm_tokens", 0))
+    return TokenCounts(
+        srm_decode=int(u.get("srm_tokens", 0)), srm_prefill=int(u.get("srm_prefill_tokens", 0)),
+        lrm_decode=int(lrm_decode),
+        lrm_prefill=int(u.get("lrm_prefill_tokens", 0)) + int(u.get("judge_prefill_tokens", 0)),
+        lrm_calls=int(u.get("lrm_calls", 0)) + int(u.get("judge_calls", 0)),
+        srm_discarded=int(u.get("srm_discarded_tokens", 0)), lrm_discarded=int(u.get("lrm_discarded_tokens", 0)))
+
+
+def model_seconds(rec: Mapping[str, Any]) -> tuple[float, float]:
+    """Measured seconds of a record in the SRM and in the LRM (``timing.lrm`` + ``timing.judge``)."""
+    t = rec.get("timing") or {}
+    return float(t.get("srm", 0.0)), float(t.get("lrm", 0.0)) + float(t.get("judge", 0.0))
+
+
+def overhead_seconds(rec: Mapping[str, Any]) -> float:
+    """A record's measured seconds outside both models (>= 0): signals, policy, bookkeeping."""
+    srm_s, lrm_s = model_seconds(rec)
+    return max(0.0, float(rec.get("seconds", 0.0)) - srm_s - lrm_s)
+
+
+# ------------------------------------------------------------------------------------------------ profiles
+
+
+@dataclass(frozen=True)
+class DeviceRates:
+    """How fast one model runs. ``None`` means "measured": taken from the run's fit."""
+
+    decode_tok_s: float | None = bounded(None, lo=1e-6, hi=1e9, help="tokens/s, one token per forward pass")
+    prefill_tok_s: float | None = bounded(None, lo=1e-6, hi=1e9, help="tokens/s fed in batches")
+    call_s: float | None = bounded(None, lo=0.0, hi=3600.0, help="seconds per call (round trip)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """A named pair of :class:`DeviceRates`, for the SRM and the LRM."""
+
+    name: str
+    srm: DeviceRates
+    lrm: DeviceRates
+    description: str = ""
+
+
+def _rates(name: str, role: str, data: Any) -> DeviceRates:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"profile {name}: [{role}] must be a table of decode_tok_s, prefill_tok_s, call_s")
+    clean = {}
+    for key, value in data.items():
+        if isinstance(value, str):
+            if value.strip().lower() != MEASURED:
+                raise ConfigError(f"profile {name}: {role}.{key}={value!r}: give a number or \"measured\"")
+            value = None
+        clean[key] = value
+    try:
+        return from_mapping(DeviceRates, clean)
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name}: {role}: {exc}") from None
+
+
+def profile_from_mapping(data: Mapping[str, Any], name: str = "custom") -> HardwareProfile:
+    """Build a profile from ``{"description": ..., "srm": {...}, "lrm": {...}}``; a missing key is "measured"."""
+    unknown = sorted(set(data) - {"name", "description", "srm", "lrm"})
+    if unknown:
+        raise ConfigError(f"profile {name}: unknown key(s) {', '.join(unknown)}; use name, description, srm, lrm")
+    return HardwareProfile(name=str(data.get("name", name)), srm=_rates(name, "srm", data.get("srm")),
+                           lrm=_rates(name, "lrm", data.get("lrm")), description=str(data.get("description", "")))
+
+
+def profile_names() -> list[str]:
+    return list(SHIPPED_PROFILES)
+
+
+def load_profile(spec: str) -> HardwareProfile:
+    """A shipped profile by name, or a TOML/JSON profile file (see :data:`SHIPPED_PROFILES` for the keys)."""
+    if spec in SHIPPED_PROFILES:
+        return profile_from_mapping(SHIPPED_PROFILES[spec], spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"unknown profile {spec!r}: use {', '.join(SHIPPED_PROFILES)} or a .toml/.json file")
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read profile file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile file {path} must hold a table with srm and lrm")
+    return profile_from_mapping(data, data.get("name") or path.stem)
+
+
+# ------------------------------------------------------------------------------------------------ fitting
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Seconds per unit for one model: per decoded token, per prefilled token, per call."""
+
+    decode_s: float = 0.0
+    prefill_s: float = 0.0
+    call_s: float = 0.0
+
+    def seconds(self, decode: int, prefill: int, calls: int) -> float:
+        return decode * self.decode_s + prefill * self.prefill_s + calls * self.call_s
+
+    def as_rates(self) -> dict[str, float | None]:
+        """``decode_tok_s``/``prefill_tok_s`` (None when free) and ``call_s``."""
+        return {"decode_tok_s": 1.0 / self.decode_s if self.decode_s > 0 else None,
+                "prefill_tok_s": 1.0 / self.prefill_s if self.prefill_s > 0 else None, "call_s": self.call_s}
+
+
+@dataclass(frozen=True)
+class MeasuredFit:
+    """Per-model unit costs fitted on a run, with the records used and the fit's relative residual."""
+
+    srm: UnitCosts
+    lrm: UnitCosts
+    n_srm: int = 0
+    n_lrm: int = 0
+    srm_rel_residual: float = 0.0
+    lrm_rel_residual: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"srm": self.srm.as_rates(), "lrm": self.lrm.as_rates(), "n_srm_records": self.n_srm,
+                "n_lrm_records": self.n_lrm, "srm_rel_residual": round(self.srm_rel_residual, 4),
+                "lrm_rel_residual": round(self.lrm_rel_residual, 4)}
+
+
+def _nnls(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative least squares of ``y`` (``(n,)``) on ``x`` (``(n, p)``): coefficients ``(p,)`` and the
+    residual norm relative to ``|y|``; columns that are all zero get coefficient 0."""
+    from scipy.optimize import nnls
+
+    coef = np.zeros(x.shape[1])
+    used = np.flatnonzero(np.abs(x).sum(axis=0) > 0)
+    if len(y) == 0 or len(used) == 0:
+        return coef, 0.0
+    # scale columns to unit norm so the solver treats tokens and calls alike
+    norms = np.linalg.norm(x[:, used], axis=0)
+    sol, _ = nnls(x[:, used] / norms, y)
+    coef[used] = sol / norms
+    den = float(np.linalg.norm(y))
+    return coef, float(np.linalg.norm(x @ coef - y)) / den if den else 0.0
+
+
+def fit_measured(records: Iterable[Mapping[str, Any]]) -> MeasuredFit:
+    """Fit seconds per SRM decode/prefill token and per LRM decode/prefill token and call on ``records``."""
+    srm_x, srm_y, lrm_x, lrm_y = [], [], [], []
+    for rec in records:
+        c = counts_of(rec)
+        srm_s, lrm_s = model_seconds(rec)
+        if c.srm_decode or c.srm_prefill:
+            srm_x.append([c.srm_decode, c.srm_prefill])
+            srm_y.append(srm_s)
+        if c.lrm_decode or c.lrm_prefill or c.lrm_calls:
+            lrm_x.append([c.lrm_decode, c.lrm_prefill, c.lrm_calls])
+            lrm_y.append(lrm_s)
+    sc, sr = _nnls(np.asarray(srm_x, dtype=np.float64).reshape(-1, 2), np.asarray(srm_y, dtype=np.float64))
+    lc, lr = _nnls(np.asarray(lrm_x, dtype=np.float64).reshape(-1, 3), np.asarray(lrm_y, dtype=np.float64))
+    return MeasuredFit(srm=UnitCosts(float(sc[0]), float(sc[1]), 0.0),
+                       lrm=UnitCosts(float(lc[0]), float(lc[1]), float(lc[2])),
+                       n_srm=len(srm_y), n_lrm=len(lrm_y), srm_rel_residual=sr, lrm_rel_residual=lr)
+
+
+# ------------------------------------------------------------------------------------------------ pricing
+
+
+@dataclass(frozen=True)
+class ResolvedProfile:
+    """A profile with every "measured" value replaced by the fit: concrete unit costs per model."""
+
+    name: str
+    srm: UnitCosts
+    lrm: UnitCosts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"srm": self.srm.as_rates(), "lrm": self.lrm.as_rates()}
+
+
+def _resolve_rates(rates: DeviceRates, fitted: UnitCosts) -> UnitCosts:
+    def per_token(rate: float | None, fit: float) -> float:
+        return fit if rate is None else 1.0 / rate
+
+    return UnitCosts(per_token(rates.decode_tok_s, fitted.decode_s),
+                     per_token(rates.prefill_tok_s, fitted.prefill_s),
+                     fitted.call_s if rates.call_s is None else rates.call_s)
+
+
+def resolve(profile: HardwareProfile, fit: MeasuredFit) -> ResolvedProfile:
+    """Concrete unit costs of ``profile`` on a run whose measured costs are ``fit``."""
+    return ResolvedProfile(profile.name, _resolve_rates(profile.srm, fit.srm), _resolve_rates(profile.lrm, fit.lrm))
+
+
+def predict_seconds(counts: TokenCounts, profile: ResolvedProfile, overhead: float = 0.0) -> float:
+    """Latency of one record's work under ``profile``: SRM time + LRM time (calls included) + ``overhead``."""
+    srm = profile.srm.seconds(counts.srm_decode, counts.srm_prefill, 0)
+    lrm = profile.lrm.seconds(counts.lrm_decode, counts.lrm_prefill, counts.lrm_calls)
+    return srm + lrm + overhead
+
+
+def record_seconds(rec: Mapping[str, Any], profile: ResolvedProfile) -> float:
+    """:func:`predict_seconds` of a bench record with its measured overhead."""
+    return predict_seconds(counts_of(rec), profile, overhead_seconds(rec))
+
+
+def profile_check(records: Iterable[Mapping[str, Any]], measured: ResolvedProfile, tolerance: float = 0.10
+                  ) -> dict[str, Any]:
+    """How well ``measured`` (the fitted profile) reproduces the run: total measured vs predicted seconds over
+    ``records``, overall and per method; ``ok`` when the overall relative error is within ``tolerance``."""
+    per: dict[str, list[float]] = {}
+    for rec in records:
+        acc = per.setdefault(str(rec.get("method", "")), [0.0, 0.0])
+        acc[0] += float(rec.get("seconds", 0.0))
+        acc[1] += record_seconds(rec, measured)
+    tot_m = sum(v[0] for v in per.values())
+    tot_p = sum(v[1] for v in per.values())
+    rel = (tot_p - tot_m) / tot_m if tot_m else 0.0
+    return {"measured_total_s": round(tot_m, 3), "predicted_total_s": round(tot_p, 3),
+            "rel_error": round(rel, 4), "tolerance": tolerance,
+            "ok": bool(math.isfinite(rel) and abs(rel) <= tolerance),
+            "per_method_rel_error": {m: round((p - s) / s, 4) if s else 0.0 for m, (s, p) in per.items()}}
