@@ -17,7 +17,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import analyze_cmd, bench_cmd, generate_cmd, models_cmd, solve_cmd, trace_cmd
+    from . import (analyze_cmd, bench_cmd, calibrate_cmd, generate_cmd, models_cmd, serve_cmd, solve_cmd,
+                   steer_cmd, trace_cmd)
 
     main.add_command(solve_cmd.solve)
     main.add_command(solve_cmd.chat)
@@ -26,6 +27,10 @@ def _register() -> None:
     main.add_command(trace_cmd.trace)
     main.add_command(analyze_cmd.analyze)
     main.add_command(bench_cmd.bench)
+    main.add_command(calibrate_cmd.calibrate)
+    main.add_command(steer_cmd.steer)
+    main.add_command(serve_cmd.serve)
+    bench_cmd.bench.add_command(serve_cmd.bench_serve)
 
 
 _register()

@@ -1,0 +1,108 @@
+"""``rankguide-edge serve``: a local OpenAI-compatible endpoint (chat and text completions, streaming, metrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._common import handle_errors, load_config_file
+
+POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="TCP port [default: 8080].")
+@click.option("--srm", default=None, help="Small model: name or GGUF path [default: qwen2.5-coder-0.5b-instruct].")
+@click.option("--lrm", default=None,
+              help="Large model: name, GGUF path or OpenAI-compatible URL; '' for none "
+                   "[default: qwen2.5-coder-1.5b-instruct].")
+@click.option("--lrm-model", default=None, help="Model name to send to a remote LRM.")
+@click.option("--lrm-api-key", default=None, envvar="RANKGUIDE_EDGE_LRM_API_KEY",
+              help="API key of a remote LRM (or $RANKGUIDE_EDGE_LRM_API_KEY).")
+@click.option("--policy", default=None, type=click.Choice(POLICIES), help="Default routing policy [rankguide].")
+@click.option("--threshold", default=None, type=click.FloatRange(0.0, 1.0),
+              help="Default routing threshold [the router's for the decision point].")
+@click.option("--decide", default=None, type=click.Choice(["post", "early", "pre"]),
+              help="Default decision point [post].")
+@click.option("--router", default=None, type=click.Path(dir_okay=False),
+              help="Router file from `rankguide-edge calibrate` [the shipped default].")
+@click.option("--api-key", default=None, envvar="RANKGUIDE_EDGE_API_KEY",
+              help="Require 'Authorization: Bearer KEY' on /v1/* (or $RANKGUIDE_EDGE_API_KEY).")
+@click.option("--model-name", default=None, help="Model id clients send [rankguide-edge].")
+@click.option("--parallel", default=None, type=click.IntRange(1, 64),
+              help="Workers (one SRM context each; models are shared) [1].")
+@click.option("--queue-size", default=None, type=click.IntRange(0, 100000),
+              help="Requests allowed to wait for a worker; more get 503 [16].")
+@click.option("--max-tokens", default=None, type=click.IntRange(8, 262144),
+              help="Answer budget when a request gives none [512].")
+@click.option("--n-ctx", default=None, type=click.IntRange(64, 262144), help="Context window [4096].")
+@click.option("--threads", "n_threads", default=None, type=click.IntRange(0, 1024),
+              help="CPU threads per context (0: all) [0].")
+@click.option("--request-timeout", default=None, type=click.FloatRange(0, 86400),
+              help="Seconds a request may take, queue wait included; 0 = no limit [600].")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+              help="TOML or JSON file of server settings (flat keys, as in docs/SERVER.md); options override it.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@handle_errors
+def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
+    """Serve the SRM+LRM collaboration as an OpenAI-compatible API on http://HOST:PORT/v1.
+
+    Endpoints: POST /v1/chat/completions and /v1/completions (stream or not), GET /v1/models, /health and
+    /metrics (Prometheus). Requests may add a `rankguide` object ({policy, threshold, decide, steer,
+    steer_scale, steer_where, max_lrm_share}); responses carry the routing summary in `rankguide`.
+    """
+    from rankguide_edge.server import require_server_deps
+    from rankguide_edge.server.settings import ServerConfig
+
+    require_server_deps()
+    data = load_config_file(config_file) if config_file else {}
+    settings = ServerConfig.from_mapping(data, **opts)
+    settings.reasoner_config()  # bad policy/threshold combinations fail here, before any model loads
+    from rankguide_edge.server.runner import serve as run
+
+    click.echo(f"rankguide-edge serve: loading {settings.srm}"
+               + (f" and {settings.lrm}" if settings.lrm and settings.policy != "srm" else "")
+               + f" ({settings.parallel} worker{'s' if settings.parallel > 1 else ''})", err=True)
+    run(settings, log_level=log_level, progress=True)
+
+
+@click.command("serve")
+@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="Small model: name or path.")
+@click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
+              help="Large model: name, path or URL; '' for none.")
+@click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES))
+@click.option("--n", "n", default=5, show_default=True, type=click.IntRange(1, 1000),
+              help="Alternations of the overhead benchmark (Python API vs HTTP, same solver).")
+@click.option("--clients", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Concurrent streaming clients.")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Workers of the concurrency benchmark.")
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(8, 262144))
+@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024))
+@click.option("--only", default=None, type=click.Choice(["overhead", "concurrency"]))
+@handle_errors
+def bench_serve(srm: str, lrm: str, policy: str, n: int, clients: int, parallel: int, max_tokens: int, n_ctx: int,
+                threads: int, only: str | None) -> None:
+    """Server benchmarks: HTTP overhead over the Python API, and throughput/latency of concurrent streams.
+
+    Prints one JSON object: {"overhead": {...medians, ratio...}, "concurrency": {...tokens/s, p50/p95...}}.
+    """
+    from rankguide_edge.server import require_server_deps
+    from rankguide_edge.server.bench import bench_concurrency, bench_overhead
+    from rankguide_edge.server.settings import ServerConfig
+
+    from ._common import emit_json
+
+    require_server_deps()
+    settings = ServerConfig(srm=srm, lrm=lrm, policy=policy, n_ctx=n_ctx, n_threads=threads, parallel=parallel,
+                            port=0)
+    report = {}
+    if only in (None, "overhead"):
+        report["overhead"] = bench_overhead(settings, n=n, max_tokens=max_tokens)
+    if only in (None, "concurrency"):
+        report["concurrency"] = bench_concurrency(settings, clients=clients, max_tokens=max_tokens)
+    emit_json(report)

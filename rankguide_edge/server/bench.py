@@ -1,0 +1,255 @@
+"""Two small server benchmarks for the figures.
+
+* :func:`bench_overhead` -- the same chat request through the Python API and through the HTTP server, on the
+  *same* solver (the server's only worker), alternating the two ``n`` times; reports medians and the ratio.
+* :func:`bench_concurrency` -- ``clients`` streaming clients at once against a server with ``parallel``
+  workers; reports total throughput (completion tokens / wall second) and p50/p95 latency (first chunk and
+  whole request).
+
+Run both: ``python -m rankguide_edge.server.bench --srm NAME --lrm NAME [--json]`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import statistics
+import sys
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+from .settings import ServerConfig
+
+#: the default benchmark question (a short GSM8K-style problem)
+QUESTION = ("A baker makes 12 trays of 8 muffins and sells 75 of them. How many muffins are left? "
+            "Think step by step.")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by linear interpolation; NaN when empty."""
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _post(base_url: str, path: str, body: dict[str, Any], api_key: str = "", timeout: float = 600.0
+          ) -> tuple[int, bytes]:
+    u = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def stream_chat(base_url: str, body: dict[str, Any], api_key: str = "", timeout: float = 600.0
+                ) -> dict[str, Any]:
+    """POST a streamed chat request and read its SSE to the end.
+
+    Returns ``{"status", "text", "chunks", "first_chunk_s", "seconds", "completion_tokens", "done"}``
+    (``first_chunk_s``: time to the first content delta; ``completion_tokens`` from the usage chunk).
+    """
+    u = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"status": 0, "text": "", "chunks": 0, "first_chunk_s": None, "seconds": 0.0,
+                           "completion_tokens": 0, "done": False, "rankguide": None}
+    try:
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(payload), headers=headers)
+        resp = conn.getresponse()
+        out["status"] = resp.status
+        if resp.status != 200:
+            out["error"] = json.loads(resp.read() or b"{}")
+            return out
+        parts = []
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data: "):
+                continue
+            data = line[6:]
+            if data == b"[DONE]":
+                out["done"] = True
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                out["error"] = chunk
+                break
+            out["chunks"] += 1
+            for choice in chunk.get("choices", []):
+                text = choice.get("delta", {}).get("content")
+                if text:
+                    if out["first_chunk_s"] is None:
+                        out["first_chunk_s"] = time.perf_counter() - t0
+                    parts.append(text)
+                if choice.get("finish_reason"):
+                    out["rankguide"] = chunk.get("rankguide")
+            if chunk.get("usage"):
+                out["completion_tokens"] = chunk["usage"]["completion_tokens"]
+        out["text"] = "".join(parts)
+    finally:
+        conn.close()
+        out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+class _Borrowed:
+    """A caller's solver lent to the server: everything but close() goes through."""
+
+    def __init__(self, solver: Any) -> None:
+        self._solver = solver
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._solver, name)
+
+    def close(self) -> None:
+        return None
+
+
+def bench_overhead(settings: ServerConfig, *, n: int = 5, question: str = QUESTION, max_tokens: int = 64,
+                   solver: Any = None) -> dict[str, Any]:
+    """Median seconds of one chat request through the Python API and through the server, alternating.
+
+    ``solver``: the solver to use (default: one made from ``settings`` with shared models); it becomes the
+    server's only worker, so both paths run on the same context. Greedy decoding: both paths must give the
+    same text (``same_text``). A caller's ``solver`` is not closed.
+    """
+    from .app import create_app
+    from .runner import BackgroundServer
+    from .solvers import SharedModelSolvers
+
+    factory = None
+    if solver is None:
+        factory = SharedModelSolvers(dataclasses.replace(settings, parallel=1))
+        solver = factory(0)
+        worker = solver
+    else:
+        worker = _Borrowed(solver)
+    solver.reconfigure(max_tokens=max_tokens)
+    app = create_app(dataclasses.replace(settings, parallel=1, port=0, max_tokens=max_tokens),
+                     solver_factory=lambda i: worker)
+    messages = [("user", question)]
+    body = {"model": settings.model_name, "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens}
+    api_s: list[float] = []
+    http_s: list[float] = []
+    same = True
+    try:
+        with BackgroundServer(app) as srv:
+            _post(srv.base_url, "/v1/chat/completions", body, settings.api_key)  # warm-up, both paths
+            solver.chat(messages)
+            for _ in range(n):
+                t0 = time.perf_counter()
+                ref = solver.chat(messages)
+                api_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                status, raw = _post(srv.base_url, "/v1/chat/completions", body, settings.api_key)
+                http_s.append(time.perf_counter() - t0)
+                if status != 200:
+                    raise RuntimeError(f"server answered {status}: {raw[:200]!r}")
+                same = same and json.loads(raw)["choices"][0]["message"]["content"] == ref.answer_text
+    finally:
+        if factory is not None:
+            factory.close()
+    api_med, http_med = statistics.median(api_s), statistics.median(http_s)
+    return {"n": n, "max_tokens": max_tokens, "api_median_s": round(api_med, 4),
+            "server_median_s": round(http_med, 4), "ratio": round(http_med / api_med, 4) if api_med else None,
+            "overhead_ms": round((http_med - api_med) * 1000, 2), "same_text": same,
+            "api_s": [round(x, 4) for x in api_s], "server_s": [round(x, 4) for x in http_s]}
+
+
+def bench_concurrency(settings: ServerConfig, *, clients: int = 8, question: str = QUESTION,
+                      max_tokens: int = 64) -> dict[str, Any]:
+    """``clients`` streaming chat requests at once (each a different variant of ``question``) against a fresh
+    server for ``settings``; throughput in completion tokens per wall second and p50/p95 latencies."""
+    from .app import create_app
+    from .runner import BackgroundServer
+
+    app = create_app(dataclasses.replace(settings, port=0, queue_size=max(settings.queue_size, clients)))
+    results: list[dict[str, Any]] = [{} for _ in range(clients)]
+    with BackgroundServer(app) as srv:
+        warm = {"model": settings.model_name, "messages": [{"role": "user", "content": question}], "max_tokens": 8}
+        _post(srv.base_url, "/v1/chat/completions", warm, settings.api_key)
+        barrier = threading.Barrier(clients)
+
+        def client(i: int) -> None:
+            body = {"model": settings.model_name, "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": f"({i + 1}) {question}"}]}
+            barrier.wait()
+            results[i] = stream_chat(srv.base_url, body, settings.api_key)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    ok = [r for r in results if r.get("status") == 200 and r.get("done")]
+    lat = [r["seconds"] for r in ok]
+    first = [r["first_chunk_s"] for r in ok if r["first_chunk_s"] is not None]
+    tokens = sum(r["completion_tokens"] for r in ok)
+    return {"clients": clients, "parallel": settings.parallel, "max_tokens": max_tokens, "ok": len(ok),
+            "wall_s": round(wall, 4), "completion_tokens": tokens,
+            "throughput_tok_s": round(tokens / wall, 2) if wall else None,
+            "latency_p50_s": round(percentile(lat, 0.5), 4), "latency_p95_s": round(percentile(lat, 0.95), 4),
+            "first_chunk_p50_s": round(percentile(first, 0.5), 4),
+            "first_chunk_p95_s": round(percentile(first, 0.95), 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rankguide_edge.server.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--srm", default=ServerConfig.srm)
+    ap.add_argument("--lrm", default=ServerConfig.lrm)
+    ap.add_argument("--policy", default="rankguide")
+    ap.add_argument("--n", type=int, default=5, help="alternations of the overhead benchmark")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--parallel", type=int, default=1, help="workers of the concurrency benchmark")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--only", choices=["overhead", "concurrency"], default=None)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    from ..errors import RankGuideError
+
+    try:
+        settings = ServerConfig(srm=args.srm, lrm=args.lrm, policy=args.policy, n_ctx=args.n_ctx,
+                                n_threads=args.threads, parallel=args.parallel, port=0)
+        report: dict[str, Any] = {}
+        if args.only in (None, "overhead"):
+            report["overhead"] = bench_overhead(settings, n=args.n, max_tokens=args.max_tokens)
+        if args.only in (None, "concurrency"):
+            report["concurrency"] = bench_concurrency(settings, clients=args.clients, max_tokens=args.max_tokens)
+    except RankGuideError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, part in report.items():
+            print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in part.items() if not isinstance(v, list)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The server's own configuration: one frozen, bounded dataclass shared by ``rankguide-edge serve`` options,
+``--config FILE`` (TOML or JSON, flat keys) and :func:`~rankguide_edge.server.create_app`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..config import RuntimeConfig, bounded, from_mapping, validate
+from ..engine.models import DEFAULT_LRM, DEFAULT_SRM
+
+
+def check_reasoner_config(cfg: Any) -> Any:
+    """``cfg`` (a ReasonerConfig) if its policy exists and can decide at ``cfg.decide``; else ConfigError or
+    InvalidInputError (both 400), the same checks the Reasoner makes when it is configured."""
+    from ..collab.policies import make_policy
+    from ..errors import InvalidInputError
+
+    options: dict[str, Any] = {"p": cfg.random_p, "seed": cfg.seed} if cfg.policy == "random" else {}
+    policy = make_policy(cfg.policy, **options)
+    if cfg.decide not in policy.points:
+        raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use decide "
+                                f"{' or '.join(policy.points)}")
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """How the OpenAI-compatible endpoint listens, which models it serves and how requests are queued.
+
+    ``threshold`` None uses the router's threshold for the decision point (``router``: a file written by
+    ``rankguide-edge calibrate``, "" = the shipped default). ``lrm`` "" (or policy ``srm``) loads no LRM: every step is
+    then the SRM's whatever a request asks. ``queue_size`` counts requests waiting for a free worker (those being
+    served are not counted); one more is refused with 503. ``request_timeout`` bounds a request's whole life
+    (queue wait included); 0 = no limit.
+    """
+
+    host: str = bounded("127.0.0.1", help="address to listen on")
+    port: int = bounded(8080, lo=0, hi=65535, help="TCP port; 0 picks a free one")
+    api_key: str = bounded("", help="when set, /v1/* requests need 'Authorization: Bearer <key>'")
+    model_name: str = bounded("rankguide-edge", help="the model id clients send and /v1/models lists")
+    srm: str = bounded(DEFAULT_SRM, help="small model: manifest name or GGUF path")
+    lrm: str = bounded(DEFAULT_LRM, help="large model: name, GGUF path or OpenAI-compatible URL; '' = none")
+    lrm_model: str = bounded("", help="model name sent to a remote LRM")
+    lrm_api_key: str = bounded("", help="API key of a remote LRM")
+    lrm_timeout: float = bounded(60.0, lo=0.1, hi=3600.0, help="seconds per remote LRM call")
+    lrm_retries: int = bounded(2, lo=0, hi=20, help="retries of a failed remote LRM call")
+    policy: str = bounded("rankguide", help="default routing policy")
+    threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="default routing threshold; None = router's")
+    router: str = bounded("", help="router file from `rankguide-edge calibrate`; '' = the shipped default")
+    decide: str = bounded("post", choices=("post", "early", "pre"), help="default decision point")
+    max_tokens: int = bounded(512, lo=8, hi=262144, help="answer budget when a request gives none")
+    max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
+    n_ctx: int = bounded(4096, lo=64, hi=262144, help="context window of each worker's SRM (and local LRM)")
+    n_threads: int = bounded(0, lo=0, hi=1024, help="CPU threads per context; 0 = all cores")
+    seed: int = bounded(0, lo=0, hi=2**31 - 1, help="default sampling seed")
+    parallel: int = bounded(1, lo=1, hi=64, help="workers, each with its own SRM context (models are shared)")
+    queue_size: int = bounded(16, lo=0, hi=100000, help="requests allowed to wait for a worker")
+    request_timeout: float = bounded(600.0, lo=0.0, hi=86400.0, help="seconds a request may take; 0 = no limit")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any] | None = None, **overrides: Any) -> ServerConfig:
+        """``data`` (a config file's keys) plus non-None ``overrides``; unknown keys raise ConfigError."""
+        return from_mapping(cls, data, **overrides)
+
+    def reasoner_config(self):
+        """The workers' default :class:`~rankguide_edge.collab.reasoner.ReasonerConfig` (ConfigError if bad)."""
+        from ..collab.reasoner import ReasonerConfig
+
+        data: dict[str, Any] = {"policy": self.policy, "decide": self.decide, "max_tokens": self.max_tokens,
+                                "max_step_tokens": self.max_step_tokens, "seed": self.seed}
+        if self.threshold is not None:
+            data["threshold"] = self.threshold
+        if self.router:
+            from ..collab.router import load_router
+
+            load_router(self.router)  # a missing or malformed router file is a ConfigError now
+            data["router"] = self.router
+        return check_reasoner_config(from_mapping(ReasonerConfig, data))
+
+    def runtime_config(self) -> RuntimeConfig:
+        """The llama.cpp context settings of every worker."""
+        return RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings with secrets masked (for logs and /health)."""
+        d = dataclasses.asdict(self)
+        for key in ("api_key", "lrm_api_key"):
+            d[key] = "***" if d[key] else ""
+        return d

@@ -1,0 +1,110 @@
+"""Solvers for the server's workers: the models are loaded once and shared, each worker gets its own contexts.
+
+:class:`SharedModelSolvers` is the default ``solver_factory`` of :func:`~rankguide_edge.server.create_app`:
+called with a worker index it returns a :class:`PooledSolver`, a Reasoner over the shared SRM with its own
+tapped SRM context and its own LRM backend (a local LRM's weights are shared too; each backend keeps its own
+context, so one worker's LRM cache never mixes with another's conversation).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..config import RuntimeConfig
+from .settings import ServerConfig
+
+
+class PooledSolver:
+    """One worker's solver: a Reasoner over a borrowed SRM Model and a backend it owns (or None).
+
+    Same surface as :class:`~rankguide_edge.api.Solver` for the server: ``config``, ``srm``, ``lrm``,
+    :meth:`chat`, :meth:`reconfigure`, :meth:`close`.
+    """
+
+    def __init__(self, srm: Any, lrm: Any | None, config: Any, runtime: RuntimeConfig) -> None:
+        from ..collab.reasoner import Reasoner
+
+        self.srm = srm
+        self.lrm = lrm
+        try:
+            self.reasoner = Reasoner(srm, lrm, config, runtime=runtime)
+        except BaseException:
+            if lrm is not None:
+                lrm.close()
+            raise
+        self.config = self.reasoner.config
+
+    def chat(self, messages: Sequence[tuple[str, str]], on_event: Any = None) -> Any:
+        """One assistant turn (a :class:`~rankguide_edge.collab.reasoner.SolveResult`)."""
+        return self.reasoner.solve(list(messages), on_event=on_event)
+
+    def reconfigure(self, **changes: Any) -> None:
+        self.reasoner.reconfigure(**changes)
+        self.config = self.reasoner.config
+
+    def close(self) -> None:
+        self.reasoner.close()
+        if self.lrm is not None:
+            self.lrm.close()
+            self.lrm = None
+
+
+class SharedModelSolvers:
+    """``factory(index) -> PooledSolver`` for ``settings``; loads the models on the first call, closes them
+    in :meth:`close` (after the solvers are closed)."""
+
+    def __init__(self, settings: ServerConfig, *, progress: bool = False) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.config = settings.reasoner_config()  # ConfigError now rather than at the first request
+        self.runtime = settings.runtime_config()
+        self._lock = threading.Lock()
+        self._srm: Any = None
+        self._lrm_model: Any = None
+
+    @property
+    def uses_lrm(self) -> bool:
+        return bool(self.settings.lrm) and self.config.policy != "srm"
+
+    @property
+    def remote_lrm(self) -> bool:
+        return self.settings.lrm.strip().lower().startswith(("http://", "https://"))
+
+    def _load(self) -> None:
+        from ..engine import load_model
+
+        if self._srm is None:
+            self._srm = load_model(self.settings.srm, self.runtime, progress=self.progress)
+        if self.uses_lrm and not self.remote_lrm and self._lrm_model is None:
+            if self.settings.lrm == self.settings.srm:
+                self._lrm_model = self._srm
+            else:
+                self._lrm_model = load_model(self.settings.lrm, self.runtime, progress=self.progress)
+
+    def _backend(self) -> Any | None:
+        s = self.settings
+        if not self.uses_lrm:
+            return None
+        if self.remote_lrm:
+            from ..collab.backends import make_backend
+
+            return make_backend(s.lrm, model=s.lrm_model or None, api_key=s.lrm_api_key or None,
+                                timeout=s.lrm_timeout, retries=s.lrm_retries, template_model=self._srm)
+        from ..collab.backends_local import LocalBackend
+
+        return LocalBackend(self._lrm_model, self.runtime, progress=False)
+
+    def __call__(self, index: int) -> PooledSolver:
+        with self._lock:
+            self._load()
+            return PooledSolver(self._srm, self._backend(), self.config, self.runtime)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._lrm_model is not None and self._lrm_model is not self._srm:
+                self._lrm_model.close()
+            if self._srm is not None:
+                self._srm.close()
+            self._srm = self._lrm_model = None

@@ -1,0 +1,102 @@
+"""`serve` and `bench serve` through the CLI: bad settings fail in one line before any model loads, a real
+`serve` process answers the official client and stops cleanly on Ctrl-C, the benchmark reports its figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+from click.testing import CliRunner
+from rankguide_edge.cli.main import main
+
+from rankguide_edge.errors import ConfigError, ModelError
+from rankguide_edge.server.bench import main as bench_main
+
+
+def _run(args: list[str]):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_serve_help_lists_the_endpoints_and_options() -> None:
+    res = _run(["serve", "--help"])
+    assert res.exit_code == 0
+    for word in ("/v1/chat/completions", "--parallel", "--api-key", "--config", "--queue-size"):
+        assert word in res.output
+
+
+def test_serve_refuses_bad_settings_in_one_line(tmp_path: Path, tiny_gguf: Path) -> None:
+    cfg = tmp_path / "server.toml"
+    cfg.write_text('port = 8081\nworkers = 3\n')
+    res = _run(["serve", "--config", str(cfg)])
+    assert res.exit_code == ConfigError.exit_code and "unknown ServerConfig key(s) workers" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = _run(["serve", "--srm", str(tiny_gguf), "--policy", "judge", "--decide", "pre"])
+    assert res.exit_code == 2 and "cannot decide" in res.stderr
+    res = _run(["serve", "--srm", str(tmp_path / "missing.gguf"), "--lrm", "", "--port", "0"])
+    assert res.exit_code == ModelError.exit_code and "no such file" in res.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_serve_process_answers_and_stops_on_ctrl_c(tmp_path: Path, tiny_gguf: Path) -> None:
+    port = _free_port()
+    cfg = tmp_path / "server.json"
+    cfg.write_text(json.dumps({"n_ctx": 512, "max_tokens": 24, "n_threads": 1, "model_name": "edge"}))
+    cmd = [sys.executable, "-c", "from rankguide_edge.cli.main import main; main()", "serve", "--srm",
+           str(tiny_gguf), "--lrm", str(tiny_gguf), "--port", str(port), "--config", str(cfg),
+           "--api-key", "k", "--log-level", "warning"]
+    # cwd outside the repo: `python -c` puts the cwd first on sys.path, and the source tree has no cli/
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+                            cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    if json.load(r)["status"] == "ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0, timeout=120)
+        resp = client.chat.completions.create(model="edge", messages=[{"role": "user", "content": "Add 2 and 3."}])
+        assert resp.choices[0].message.content and resp.usage.completion_tokens <= 24
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+
+
+def test_bench_reports_overhead_and_concurrency(tiny_gguf: Path, capsys) -> None:
+    code = bench_main(["--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--n", "2", "--clients", "3",
+                       "--parallel", "2", "--max-tokens", "12", "--n-ctx", "256", "--threads", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    over, conc = out["overhead"], out["concurrency"]
+    assert over["same_text"] is True and len(over["api_s"]) == len(over["server_s"]) == 2
+    assert math.isclose(over["ratio"], over["server_median_s"] / over["api_median_s"], rel_tol=0.02)
+    assert conc["ok"] == 3 and conc["completion_tokens"] > 0 and conc["throughput_tok_s"] > 0
+    assert conc["latency_p50_s"] <= conc["latency_p95_s"] <= conc["wall_s"] + 1e-6
+    res = _run(["bench", "serve", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--only", "concurrency",
+                "--clients", "2", "--max-tokens", "8", "--n-ctx", "256", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["concurrency"]["ok"] == 2
