@@ -25,12 +25,14 @@ from ._common import emit_json, handle_errors
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
               help="SRM that wrote the traces (replayed to calibrate the early decision point).")
 @click.option("--no-early", is_flag=True, help="Skip the replay; early gets the post threshold.")
+@click.option("--holdout", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Keep this share of the traces (the last ones) out of the fit and report held-out AUROCs.")
 @click.option("--limit", type=click.IntRange(1), help="Use only the first N traces.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the router config as JSON.")
 @handle_errors
 def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency_ratio: float | None, policy: str,
-              fit: str, srm: str, no_early: bool, limit: int | None, threads: int, as_json: bool) -> None:
+              fit: str, srm: str, no_early: bool, holdout: float, limit: int | None, threads: int, as_json: bool) -> None:
     """Choose routing thresholds from SOURCE and write a router config that solve, chat, serve and bench load
     with --router.
 
@@ -43,7 +45,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
     from rankguide_edge.errors import InvalidInputError
 
     cfg = CalibrateConfig(policy=policy, target_lrm_share=target_lrm_share, max_latency_ratio=max_latency_ratio,
-                          fit=fit, early=not no_early)
+                          fit=fit, early=not no_early, holdout=holdout)
     command = "rankguide-edge calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if os.path.isdir(source):
         results = os.path.join(source, "results.jsonl")
@@ -67,6 +69,11 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
     th = router.thresholds
     click.echo(f"wrote {out}: policy {router.policy}, thresholds post {th['post']:.3f}, early {th['early']:.3f}, "
                f"pre {th['pre']:.3f}" + (", logistic weights" if router.logistic else ""))
+    ho = router.meta.get("holdout")
+    if ho:
+        click.echo(f"held out {ho['n']} traces ({ho['wrong']} wrong), AUROC for 'ends wrong' (mean over steps): "
+                   f"router {ho['auroc.router.mean']}, fail.route {ho['auroc.fail.route.mean']}, "
+                   f"entropy_max {ho['auroc.text.entropy_max.mean']}")
 
 
 def _replayer(srm: str, records: list, threads: int, progress: bool):  # noqa: ANN202

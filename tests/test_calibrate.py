@@ -175,3 +175,14 @@ def test_calibrate_cli(tmp_path) -> None:
     assert res.exit_code == 2 and "exactly one" in res.output
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--max-latency-ratio", "0.5", "--out", str(out)])
     assert res.exit_code == 2 and "bench dir" in res.output
+
+
+def test_holdout_reports_auroc_on_traces_kept_out_of_the_fit() -> None:
+    recs = _records(80)
+    r = calibrate_traces(recs, CalibrateConfig(target_lrm_share=0.25, fit="logistic", early=False, holdout=0.25))
+    ho = r.meta["holdout"]
+    assert ho["n"] == 20 and r.meta["fitted_on"]["problems"] == 60
+    assert ho["auroc.router.mean"] > 0.9  # entropy separates the synthetic traces; the fit finds it
+    assert ho["auroc.fail.route.mean"] < ho["auroc.router.mean"]  # fail.route is noise here
+    with pytest.raises(InvalidInputError, match="holdout"):
+        calibrate_traces(recs[:3], CalibrateConfig(target_lrm_share=0.25, early=False, holdout=0.5))

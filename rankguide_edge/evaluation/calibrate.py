@@ -37,6 +37,7 @@ from ..collab.policies import StepView, make_policy
 from ..collab.router import Logistic, Router
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
+from . import _analyze_stats as _stats
 
 def logistic_features(last_layer: int) -> tuple[str, ...]:
     """Signals the logistic router uses (``last_layer``: the traces' deepest tapped layer). Whole-step and
@@ -57,6 +58,8 @@ class CalibrateConfig:
     early_tokens: int = bounded(8, lo=1, hi=4096)
     early_every: int = bounded(4, lo=1, hi=4096)
     l2: float = bounded(1.0, lo=0.0, hi=1e6, help="logistic: L2 penalty on standardised weights")
+    holdout: float = bounded(0.0, lo=0.0, hi=0.9, help="share of traces (the last ones) kept out of the fit "
+                                                       "and used to report held-out AUROCs")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -77,33 +80,16 @@ def upper_quantile_threshold(scores: Iterable[float], share: float) -> float:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: float = 1.0) -> Logistic:
-    """L2-regularised logistic regression on standardised columns of ``x`` (float ``(n, d)``, NaN = missing,
-    filled with the column mean) against ``y`` (``(n,)`` 0/1)."""
-    from scipy.optimize import minimize
-
+    """L2-regularised logistic regression (:func:`._analyze_stats.fit_logistic`) on standardised columns of
+    ``x`` (float ``(n, d)``, NaN = missing, imputed with the column mean) against ``y`` (``(n,)`` 0/1)."""
     x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
+    std, _ = _stats._prepare(x, x[:0])
     ok = np.isfinite(x)
-    cnt = ok.sum(axis=0)
-    filled = np.where(ok, x, 0.0)
-    mean = np.divide(filled.sum(axis=0), cnt, out=np.zeros(x.shape[1]), where=cnt > 0)
-    var = np.divide((np.where(ok, x - mean, 0.0) ** 2).sum(axis=0), cnt, out=np.zeros(x.shape[1]), where=cnt > 0)
-    scale = np.where(var > 1e-18, np.sqrt(var), 1.0)  # an absent or constant signal gets weight on nothing
-    z = np.where(np.isfinite(x), (x - mean) / scale, 0.0)
-    n = max(1, len(y))
-
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        logits = z @ w[1:] + w[0]
-        p = 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
-        ll = np.logaddexp(0.0, logits) - y * logits
-        grad = np.concatenate([[np.sum(p - y)], z.T @ (p - y)]) / n
-        grad[1:] += l2 * w[1:] / n
-        return float(ll.mean() + 0.5 * l2 * np.sum(w[1:] ** 2) / n), grad
-
-    res = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B")
-    w = res.x
-    return Logistic(features, tuple(map(float, mean)), tuple(map(float, scale)), tuple(map(float, w[1:])),
-                    float(w[0]))
+    mean = np.where(ok, x, 0.0).sum(axis=0) / np.maximum(ok.sum(axis=0), 1)
+    sd = np.where(ok, x, mean).std(axis=0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    w, b = _stats.fit_logistic(std, np.asarray(y) > 0.5, l2)
+    return Logistic(features, tuple(map(float, mean)), tuple(map(float, sd)), tuple(map(float, w)), float(b))
 
 
 def _matrix(rows: list[dict[str, float]], features: tuple[str, ...]) -> np.ndarray:
@@ -126,6 +112,13 @@ def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
     recs = [r for r in records if r.get("steps") and not r.get("error")]
     if not recs:
         raise InvalidInputError("no usable trace records (all empty or errored): run `rankguide-edge trace` first")
+    held: list[dict[str, Any]] = []
+    if cfg.holdout > 0:
+        n_test = int(round(len(recs) * cfg.holdout))
+        if n_test < 2 or n_test > len(recs) - 2:
+            raise InvalidInputError(f"--holdout {cfg.holdout} leaves too few traces on one side of "
+                                    f"{len(recs)}: trace more problems or change it")
+        recs, held = recs[:-n_test], recs[-n_test:]
     if cfg.policy == "judge":
         raise InvalidInputError("the judge policy needs the LRM to score steps: calibrate it from a bench dir")
     logistic = None
@@ -174,6 +167,11 @@ def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
     else:
         thresholds["early"] = thresholds["post"]
         meta["early_note"] = "not replayed: early uses the post threshold"
+    if held:
+        meta["holdout"] = holdout_report(held, lambda st: score("post", int(st.get("index", 0)), st.get("text", ""),
+                                                                int(st.get("n_tokens", 0)),
+                                                                {k: v for k, v in (st.get("signals") or {}).items()
+                                                                 if v is not None}, ""))
     meta.update({
         "target_lrm_share": share, "fit": cfg.fit,
         "fitted_on": {"source": source, "problems": len(recs), "steps": len(post),
@@ -184,6 +182,25 @@ def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
     })
     return Router(policy=cfg.policy, thresholds={k: round(v, 6) for k, v in thresholds.items()},
                   logistic=logistic, meta=meta)
+
+
+def holdout_report(records: list[dict[str, Any]], router_score: Callable[[dict[str, Any]], float]
+                   ) -> dict[str, Any]:
+    """Trace-level AUROC for "the trace ends wrong" on held-out ``records``: the router's step score, the
+    hand-set ``fail.route`` and ``text.entropy_max``, each aggregated over steps by mean and max."""
+    wrong = np.asarray([not r.get("correct") for r in records])
+    out: dict[str, Any] = {"n": len(records), "wrong": int(wrong.sum())}
+
+    def sig(key: str) -> Callable[[dict[str, Any]], float]:
+        return lambda st: float((st.get("signals") or {}).get(key) or 0.0)
+
+    for name, fn in (("router", router_score), ("fail.route", sig("fail.route")),
+                     ("text.entropy_max", sig("text.entropy_max"))):
+        per = [[fn(st) for st in r["steps"]] for r in records]
+        for agg, f in (("mean", np.mean), ("max", np.max)):
+            val = _stats.auroc(np.asarray([f(v) for v in per]), wrong)
+            out[f"auroc.{name}.{agg}"] = None if val is None else round(float(val), 4)
+    return out
 
 
 def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, source: str = "",
