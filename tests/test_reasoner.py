@@ -154,3 +154,27 @@ def test_policy_srm_never_routes_even_at_threshold_zero(tiny) -> None:
             tiny, lrm, ReasonerConfig(policy="srm", threshold=0.0, max_tokens=16), runtime=RT) as r:
         res = r.solve("hello")
     assert res.usage["lrm_calls"] == 0 and all(s.source == "srm" for s in res.steps)
+
+
+@pytest.mark.bigmodel
+def test_default_pair_solves_and_lrm_policy_is_the_lrm_alone() -> None:
+    """The default SRM/LRM pair through the Python API: policy lrm writes exactly the LRM's greedy answer, and
+    rankguide runs to a final answer."""
+    from rankguide_edge.api import Solver
+    from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
+
+    q = "A baker makes 12 trays of 8 muffins and sells 75. How many muffins are left?"
+    with Solver(DEFAULT_SRM, DEFAULT_LRM, config=ReasonerConfig(policy="lrm", max_tokens=160), progress=False) as s:
+        assert s.lrm is not None
+        out = s.solve(q, kind="gsm8k")
+        lrm_model = s.lrm.model
+        with lrm_model.context(RuntimeConfig(n_ctx=2048)) as ctx:
+            from rankguide_edge.evaluation.answers import prompt_for
+
+            prompt = lrm_model.tokenize(lrm_model.chat_prompt(prompt_for(q, "gsm8k")), add_special=True)
+            alone, _ = generate_text(ctx, prompt, SamplingConfig(max_tokens=160))
+        assert out.result.answer_text == alone
+        s.reconfigure(policy="rankguide", decide="post")
+        out = s.solve(q, kind="gsm8k")
+    assert out.answer is not None and out.result.finished  # an answer was extracted (right or not)
+    assert {st.source for st in out.result.steps} <= {"srm", "lrm"}
