@@ -342,3 +342,31 @@ def test_smollm2_through_the_server_equals_the_solver(smollm2: Path) -> None:
             model=MODEL, messages=messages, stream=True) if c.choices)
     assert resp.choices[0].message.content == ref.answer_text == streamed
     assert [s["source"] for s in resp.model_extra["rankguide"]["steps"]] == [s.source for s in ref.steps]
+
+
+def test_per_request_steering_applies_and_never_leaks(server: BackgroundServer, client: openai.OpenAI,
+                                                      tiny_gguf: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from rankguide_edge.steering import ControlVector, save_control_vector
+
+    with Model(tiny_gguf) as m:
+        vec = np.random.default_rng(0).normal(size=m.n_embd).astype(np.float32) * 4
+    path = tmp_path / "v.gguf"
+    save_control_vector(ControlVector("tiny", {1: vec}), path)
+
+    def ask(**extra: Any) -> tuple[str, dict[str, Any]]:
+        resp = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                              max_tokens=24, extra_body=extra or None)
+        return resp.choices[0].message.content, resp.model_extra["rankguide"]
+
+    plain, _ = ask()
+    steered, _ = ask(rankguide={"steer": str(path), "steer_scale": 3.0, "policy": "srm"})
+    zero, _ = ask(rankguide={"steer": str(path), "steer_scale": 0.0, "policy": "srm"})
+    srm_plain, _ = ask(rankguide={"policy": "srm"})
+    after, _ = ask()
+    assert steered != srm_plain and zero == srm_plain  # scale 0 is the identity
+    assert after == plain  # the steered requests left nothing behind
+    status, _, body = raw(server, "POST", "/v1/chat/completions",
+                          chat(rankguide={"steer": str(tmp_path / "missing.gguf")}))
+    assert status == 400 and "does not exist" in error_of(status, body)["message"]
