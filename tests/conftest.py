@@ -46,3 +46,23 @@ def data_dir() -> Path:
     if not path.is_dir():
         raise pytest.UsageError(f"benchmark data not found at {path}: set RANKGUIDE_EDGE_DATA")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gguf: Path):
+    """The tiny GGUF loaded (one Model per test module)."""
+    from rankguide_edge.engine.runtime import Model
+
+    m = Model(tiny_gguf)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2: Path):
+    """SmolLM2 loaded (one Model per test module)."""
+    from rankguide_edge.engine.runtime import Model
+
+    m = Model(smollm2)
+    yield m
+    m.close()

@@ -36,13 +36,6 @@ PREFIX = "First, 12 times 7 is 12 plus"
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_gguf: Path) -> Model:
-    m = Model(tiny_gguf)
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
 def small(smollm2: Path) -> Model:
     m = Model(smollm2)
     yield m

@@ -18,20 +18,6 @@ RT = RuntimeConfig(n_ctx=1024)
 N = 48
 
 
-@pytest.fixture(scope="module")
-def smol(smollm2) -> Model:
-    m = Model(smollm2)
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_gguf) -> Model:
-    m = Model(tiny_gguf)
-    yield m
-    m.close()
-
-
 def _greedy(model: Model, n: int = N) -> str:
     with model.context(RT) as ctx:
         text, _ = generate_text(ctx, model.tokenize(model.chat_prompt(QUESTION), add_special=True),

@@ -18,25 +18,11 @@ RT = RuntimeConfig(n_ctx=512, n_threads=1)  # one thread: the suite shares the m
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_gguf) -> Model:
-    m = Model(tiny_gguf)
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
 def tiny_other(tmp_path_factory) -> Model:
     """Same vocabulary as ``tiny``, other weights: its drafts are almost always rejected."""
     from rankguide_edge.testing.tiny_gguf import tiny_model_path
 
     m = Model(tiny_model_path(tmp_path_factory.mktemp("tiny7"), seed=7))
-    yield m
-    m.close()
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2) -> Model:
-    m = Model(smollm2)
     yield m
     m.close()
 

@@ -83,12 +83,12 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: fl
     """L2-regularised logistic regression (:func:`._analyze_stats.fit_logistic`) on standardised columns of
     ``x`` (float ``(n, d)``, NaN = missing, imputed with the column mean) against ``y`` (``(n,)`` 0/1)."""
     x = np.asarray(x, np.float64)
-    std, _ = _stats._prepare(x, x[:0])
     ok = np.isfinite(x)
     mean = np.where(ok, x, 0.0).sum(axis=0) / np.maximum(ok.sum(axis=0), 1)
-    sd = np.where(ok, x, mean).std(axis=0)
-    sd = np.where(sd > 1e-12, sd, 1.0)
-    w, b = _stats.fit_logistic(std, np.asarray(y) > 0.5, l2)
+    filled = np.where(ok, x, mean)
+    sd = filled.std(axis=0)
+    sd = np.where(sd > 1e-12, sd, 1.0)  # the same imputation and scaling as analyze's _prepare
+    w, b = _stats.fit_logistic((filled - mean) / sd, np.asarray(y) > 0.5, l2)
     return Logistic(features, tuple(map(float, mean)), tuple(map(float, sd)), tuple(map(float, w)), float(b))
 
 

@@ -23,7 +23,6 @@ _LOCK = threading.Lock()
 def steering_vectors(path: str | os.PathLike[str], *, n_embd: int, n_layer: int) -> dict[int, np.ndarray]:
     """Load ``path`` (validated against the model's ``n_embd``/``n_layer``) as ``{layer: (n_embd,) float32}``,
     leaving out all-zero directions. Cached by (path, mtime, model shape)."""
-    from ..engine._native import layer_for_cvec_direction
     from .cvec_io import load_control_vector
 
     p = os.fspath(path)
@@ -38,8 +37,7 @@ def steering_vectors(path: str | os.PathLike[str], *, n_embd: int, n_layer: int)
     if hit is not None:
         return hit
     cv = load_control_vector(p, n_embd=n_embd, n_layer=n_layer)
-    vectors = {layer_for_cvec_direction(int(n)): np.asarray(v, np.float32)
-               for n, v in cv.directions.items() if np.any(v)}
+    vectors = {layer: v for layer, v in cv.as_layers().items() if np.any(v)}
     if not vectors:
         raise ControlVectorError(f"steering file {p} holds only zero vectors: it would not change anything")
     with _LOCK:
