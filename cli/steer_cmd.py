@@ -115,7 +115,9 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
         click.echo(f"  bands: execution {rep.signal} {cmp_exec} {rep.threshold_execution:.4g}, "
                    f"reflection/transition {cmp_other} {rep.threshold_other:.4g}; {rep.unscored} unscored")
     for layer in rep.layers:
-        click.echo(f"  direction.{layer} (l_out-{layer}): norm {rep.norms[layer]:.4g}")
+        click.echo(f"  direction.{layer} (l_out-{layer}): norm {rep.norms[layer]:.4g}, "
+                   f"{rep.norms[layer] / rep.state_norms[layer]:.1%} of the median state norm "
+                   f"{rep.state_norms[layer]:.4g}")
     for w in rep.warnings:
         click.echo(f"warning: {w}", err=True)
     click.echo(f"wrote {out} ({rep.seconds:.1f} s)")
@@ -144,7 +146,9 @@ def inspect(path: str, srm: str | None, as_json: bool) -> None:
     click.echo(f"{path}: model hint {cv.model_hint or '(none)'}, n_embd {cv.n_embd}, "
                f"{len(cv.directions)} direction(s)")
     for d in info["directions"]:
+        rel = d["relative_norm"]
         click.echo(f"  direction.{d['direction']:<3} -> {d['acts_on']:<10} norm {d['norm']:.6g}"
+                   + (f" ({rel:.1%} of a typical state)" if rel is not None else "")
                    + ("  (zero)" if d["zero"] else ""))
     for k, v in info["meta"].items():
         click.echo(f"  {k} = {v}")

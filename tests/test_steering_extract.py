@@ -165,6 +165,9 @@ def test_filter_none_is_the_plain_mean_difference(tiny_gguf) -> None:
         assert got.shape == (64,) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
         assert rep.norms[il] == pytest.approx(float(np.linalg.norm(expected)), rel=1e-4)
+        # the median norm of the states the vector came from, recorded so scales mean the same across files
+        assert rep.state_norms[il] == pytest.approx(float(np.median(np.linalg.norm(states, axis=1))), rel=1e-4)
+        assert res.vector.meta[f"rankguide.state_norm.{il}"] == pytest.approx(rep.state_norms[il])
         np.testing.assert_allclose(chunked.vector.directions[il], expected, rtol=0.0, atol=0.02)
 
 
@@ -287,6 +290,11 @@ def test_cli_extract_from_traces(tiny_gguf, tmp_path) -> None:
     cv = load_control_vector(out, n_embd=64, n_layer=3)
     assert cv.layers() == [1] and cv.meta["rankguide.kept.execution"] == 6
     assert cv.norms()[1] == pytest.approx(rep["norms"]["1"], rel=1e-6)
+    res = _cli("inspect", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    rel = json.loads(res.output)["directions"][0]["relative_norm"]
+    assert rel == pytest.approx(rep["norms"]["1"] / rep["state_norms"]["1"], rel=1e-5)
+    assert "of a typical state" in _cli("inspect", str(out)).output
     res = _cli("extract", "--traces", str(traces), "--srm", str(tiny_gguf), "--out", str(out), "--filter", "none",
                "--limit", "2", "--layers", "2")
     assert res.exit_code == 0, res.output

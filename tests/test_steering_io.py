@@ -183,7 +183,7 @@ def test_cli_inspect_text_json_and_errors(tmp_path) -> None:
     path = tmp_path / "vec.gguf"
     save_control_vector(ControlVector("qwen2", {2: np.zeros(N_EMBD, np.float32), 12: np.full(N_EMBD, 0.5,
                                                                                               np.float32)},
-                                      {"rankguide.filter": "rank"}), path)
+                                      {"rankguide.filter": "rank", "rankguide.state_norm.12": 4.0}), path)
     res = CliRunner().invoke(main, ["steer", "inspect", str(path), "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)
@@ -191,6 +191,9 @@ def test_cli_inspect_text_json_and_errors(tmp_path) -> None:
     assert [(d["direction"], d["acts_on"], d["zero"]) for d in info["directions"]] == [
         (2, "l_out-2", True), (12, "l_out-12", False)]
     assert info["directions"][1]["norm"] == pytest.approx(0.5 * N_EMBD ** 0.5)
+    # relative to the recorded state norm where the file has one (ours), None where not (other tools')
+    assert info["directions"][1]["relative_norm"] == pytest.approx(0.5 * N_EMBD ** 0.5 / 4.0)
+    assert info["directions"][0]["relative_norm"] is None
     assert info["meta"]["rankguide.filter"] == "rank"
     res = CliRunner().invoke(main, ["steer", "inspect", str(path)], catch_exceptions=False)
     assert res.exit_code == 0 and "direction.12" in res.output and "(zero)" in res.output

@@ -283,14 +283,24 @@ def load_control_vector(path: str | os.PathLike[str], *, n_embd: int | None = No
 
 
 def describe(cv: ControlVector, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """A JSON-ready summary: model hint, n_embd, directions with the layer each acts on and its norm, meta."""
+    """A JSON-ready summary: model hint, n_embd, directions with the layer each acts on and its norm, meta.
+
+    ``relative_norm`` is the norm over the median norm of the states the vector was extracted from (our files
+    record it as ``rankguide.state_norm.N``; None for files from other tools): at scale ``a`` the vector adds
+    ``a * relative_norm`` of a typical hidden state's size, which is what makes scales comparable across files.
+    """
     norms = cv.norms()
+
+    def relative(n: int) -> float | None:
+        state = cv.meta.get(f"rankguide.state_norm.{n}")
+        return norms[n] / float(state) if isinstance(state, (int, float)) and state > 0 else None
+
     return {
         "path": os.fspath(path) if path is not None else None,
         "model_hint": cv.model_hint,
         "n_embd": cv.n_embd,
         "n_directions": len(cv.directions),
         "directions": [{"direction": n, "acts_on": f"l_out-{layer_for_direction(n)}", "norm": norms[n],
-                        "zero": norms[n] == 0.0} for n in cv.layers()],
+                        "relative_norm": relative(n), "zero": norms[n] == 0.0} for n in cv.layers()],
         "meta": {k: v for k, v in cv.meta.items()},
     }

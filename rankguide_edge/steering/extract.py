@@ -125,7 +125,9 @@ class ThoughtRow:
 
 @dataclass
 class ExtractReport:
-    """What an extraction did. ``thoughts[class] = {"total", "kept", "dropped"}``; ``norms`` by 0-based layer.
+    """What an extraction did. ``thoughts[class] = {"total", "kept", "dropped"}``; ``norms`` by 0-based layer;
+    ``state_norms``: the median norm of the hidden states the vector was built from (scale ``a`` adds
+    ``a * norms[L] / state_norms[L]`` of a typical state's size).
 
     ``threshold_execution``/``threshold_other`` are the band edges in the signal's own units: with
     ``fail_side="high"`` execution thoughts are kept at ``<= threshold_execution`` and the others at
@@ -148,6 +150,7 @@ class ExtractReport:
     layers: list[int] = field(default_factory=list)
     directions: list[int] = field(default_factory=list)
     norms: dict[int, float] = field(default_factory=dict)
+    state_norms: dict[int, float] = field(default_factory=dict)
     n_embd: int = 0
     model_hint: str = ""
     seconds: float = 0.0
@@ -434,6 +437,7 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
         v = mean_difference(np.stack(states[il]), kinds, keep)
         directions[direction_for_layer(il)] = v
         report.norms[il] = float(np.linalg.norm(v.astype(np.float64)))
+        report.state_norms[il] = float(np.median(np.linalg.norm(np.stack(states[il]).astype(np.float64), axis=1)))
     report.directions = sorted(directions)
     report.seconds = round(time.perf_counter() - t0, 3)
     meta: dict[str, Any] = {
@@ -443,6 +447,8 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
         "rankguide.layer_convention": "direction.N is added to l_out-N, the output of 0-based layer N",
         "rankguide.filter": cfg.filter, "rankguide.anchor": cfg.anchor, "rankguide.problems": report.problems,
     }
+    for il in layers:
+        meta[f"rankguide.state_norm.{direction_for_layer(il)}"] = report.state_norms[il]
     if cfg.filter == "rank":
         meta.update({"rankguide.signal": cfg.signal, "rankguide.fail_side": cfg.fail_side,
                      "rankguide.band": float(cfg.band)})
