@@ -93,10 +93,11 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Router config (thresholds per decision point) for methods without an explicit threshold.")
 @click.option("--steer", "steer_specs", multiple=True, metavar="NAME=FILE",
-              help="Declare a control vector for methods written +NAME[*SCALE] (repeatable); FILE alone is named "
-                   "after its stem.")
+              help="Declare a control vector for methods written +NAME[*SCALE][/all|/boundary] (repeatable); "
+                   "FILE alone is named after its stem.")
 @click.option("--steer-where", default="all", show_default=True, type=click.Choice(["all", "boundary"]),
-              help="Steer every token, or only generated step-delimiter tokens.")
+              help="Steer every token, or only generated step-delimiter tokens (a method's /all or /boundary "
+                   "overrides it).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.jsonl).")
 @handle_errors
 def run(data: str, limit: int | None, offset: int, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,

@@ -83,17 +83,18 @@ def test_solve_and_trace_take_steering_flags(tiny_gguf, vec_file, tmp_path) -> N
 
 
 def test_bench_methods_carry_steering(tiny_gguf, vec_file, tmp_path) -> None:
-    ms = parse_methods("srm,srm+v*2,rankguide@early:0.4+v")
-    assert [(m.steer, m.steer_scale) for m in ms] == [(None, 1.0), ("v", 2.0), ("v", 1.0)]
+    ms = parse_methods("srm,srm+v*2,rankguide@early:0.4+v,srm+v*0.5/boundary,srm+v/all")
+    assert [(m.steer, m.steer_scale, m.steer_where) for m in ms] == [
+        (None, 1.0, None), ("v", 2.0, None), ("v", 1.0, None), ("v", 0.5, "boundary"), ("v", 1.0, "all")]
     assert ms[2].decide == "early" and ms[2].threshold == 0.4
-    for bad in ("srm+", "srm+v*x", "specdec+v", "srm+v*100"):
+    for bad in ("srm+", "srm+v*x", "specdec+v", "srm+v*100", "srm+v*1/middle", "srm+v/", "srm+/boundary"):
         with pytest.raises(ConfigError):
             parse_methods(bad)
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus 1?", "answer": str(i + 1)})
                             + "\n" for i in range(2)))
     out = tmp_path / "run"
-    args = ["bench", "run", "--data", str(data), "--methods", "srm,srm+v*3,srm+v*0", "--srm", str(tiny_gguf),
+    args = ["bench", "run", "--data", str(data), "--methods", "srm,srm+v*3,srm+v*0,srm+v*3/boundary", "--srm", str(tiny_gguf),
             "--max-tokens", "16", "--n-ctx", "256", "--threads", "1", "--out", str(out)]
     res = CliRunner().invoke(main, [*args, "--steer", f"v={vec_file}"])
     assert res.exit_code == 0, res.output
@@ -101,5 +102,8 @@ def test_bench_methods_carry_steering(tiny_gguf, vec_file, tmp_path) -> None:
     for q in ("q0", "q1"):
         assert recs[(q, "srm+v*0")]["text"] == recs[(q, "srm")]["text"]
         assert recs[(q, "srm+v*3")]["steer"]["scale"] == 3.0 and "steer" not in recs[(q, "srm")]
+        # the method's own /boundary beats the run's --steer-where (all by default)
+        assert recs[(q, "srm+v*3")]["steer"]["where"] == "all"
+        assert recs[(q, "srm+v*3/boundary")]["steer"]["where"] == "boundary"
     res = CliRunner().invoke(main, [*args[:-2], "--out", str(tmp_path / "run2")])
     assert res.exit_code == 2 and "--steer NAME=FILE" in res.output

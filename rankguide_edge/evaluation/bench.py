@@ -11,8 +11,10 @@ A method is a routing policy at a decision point and threshold, written ``policy
 * ``specdec[:k]`` -- lossless greedy speculative decoding, the SRM drafting ``k`` (default 4) tokens per LRM
   verify batch (:mod:`rankguide_edge.collab.specdec`); needs a local LRM sharing the SRM's vocabulary.
 
-Any method but specdec may add ``+NAME[*SCALE]``: the SRM is steered by the control vector declared as
-``NAME`` (``--steer NAME=FILE``) at ``SCALE`` (default 1), e.g. ``srm+seal*4`` or ``rankguide+rank*2``.
+Any method but specdec may add ``+NAME[*SCALE][/WHERE]``: the SRM is steered by the control vector declared
+as ``NAME`` (``--steer NAME=FILE``) at ``SCALE`` (default 1), on every token (``/all``) or only on step
+delimiters (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*0.25`` or
+``rankguide+rank*1/boundary``.
 
 Sweeps (``--sweep rankguide:0.2,0.4,0.6``) expand to one method per value (:func:`expand_sweeps`). For every
 problem every method runs once, in an order that rotates per problem so that machine drift hits all methods
@@ -36,7 +38,7 @@ from ..collab.backends_local import common_prefix
 from ..collab.policies import DECISION_POINTS, available_policies
 from ..collab.reasoner import Reasoner, ReasonerConfig
 from ..config import RuntimeConfig
-from ..engine.runtime import Model
+from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError
 from ._bench_report import summarize, summary_markdown, write_pareto
 from ._jsonl import read_for_resume
@@ -62,6 +64,7 @@ class Method:
     k: int | None = None
     steer: str | None = None  # name of a declared control vector
     steer_scale: float = 1.0
+    steer_where: str | None = None  # all | boundary; None: the run's default
 
 
 def _number(item: str, text: str, what: str) -> float:
@@ -79,10 +82,13 @@ def _parse_one(item: str) -> Method:
     m = _parse_base(item, base)
     if not plus:
         return m
+    steer, slash, where = steer.partition("/")
+    if slash and where not in STEER_WHERE:
+        raise ConfigError(f"bad steering place {where!r} in method {item!r}: write /{' or /'.join(STEER_WHERE)}")
     name, star, scale = steer.partition("*")
     if not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"bad steering {steer!r} in method {item!r}: write +NAME or +NAME*SCALE, NAME declared "
-                          "with --steer NAME=FILE")
+        raise ConfigError(f"bad steering {steer!r} in method {item!r}: write +NAME, +NAME*SCALE or "
+                          "+NAME*SCALE/boundary, NAME declared with --steer NAME=FILE")
     if m.policy == SPECDEC:
         raise ConfigError(f"specdec is lossless: it cannot be steered ({item!r})")
     try:
@@ -91,7 +97,7 @@ def _parse_one(item: str) -> Method:
         raise ConfigError(f"bad steering scale {scale!r} in method {item!r}: give a number") from None
     if not -64.0 <= value <= 64.0:
         raise ConfigError(f"steering scale {value} in method {item!r} is outside [-64, 64]")
-    return dataclasses.replace(m, steer=name, steer_scale=value)
+    return dataclasses.replace(m, steer=name, steer_scale=value, steer_where=where or None)
 
 
 def _parse_base(item: str, base: str) -> Method:
@@ -259,7 +265,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
             solvers[m.label] = Reasoner(srm, backend, ReasonerConfig(
                 policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
                 random_p=p, router=router, steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
-                steer_where=steer_where), runtime=runtime)
+                steer_where=m.steer_where or steer_where), runtime=runtime)
         with open(results, "a", encoding="utf-8") as fh:
             for i, problem in enumerate(problems):
                 order = list(methods[i % len(methods):]) + list(methods[: i % len(methods)])
