@@ -35,7 +35,31 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # exact at the ends: the formula leaves rounding residue there (2.8e-17 for 0 of 11)
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
+def _sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact McNemar p-value: the chance of a split at least this uneven among ``wins + losses``
+    discordant problems if both methods were equally good."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:
+    """Problems a method gets right that ``base`` gets wrong (wins) and the reverse (losses), same problems."""
+    wins = sum(bool(r["correct"]) and not bool(b["correct"]) for r, b in zip(rows, base))
+    losses = sum(bool(b["correct"]) and not bool(r["correct"]) for r, b in zip(rows, base))
+    return {"wins": wins, "losses": losses, "p": _sign_test(wins, losses)}
+
+
+def _unsteered(label: str) -> str | None:
+    """``rankguide+rank*0.25/boundary`` -> ``rankguide``; None for a method without steering."""
+    base, plus, _ = label.partition("+")
+    return base if plus else None
 
 
 def _policy_of(rec: Mapping[str, Any]) -> str:
@@ -66,8 +90,10 @@ def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = "measured") -> dict[str, Any]:
     """Per method: n, accuracy (Wilson 95% CI), measured latency, speedup vs lrm, LRM step and token share
     (``lrm_tokens / (srm kept + lrm tokens)``), LRM calls (round trips, judge ratings and verify batches
-    included), PGR, tokens thrown away, mean steps and tokens, mean work counts, and the mean latency and
-    speedup under every shipped profile plus ``profile`` (a name, file or profile object).
+    included), PGR, tokens thrown away, mean steps and tokens, answers that hit the token cap, mean work
+    counts, the mean latency and speedup under every shipped profile plus ``profile`` (a name, file or profile
+    object), and paired comparisons on the same problems (``vs_srm``; ``vs_unsteered`` for ``METHOD+NAME...``
+    against ``METHOD``): wins, losses and the exact two-sided McNemar p-value.
 
     Top level: ``profile`` (the chosen one's name), ``profiles`` (their rates after fitting), ``fit`` (the
     measured fit) and ``profile_check`` (``measured`` against the run's total wall time, 10% tolerance).
@@ -96,7 +122,13 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
         if "random_p" in first:
             table[m]["mean_random_p"] = statistics.fmean(r.get("random_p", 0.0) for r in rows) if rows else None
     lrm_m = next((m for m in methods if table[m]["policy"] == "lrm"), None)
-    srm_m = next((m for m in methods if table[m]["policy"] == "srm"), None)
+    srm_m = next((m for m in methods if table[m]["policy"] == "srm" and "+" not in m), None)
+    for m in methods:  # paired on the same problems: against srm, and a steered method against its unsteered self
+        rows = [by_id[i][m] for i in common]
+        table[m]["vs_srm"] = _paired(rows, [by_id[i][srm_m] for i in common]) if srm_m and m != srm_m else None
+        base = _unsteered(m)
+        table[m]["vs_unsteered"] = (_paired(rows, [by_id[i][base] for i in common])
+                                    if base in table else None)
     for row in table.values():
         row["speedup_vs_lrm"] = (table[lrm_m]["mean_s"] / row["mean_s"]) if lrm_m and row["mean_s"] else None
         row["speedup_vs_lrm_by_profile"] = {
@@ -128,6 +160,7 @@ def _method_row(rows: list[dict[str, Any]], profiles: Mapping[str, Any]) -> dict
         "srm_discarded_tokens": sum(r["usage"]["srm_discarded_tokens"] for r in rows),
         "mean_steps": steps / n if n else 0.0,
         "mean_tokens": (srm_tok + lrm_tok) / n if n else 0.0,
+        "unfinished": sum(not r.get("finished", True) for r in rows),
         "mean_counts": {key: sum(c[key] for c in counts) / n if n else 0.0 for key in (counts[0] if counts else {})},
         "signals_s": sum(r["timing"].get("signals", 0.0) for r in rows),
         "srm_s": sum(r["timing"].get("srm", 0.0) for r in rows),
@@ -144,11 +177,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [f"{summary['problems']} problems run by every method ({summary['results']}).", "",
              f"| method | n | accuracy | 95% CI | mean s | median s | speedup vs lrm | latency s ({prof}) | "
              f"speedup ({prof}) | LRM step share | LRM token share | LRM calls | SRM tokens thrown away | "
-             "mean steps | PGR | signals / SRM time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "mean steps | mean tokens | hit token cap | PGR | vs srm (+/−, p) | vs unsteered (+/−, p) | "
+             "signals / SRM time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(x: Any, nd: int = 2) -> str:
         return "—" if x is None else f"{x:.{nd}f}"
+
+    def paired(d: Mapping[str, Any] | None) -> str:
+        return "—" if not d else f"+{d['wins']}/−{d['losses']}, p {d['p']:.2f}"
 
     for m, r in summary["methods"].items():
         lo, hi = r["accuracy_ci95"]
@@ -157,8 +194,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {m} | {r['n']} | {f(r['accuracy'])} | [{lo:.2f}, {hi:.2f}] | {f(r['mean_s'], 1)} | "
                      f"{f(r['median_s'], 1)} | {f(r['speedup_vs_lrm'])} | {f(lat, 1)} | {f(spd)} | "
                      f"{f(r['lrm_step_share'])} | {f(r['lrm_token_share'])} | {r['lrm_calls']} | "
-                     f"{r['srm_discarded_tokens']} | {f(r['mean_steps'], 1)} | {f(r['pgr'])} | "
-                     f"{100 * r['signals_vs_srm']:.2f} % |")
+                     f"{r['srm_discarded_tokens']} | {f(r['mean_steps'], 1)} | {f(r['mean_tokens'], 0)} | "
+                     f"{r.get('unfinished', 0)} | {f(r['pgr'])} | {paired(r.get('vs_srm'))} | "
+                     f"{paired(r.get('vs_unsteered'))} | {100 * r['signals_vs_srm']:.2f} % |")
     check = summary.get("profile_check")
     if check:
         lines += ["", f"Latency model check: the fitted `measured` profile predicts {check['predicted_total_s']:.1f} s "
@@ -176,7 +214,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile: str | None = None) -> Path:
     """Accuracy (with 95% CI bars) against mean latency under ``profile`` (default: the summary's), one point
-    per method; methods of one policy and decision point (a sweep) are joined in threshold order. PNG."""
+    per method; unsteered methods of one policy and decision point (a sweep) are joined in threshold order.
+    PNG."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -192,12 +231,12 @@ def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile:
         x = r.get("latency_s", {}).get(prof, r["mean_s"])
         lo, hi = r["accuracy_ci95"]
         order = float(r.get("k") or r.get("threshold") or 0.0)
-        groups.setdefault((r.get("policy", m), r.get("decide") or ""), []).append(
-            (x, r["accuracy"], lo, hi, m, order))
+        key = (m, "") if _unsteered(m) else (r.get("policy", m), r.get("decide") or "")  # steered: own point
+        groups.setdefault(key, []).append((x, r["accuracy"], lo, hi, m, order))
     for (policy, decide), pts in groups.items():
         pts.sort(key=lambda p: p[5])
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        yerr = [[max(0.0, p[1] - p[2]) for p in pts], [max(0.0, p[3] - p[1]) for p in pts]]  # no -1e-17
         name = policy if decide in ("", "post") or policy in ("srm", "lrm", "specdec") else f"{policy}@{decide}"
         ax.errorbar(xs, ys, yerr=yerr, fmt="o-" if len(pts) > 1 else "o", capsize=3, alpha=0.85, label=name)
         for x, y, *_rest, label, _order in pts:

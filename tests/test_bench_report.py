@@ -1,0 +1,76 @@
+"""`bench report` statistics on hand-made records: paired wins/losses with the exact McNemar p-value (against
+srm, and a steered method against its unsteered self), answers that hit the token cap, and the Markdown row."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import pytest
+
+from rankguide_edge.evaluation._bench_report import _sign_test, summarize, summary_markdown, write_pareto
+
+
+def _usage(srm: int, lrm: int) -> dict[str, int]:
+    return {"srm_tokens": srm, "srm_discarded_tokens": 0, "lrm_tokens": lrm, "lrm_calls": 1 if lrm else 0,
+            "lrm_failures": 0, "lrm_prefill_tokens": 2 * lrm, "srm_prefill_tokens": 80}
+
+
+def _write(path, correct: dict[str, str], finished: dict[str, str] | None = None) -> None:
+    """One record per (problem, method); ``correct[method]`` is a string of 0/1 per problem."""
+    policy = {"srm": "srm", "lrm": "lrm", "rankguide": "rankguide", "srm+v*0.5": "srm",
+              "rankguide+v*0.5/boundary": "rankguide"}
+    recs = []
+    for i in range(len(next(iter(correct.values())))):
+        for m, bits in correct.items():
+            lrm = 120 if policy[m] == "lrm" else (40 if policy[m] == "rankguide" else 0)
+            srm = 0 if policy[m] == "lrm" else 200
+            recs.append({"id": f"p{i}", "method": m, "policy": policy[m], "decide": "post", "threshold": 0.5,
+                         "correct": bits[i] == "1", "seconds": 1.0 + 0.01 * (srm + 3 * lrm),
+                         "finished": (finished or {}).get(m, "1" * len(bits))[i] == "1",
+                         "n_steps": 4, "lrm_steps": 4 if policy[m] == "lrm" else (1 if lrm else 0),
+                         "timing": {"srm": 0.01 * srm, "lrm": 0.03 * lrm}, "usage": _usage(srm, lrm)})
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_sign_test_is_the_exact_two_sided_binomial() -> None:
+    assert _sign_test(0, 0) == 1.0 and _sign_test(3, 3) == 1.0
+    assert _sign_test(5, 0) == pytest.approx(2 / 32)
+    assert _sign_test(1, 9) == pytest.approx(2 * (comb(10, 0) + comb(10, 1)) / 1024)
+    assert _sign_test(9, 1) == _sign_test(1, 9)
+
+
+def test_paired_comparisons_and_token_cap(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "0011000000", "lrm": "1111111000", "rankguide": "1011100000",
+                  "srm+v*0.5": "0001000000", "rankguide+v*0.5/boundary": "1111100000"},
+           finished={"srm+v*0.5": "0000011111"})
+    s = summarize(path)
+    m = s["methods"]
+    assert m["srm"]["vs_srm"] is None and m["srm"]["vs_unsteered"] is None
+    # rankguide gets p0 and p4 that srm misses, and misses nothing srm gets
+    assert m["rankguide"]["vs_srm"] == {"wins": 2, "losses": 0, "p": pytest.approx(0.5)}
+    assert m["lrm"]["vs_srm"]["wins"] == 5 and m["lrm"]["vs_srm"]["losses"] == 0
+    # a steered method is also compared with the same method unsteered
+    assert m["srm+v*0.5"]["vs_unsteered"] == {"wins": 0, "losses": 1, "p": 1.0}
+    assert m["rankguide+v*0.5/boundary"]["vs_unsteered"] == {"wins": 1, "losses": 0, "p": 1.0}
+    assert m["rankguide"]["vs_unsteered"] is None
+    assert m["srm+v*0.5"]["unfinished"] == 5 and m["srm"]["unfinished"] == 0
+    assert m["srm"]["mean_tokens"] == 200 and m["rankguide"]["mean_tokens"] == 240
+    # PGR keeps the unsteered srm as its floor even though a steered srm is listed
+    assert m["rankguide"]["pgr"] == pytest.approx((0.4 - 0.2) / (0.7 - 0.2))
+    md = summary_markdown(s)
+    row = next(line for line in md.splitlines() if line.startswith("| rankguide+v*0.5/boundary |"))
+    assert "+3/−0, p 0.25" in row and "+1/−0, p 1.00" in row
+    header = next(line for line in md.splitlines() if line.startswith("| method |"))
+    assert header.count("|") == row.count("|")
+
+
+def test_pareto_draws_a_method_with_no_correct_answer(tmp_path) -> None:
+    # Wilson's lower bound at k = 0 is 0 up to rounding; the error bar must not go negative (matplotlib raises)
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "0" * 11, "lrm": "1" * 10 + "0", "rankguide": "1" + "0" * 10, "srm+v*0.5": "0" * 11})
+    s = summarize(path)
+    assert s["methods"]["srm"]["accuracy_ci95"][0] == 0.0
+    png = write_pareto(s, tmp_path / "pareto.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
