@@ -64,6 +64,11 @@ def test_paired_comparisons_and_token_cap(tmp_path) -> None:
     assert "+3/−0, p 0.25" in row and "+1/−0, p 1.00" in row
     header = next(line for line in md.splitlines() if line.startswith("| method |"))
     assert header.count("|") == row.count("|")
+    # one table prices every method under every profile, lrm at 1.00x in each
+    per_profile = md.split("under each hardware profile:")[1]
+    assert "| method | measured | laptop+gpu-server | gpu |" in per_profile
+    lrm_row = next(line for line in per_profile.splitlines() if line.startswith("| lrm |"))
+    assert lrm_row.count("(1.00×)") == 3
 
 
 def test_pareto_draws_a_method_with_no_correct_answer(tmp_path) -> None:

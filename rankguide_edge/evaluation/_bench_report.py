@@ -197,6 +197,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                      f"{r['srm_discarded_tokens']} | {f(r['mean_steps'], 1)} | {f(r['mean_tokens'], 0)} | "
                      f"{r.get('unfinished', 0)} | {f(r['pgr'])} | {paired(r.get('vs_srm'))} | "
                      f"{paired(r.get('vs_unsteered'))} | {100 * r['signals_vs_srm']:.2f} % |")
+    names = list(summary.get("profiles") or {})
+    if names:  # every method under every profile: latency and speedup against lrm priced the same way
+        lines += ["", "Mean latency per problem in seconds (speedup against lrm) under each hardware profile:", "",
+                  "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for m, r in summary["methods"].items():
+            cells = []
+            for name in names:
+                lat = r.get("latency_s", {}).get(name)
+                spd = r.get("speedup_vs_lrm_by_profile", {}).get(name)
+                cells.append(f"{f(lat, 1)} ({f(spd)}×)" if spd is not None else f(lat, 1))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     check = summary.get("profile_check")
     if check:
         lines += ["", f"Latency model check: the fitted `measured` profile predicts {check['predicted_total_s']:.1f} s "
