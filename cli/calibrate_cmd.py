@@ -18,6 +18,9 @@ from ._common import emit_json, handle_errors
               help="Share of steps the LRM should write (thresholds are quantiles of the step scores).")
 @click.option("--max-latency-ratio", type=click.FloatRange(0.01, 100.0),
               help="Bench dir only: the most accurate threshold whose mean latency is at most R x the LRM's.")
+@click.option("--profile", default=None, metavar="NAME|FILE",
+              help="Bench dir only: price latency for --max-latency-ratio under this hardware profile "
+                   "(measured, laptop+gpu-server, gpu or a TOML/JSON file).  [default: wall seconds]")
 @click.option("--policy", default="rankguide", show_default=True,
               type=click.Choice(["rankguide", "entropy", "keywords", "judge"]), help="Policy to calibrate.")
 @click.option("--fit", default="quantile", show_default=True, type=click.Choice(["quantile", "logistic"]),
@@ -31,8 +34,9 @@ from ._common import emit_json, handle_errors
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the router config as JSON.")
 @handle_errors
-def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency_ratio: float | None, policy: str,
-              fit: str, srm: str, no_early: bool, holdout: float, limit: int | None, threads: int, as_json: bool) -> None:
+def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency_ratio: float | None,
+              profile: str | None, policy: str, fit: str, srm: str, no_early: bool, holdout: float, limit: int | None,
+              threads: int, as_json: bool) -> None:
     """Choose routing thresholds from SOURCE and write a router config that solve, chat, serve and bench load
     with --router.
 
@@ -45,7 +49,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
     from rankguide_edge.errors import InvalidInputError
 
     cfg = CalibrateConfig(policy=policy, target_lrm_share=target_lrm_share, max_latency_ratio=max_latency_ratio,
-                          fit=fit, early=not no_early, holdout=holdout)
+                          fit=fit, early=not no_early, holdout=holdout, profile=profile or "")
     command = "rankguide-edge calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if os.path.isdir(source):
         results = os.path.join(source, "results.jsonl")
@@ -53,8 +57,8 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
             raise InvalidInputError(f"{source} holds no results.jsonl: give a `bench run` output dir or traces")
         router = calibrate_bench(read_jsonl(results), cfg, source=source, command=command)
     else:
-        if max_latency_ratio is not None:
-            raise InvalidInputError("--max-latency-ratio needs a bench dir (latency is measured there)")
+        if max_latency_ratio is not None or profile:
+            raise InvalidInputError("--max-latency-ratio and --profile need a bench dir (latency is measured there)")
         records = read_jsonl(source)
         if limit:
             records = records[:limit]

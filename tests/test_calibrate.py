@@ -121,6 +121,34 @@ def test_calibrate_bench_picks_by_latency_or_share() -> None:
         calibrate_bench(res, CalibrateConfig(target_lrm_share=0.1, policy="entropy"))
 
 
+def test_calibrate_bench_prices_latency_under_a_profile_and_skips_steered_runs(tmp_path) -> None:
+    """Wall seconds and a hardware profile disagree on which thresholds are fast enough; steered records
+    (which would tie 0.7 with 0.5 on accuracy) do not count."""
+    profile = tmp_path / "remote.json"  # fully specified: no rate comes from the run's fit
+    profile.write_text(json.dumps({"srm": {"decode_tok_s": 100, "prefill_tok_s": 1000, "call_s": 0},
+                                   "lrm": {"decode_tok_s": 10, "prefill_tok_s": 1000, "call_s": 0}}))
+
+    def rec(method: str, thr: float | None, wall: float, ok: bool, srm: int, lrm: int, **kw) -> dict:
+        return {"method": method, "policy": method.split(":")[0].split("+")[0], "decide": "post",
+                "threshold": thr, "seconds": wall, "correct": ok, "n_steps": 10, "lrm_steps": 1,
+                "timing": {"srm": wall / 2, "lrm": wall / 2},
+                "counts": {"srm_decode": srm, "lrm_decode": lrm}, **kw}
+
+    res = [rec("lrm", None, 10.0, True, 0, 100)]
+    # (threshold, wall s, accuracy, SRM tokens, LRM tokens): priced 8.5 s, 4.5 s and 2.5 s against lrm's 10 s
+    for thr, wall, acc, srm, lrm in ((0.3, 9.0, 0.9, 50, 80), (0.5, 9.5, 0.8, 150, 30), (0.7, 5.0, 0.6, 200, 5)):
+        res += [rec(f"rankguide:{thr}", thr, wall, i < acc * 10, srm, lrm) for i in range(10)]
+    res += [rec("rankguide:0.7+v", 0.7, 5.0, True, 200, 5, steer={"name": "v", "scale": 1.0}) for _ in range(10)]
+    by_wall = calibrate_bench(res, CalibrateConfig(max_latency_ratio=0.75))
+    assert by_wall.thresholds["post"] == 0.7 and by_wall.meta["profile"] == "wall seconds"
+    priced = calibrate_bench(res, CalibrateConfig(max_latency_ratio=0.75, profile=str(profile)))
+    assert priced.thresholds["post"] == 0.5 and priced.meta["profile"] == str(profile)
+    cands = {c["threshold"]: c for c in priced.meta["candidates"]}
+    assert cands[0.5]["latency_ratio"] == pytest.approx(0.45) and cands[0.7]["n"] == 10
+    with pytest.raises(ConfigError):
+        calibrate_bench(res, CalibrateConfig(max_latency_ratio=0.75, profile="no-such-profile"))
+
+
 def test_replay_reproduces_the_traced_signals(smollm2, tmp_path) -> None:
     """Teacher-forcing a greedy trace's text gives back its steps' signals (same model, same layers)."""
     data = tmp_path / "d.jsonl"
@@ -174,6 +202,9 @@ def test_calibrate_cli(tmp_path) -> None:
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--out", str(out)])
     assert res.exit_code == 2 and "exactly one" in res.output
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--max-latency-ratio", "0.5", "--out", str(out)])
+    assert res.exit_code == 2 and "bench dir" in res.output
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--profile", "gpu",
+                                    "--no-early", "--out", str(out)])
     assert res.exit_code == 2 and "bench dir" in res.output
 
 

@@ -60,6 +60,8 @@ class CalibrateConfig:
     l2: float = bounded(1.0, lo=0.0, hi=1e6, help="logistic: L2 penalty on standardised weights")
     holdout: float = bounded(0.0, lo=0.0, hi=0.9, help="share of traces (the last ones) kept out of the fit "
                                                        "and used to report held-out AUROCs")
+    profile: str = bounded("", help="bench dir: hardware profile (name or file) that prices latency for "
+                                    "max_latency_ratio; '' = the measured wall seconds")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -205,12 +207,25 @@ def holdout_report(records: list[dict[str, Any]], router_score: Callable[[dict[s
 
 def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, source: str = "",
                     command: str = "") -> Router:
-    """Thresholds per decision point from a bench run's per-problem results (several thresholds per policy)."""
+    """Thresholds per decision point from a bench run's per-problem results (several thresholds per policy).
+
+    Steered records (``METHOD+NAME``) are left out: a router's thresholds are for the unsteered SRM. Latency is
+    each record's wall seconds, or with ``cfg.profile`` its price under that hardware profile (the ``measured``
+    rates fitted on all ``results``, see :mod:`.latency`).
+    """
+    seconds: Callable[[dict[str, Any]], float] = lambda r: float(r.get("seconds", 0.0))  # noqa: E731
+    if cfg.profile:
+        from .latency import fit_measured, load_profile, record_seconds, resolve
+
+        priced = resolve(load_profile(cfg.profile), fit_measured(results))
+        seconds = lambda r: record_seconds(r, priced)  # noqa: E731
     groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
     lrm_secs: list[float] = []
     for r in results:
+        if r.get("steer"):
+            continue
         if r.get("method") == "lrm":
-            lrm_secs.append(float(r.get("seconds", 0.0)))
+            lrm_secs.append(seconds(r))
         if r.get("policy") == cfg.policy and r.get("threshold") is not None:
             groups[(r.get("decide", "post"), float(r["threshold"]))].append(r)
     if not groups:
@@ -227,7 +242,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
             if d != decide:
                 continue
             acc = sum(bool(r.get("correct")) for r in rs) / len(rs)
-            secs = float(np.mean([float(r.get("seconds", 0.0)) for r in rs]))
+            secs = float(np.mean([seconds(r) for r in rs]))
             steps = sum(int(r.get("n_steps", 0)) for r in rs)
             lrm_share = sum(int(r.get("lrm_steps", 0)) for r in rs) / steps if steps else 0.0
             row = {"decide": d, "threshold": thr, "n": len(rs), "accuracy": acc, "seconds": secs,
@@ -248,6 +263,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
     for d in ("early", "pre"):
         chosen.setdefault(d, chosen["post"])
     meta = {"target_lrm_share": cfg.target_lrm_share, "max_latency_ratio": cfg.max_latency_ratio, "fit": "bench",
+            "profile": cfg.profile or "wall seconds",
             "fitted_on": {"source": source, "results": len(results), "date": _dt.date.today().isoformat()},
             "candidates": table, "command": command}
     return Router(policy=cfg.policy, thresholds=chosen, logistic=None, meta=meta)
