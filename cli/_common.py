@@ -72,6 +72,20 @@ def steer_options() -> list[Callable[[F], F]]:
     ]
 
 
+def field_options() -> list[Callable[[F], F]]:
+    """``--question-field/--answer-field/--id-field``: field names of a generic JSONL dataset (trace, bench run,
+    steer extract); the values go to :class:`~rankguide_edge.evaluation.datasets.DatasetConfig`."""
+    return [
+        click.option("--question-field", default=None, metavar="NAME",
+                     help="Field holding the question in a generic JSONL file.  [default: question, problem, "
+                          "prompt or input]"),
+        click.option("--answer-field", default=None, metavar="NAME",
+                     help="Field holding the gold answer.  [default: answer, gold, target or output]"),
+        click.option("--id-field", default=None, metavar="NAME",
+                     help="Field holding the record id (resume key).  [default: id, else file and line]"),
+    ]
+
+
 def apply_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     """Apply a list of click options as one decorator (first option listed first in --help)."""
 

@@ -6,7 +6,7 @@ import click
 
 from rankguide_edge.config import RuntimeConfig
 
-from ._common import emit_json, handle_errors
+from ._common import apply_options, emit_json, field_options, handle_errors
 
 
 @click.group()
@@ -74,6 +74,10 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @click.option("--data", required=True, help="Dataset file or short name (gsm8k-test, gsm8k-train, math500, svamp).")
 @click.option("--limit", type=click.IntRange(1), help="First N problems (file order).")
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--kind", default="auto", show_default=True,
+              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]),
+              help="Record format and answer kind (auto: detected from the first record).")
+@apply_options(field_options())
 @click.option("--methods", default="srm,lrm,rankguide", show_default=True,
               help="Comma list of policy[@post|early|pre][:threshold] (rankguide, entropy, keywords, judge, srm, "
                    "lrm), random[:p] (no p: matched to rankguide's LRM step share) and specdec[:k], e.g. "
@@ -100,7 +104,8 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
                    "overrides it).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.jsonl).")
 @handle_errors
-def run(data: str, limit: int | None, offset: int, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
+def run(data: str, limit: int | None, offset: int, kind: str, question_field: str | None, answer_field: str | None,
+        id_field: str | None, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
         max_tokens: int, random_p: float | None, n_ctx: int, threads: int, seed: int, router: str | None,
         steer_specs: tuple[str, ...], steer_where: str, out: str) -> None:
     """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`."""
@@ -117,7 +122,8 @@ def run(data: str, limit: int | None, offset: int, methods: str, sweeps: tuple[s
     is_url = lrm.lower().startswith(("http://", "https://"))
     if is_url and any(m.policy == SPECDEC for m in ms):
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
-    problems = DatasetConfig(path=data, limit=limit, offset=offset).load()
+    problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, question_field=question_field,
+                             answer_field=answer_field, id_field=id_field).load()
     rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
     with load_model(srm, rt) as model:
         backend = None

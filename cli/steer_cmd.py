@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import emit_json, handle_errors, load_config_file
+from ._common import apply_options, emit_json, field_options, handle_errors, load_config_file
 
 
 @click.group()
@@ -29,6 +29,7 @@ def steer() -> None:
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many first.")
 @click.option("--kind", default="auto", show_default=True,
               type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]), help="Dataset kind.")
+@apply_options(field_options())
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
               help="SRM name or GGUF path (the model the traces come from).")
 @click.option("--layers", default=None,
@@ -57,7 +58,8 @@ def steer() -> None:
               help="JSON or TOML file of SignalConfig keys (delimiter, failure scorer, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the extraction report as JSON.")
 @handle_errors
-def extract(out: str, data: str | None, traces: str | None, limit: int | None, offset: int, kind: str, srm: str,
+def extract(out: str, data: str | None, traces: str | None, limit: int | None, offset: int, kind: str,
+            question_field: str | None, answer_field: str | None, id_field: str | None, srm: str,
             layers: str | None, filter_: str | None, signal: str | None, fail_side: str | None, band: float | None,
             signal_source: str | None, anchor: str | None, trace_layers: str, max_tokens: int, n_ctx: int,
             threads: int, config_file: str | None, signals_config: str | None, as_json: bool) -> None:
@@ -87,7 +89,8 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
             from rankguide_edge.evaluation.trace import TraceConfig, run_trace
 
             load = LoadReport(path=data)
-            problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset).load(load)
+            problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, question_field=question_field,
+                                     answer_field=answer_field, id_field=id_field).load(load)
             parse_layer_spec(trace_layers, model.n_layer)  # fail fast on a bad layer list
             tcfg = TraceConfig(layers=trace_layers, max_tokens=max_tokens, n_ctx=n_ctx, n_threads=threads)
             with tqdm(total=len(problems), desc="trace", unit="problem", disable=as_json) as bar:

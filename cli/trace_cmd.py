@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import apply_options, emit_json, handle_errors, steer_options
+from ._common import apply_options, emit_json, field_options, handle_errors, steer_options
 
 
 @click.command()
@@ -17,6 +17,7 @@ from ._common import apply_options, emit_json, handle_errors, steer_options
               type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]))
 @click.option("--on-error", default="stop", show_default=True, type=click.Choice(["stop", "skip"]),
               help="A malformed dataset record stops the run, or is skipped with a warning.")
+@apply_options(field_options())
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="SRM name or GGUF path.")
 @click.option("--layers", default="auto", show_default=True,
               help="Tapped layers: auto (4 evenly spaced, ending at the last), all, last, 5,11,17,23, 20-23.")
@@ -33,7 +34,8 @@ from ._common import apply_options, emit_json, handle_errors, steer_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @apply_options(steer_options())
 @handle_errors
-def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_error: str, srm: str, layers: str,
+def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_error: str, question_field: str | None,
+          answer_field: str | None, id_field: str | None, srm: str, layers: str,
           max_tokens: int, temperature: float, seed: int, n_ctx: int, threads: int, window: int | None,
           delimiter: str | None, max_step_tokens: int | None, signals_config: str | None, as_json: bool,
           steer: str | None, steer_scale: float, steer_where: str) -> None:
@@ -50,7 +52,9 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     from ._common import load_config_file
 
     report = LoadReport(path=data)
-    problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error).load(report)
+    problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
+                             question_field=question_field, answer_field=answer_field, id_field=id_field
+                             ).load(report)
     signal_cfg = SignalConfig.from_mapping(load_config_file(signals_config) if signals_config else None,
                                            window=window, delimiter=delimiter, max_step_tokens=max_step_tokens)
     cfg = TraceConfig(layers=layers, max_tokens=max_tokens, temperature=temperature, n_ctx=n_ctx,

@@ -151,3 +151,23 @@ def test_bench_bad_input(tiny_gguf, smollm2, tmp_path) -> None:
     assert res.exit_code == 2 and "bench run" in res.stderr
     res = CliRunner().invoke(main, ["bench", "report", str(empty), "--profile", "nope"])
     assert res.exit_code == 2
+
+
+def test_bench_and_trace_read_generic_files_with_named_fields(tiny_gguf, tmp_path) -> None:
+    data = tmp_path / "custom.jsonl"
+    data.write_text("".join(json.dumps({"key": f"k{i}", "prompt_text": f"What is {i} + 2?", "label": str(i + 2)})
+                            + "\n" for i in range(2)))
+    common = ["--data", str(data), "--srm", str(tiny_gguf), "--n-ctx", "256", "--max-tokens", "8"]
+    res = CliRunner().invoke(main, ["bench", "run", *common, "--methods", "srm", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "question" in res.stderr  # the default names are not there
+    fields = ["--question-field", "prompt_text", "--answer-field", "label", "--id-field", "key"]
+    res = CliRunner().invoke(main, ["bench", "run", *common, *fields, "--kind", "generic", "--methods", "srm",
+                                    "--out", str(tmp_path / "b")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["gold"]) for r in recs] == [("k0", "2"), ("k1", "3")]
+    res = CliRunner().invoke(main, ["trace", *common, *fields, "--out", str(tmp_path / "t.jsonl")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    traced = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [t["id"] for t in traced] == ["k0", "k1"] and traced[0]["question"] == "What is 0 + 2?"
