@@ -91,8 +91,12 @@ def test_local_steps_of_its_own_equal_one_generation(tiny: Model) -> None:
             reply = backend.write_step(StepRequest(MESSAGES, text, budget, stop=()))
             assert reply.ok and reply.n_tokens == budget
             if text != PREFIX:
-                assert reply.prefill_tokens == 1  # its own tokens are kept: only the last is fed again
+                # its own tokens and their logits are kept: nothing is fed again before it continues
+                assert reply.prefill_tokens == 0
             text += reply.text
+        backend.clear_cache()  # a cold start prefills the whole prompt again
+        reply = backend.write_step(StepRequest(MESSAGES, text, 4, stop=()))
+        assert reply.prefill_tokens == len(backend.context.tokens) - reply.n_tokens
     assert text == PREFIX + whole
 
 
@@ -182,7 +186,7 @@ def test_local_end_of_generation_sets_finished(small: Model) -> None:
         assert reply.ok and reply.finished and 0 < reply.n_tokens < 48 and "5" in reply.text
         # asked again after its own final answer, the model ends at once: nothing usable, but finished
         done = backend.write_step(StepRequest(msgs, reply.text, 16))
-        assert not done.ok and done.error == "empty reply" and done.finished and done.prefill_tokens == 1
+        assert not done.ok and done.error == "empty reply" and done.finished and done.prefill_tokens == 0
 
 
 def test_local_context_limits(tiny: Model) -> None:

@@ -9,6 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
+from rankguide_edge.collab.backends_local import encode_prompt
+from rankguide_edge.engine.runtime import Model
+from rankguide_edge.evaluation.answers import prompt_for
 from rankguide_edge.errors import ConfigError
 from rankguide_edge.evaluation.bench import RANDOM_FALLBACK_P, Method, expand_sweeps, method_list, parse_methods
 
@@ -90,14 +93,20 @@ def test_sweeps_specdec_judge_and_matched_random(tiny_gguf, tmp_path) -> None:
     labels = ["srm", "lrm", "rankguide", "random", "judge", "specdec:3", "rankguide:0.0", "rankguide:1.0"]
     assert len(recs) == 4 * len(labels) and {r["method"] for r in recs} == set(labels)
     by = {(r["id"], r["method"]): r for r in recs}
-    # the random control routes at rankguide's running LRM step share, as of the moment it runs
+    # the random control routes at rankguide's LRM step share over the problems before this one (fixed before
+    # the problem starts, so the methods' rotation does not change it)
     lrm_steps = steps = 0
-    for r in recs:
-        if r["method"] == "random":
-            assert r["random_p"] == pytest.approx(lrm_steps / steps if steps else RANDOM_FALLBACK_P, abs=1e-6)
-        elif r["method"] == "rankguide":
-            lrm_steps, steps = lrm_steps + r["lrm_steps"], steps + r["n_steps"]
     for i in range(4):
+        rnd, rg = by[(f"p{i}", "random")], by[(f"p{i}", "rankguide")]
+        assert rnd["random_p"] == pytest.approx(lrm_steps / steps if steps else RANDOM_FALLBACK_P, abs=1e-6)
+        lrm_steps, steps = lrm_steps + rg["lrm_steps"], steps + rg["n_steps"]
+    with Model(tiny_gguf) as m:
+        prompt_lens = [len(encode_prompt(m, m.chat_prompt([("user", prompt_for(f"What is {i} + 1?", "generic"))])))
+                       for i in range(4)]
+    for i in range(4):
+        # every method meets a problem with a cold LRM cache, whatever ran before it in the rotation: the LRM
+        # alone prefills its whole prompt once (and its own steps never again)
+        assert by[(f"p{i}", "lrm")]["usage"]["lrm_prefill_tokens"] == prompt_lens[i]
         # threshold 0 routes every step, threshold 1 (almost) none; specdec writes the LRM's own text
         assert by[(f"p{i}", "rankguide:0.0")]["lrm_steps"] == by[(f"p{i}", "rankguide:0.0")]["n_steps"]
         spec, lrm = by[(f"p{i}", "specdec:3")], by[(f"p{i}", "lrm")]

@@ -85,3 +85,29 @@ def test_random_is_seeded_and_has_the_asked_rate() -> None:
     assert [a.score(_view("s")) for _ in range(50)] == xs[:50]
     with pytest.raises(ConfigError):
         make_policy("random", p=1.5)
+
+
+def test_random_draws_per_problem_whatever_the_order_of_solves() -> None:
+    """Each solve (reset) draws from a stream keyed by the problem: not the same step pattern on every problem
+    (the control would then always route the same step positions), and the same pattern for a problem
+    whether it is solved first or after others (a resumed benchmark)."""
+    p = make_policy("random", p=0.3, seed=0)
+
+    def pattern(problem: str) -> list[float]:
+        p.reset()
+        return [p.score(StepView("post", i, "s", 1, {}, problem=problem)) for i in range(40)]
+
+    first = {q: pattern(q) for q in ("q1", "q2", "q3")}
+    assert len({tuple(v) for v in first.values()}) == 3
+    assert {q: pattern(q) for q in ("q3", "q1", "q2")} == first
+
+
+def test_rankguide_with_a_logistic_router_scores_no_evidence_as_zero() -> None:
+    """At "pre" after an LRM step there are no signals; a logistic score of nothing would be sigmoid(bias),
+    which can exceed the threshold and route every later step."""
+    from rankguide_edge.collab.router import Logistic
+
+    lg = Logistic(features=("fail.route",), mean=(0.5,), scale=(0.1,), weights=(1.0,), bias=3.0)
+    p = make_policy("rankguide", logistic=lg)
+    assert p.score(_view(signals={})) == 0.0
+    assert p.score(_view(signals={"fail.route": 0.5})) > 0.9

@@ -44,6 +44,8 @@ def test_policy_lrm_reproduces_the_lrm_alone(smol) -> None:
     assert res.answer_text == _greedy(smol)
     assert res.steps and all(s.source == "lrm" for s in res.steps)
     assert res.usage["srm_tokens"] == 0 and res.usage["lrm_calls"] == len(res.steps)
+    # the SRM never drafts, so it never reads anything either: the LRM alone costs only LRM time
+    assert res.usage["srm_prefill_tokens"] == 0 and res.timing["srm"] == 0.0
 
 
 def test_routing_every_step_and_never(smol, tiny) -> None:

@@ -161,6 +161,33 @@ def test_compute_partial_leaves_state_unchanged() -> None:
         assert plain.compute(hidden, stats, text) == probed.compute(hidden, stats, text)
 
 
+def test_restoring_a_snapshot_forgets_a_discarded_step() -> None:
+    """A routed draft is scored (which records it), then thrown away: after restore the next step's signals
+    are those of a trace that never saw the draft; an LRM step noted by text joins the repetition history."""
+    rng = np.random.default_rng(21)
+    a, draft, c = _step(rng, 12), _step(rng, 10, "Wait, let me check 2 + 3 = 5 again.\n\n"), _step(rng, 7)
+    lrm_text = "So the total is 5 apples.\n\n"
+    clean = StepSignalComputer(SignalConfig(window=8))
+    clean.compute(*a)
+    clean.note_step(lrm_text)
+    want = clean.compute(*c)
+    probed = StepSignalComputer(SignalConfig(window=8))
+    probed.compute(*a)
+    state = probed.snapshot()
+    probed.compute(*draft)
+    probed.restore(state)
+    probed.note_step(lrm_text)
+    assert probed.compute(*c) == want
+    probed.restore(state)  # a snapshot can be restored more than once
+    assert probed.n_steps == 1
+    # the noted text counts for repetition: restating it is seen as repetition
+    again = StepSignalComputer(SignalConfig(window=8))
+    again.compute(*a)
+    again.note_step(lrm_text)
+    h, st, _ = _step(rng, 7)
+    assert again.compute(h, st, lrm_text)["rep.max_jaccard"] == 1.0
+
+
 def test_compute_partial_before_the_first_step_and_on_empty_input() -> None:
     rng = np.random.default_rng(9)
     comp = StepSignalComputer(SignalConfig(layers="last"))

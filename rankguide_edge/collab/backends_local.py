@@ -102,6 +102,11 @@ class LocalBackend:
 
     # -- cache ----------------------------------------------------------------------------------------------
 
+    def clear_cache(self) -> None:
+        """Empty the context: the next call prefills its whole prompt (a benchmark's cold start)."""
+        with self._lock:
+            self.context.reset()
+
     def _plan(self, text: str) -> list[int]:
         """The token sequence the context should hold for ``text`` (a chat prompt plus assistant text).
 
@@ -144,8 +149,11 @@ class LocalBackend:
         if len(tokens) > ctx.n_ctx:
             raise ContextOverflowError(f"the prompt of {len(tokens)} tokens does not fit the LRM context of "
                                        f"{ctx.n_ctx}: raise n_ctx or shorten the problem")
-        # keep at least one token to feed: logits exist only right after an eval
-        keep = min(common_prefix(ctx.tokens, tokens), len(tokens) - 1)
+        held = common_prefix(ctx.tokens, tokens)
+        if held == len(tokens) == len(ctx.tokens) and ctx.has_logits:
+            return 0  # already there, logits included (e.g. right after this backend wrote the last step)
+        # otherwise keep at least one token to feed: logits exist only right after an eval
+        keep = min(held, len(tokens) - 1)
         ctx.rollback(keep)
         ctx.eval(tokens[keep:], hidden=False)
         return len(tokens) - keep

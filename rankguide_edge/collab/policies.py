@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +40,7 @@ class StepView:
     prefix: str = ""
     judge: Callable[[str], int | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""  # the question being solved (the last user message)
 
 
 @runtime_checkable
@@ -73,6 +75,8 @@ class RankGuidePolicy:
         self.logistic = logistic
 
     def score(self, view: StepView) -> float:
+        if not view.signals:  # nothing measured yet ("pre": first step, or right after an LRM step)
+            return 0.0
         if self.logistic is not None:
             return self.logistic.score(view.signals)
         return min(1.0, max(0.0, _sig(view, "fail.route")))
@@ -145,7 +149,9 @@ class JudgePolicy:
 
 
 class RandomPolicy:
-    """Route with probability ``p``, seeded (score 1 or 0); the matched-rate control of the benchmark."""
+    """Route with probability ``p`` (score 1 or 0); the matched-rate control of the benchmark. Each solve draws
+    from its own stream seeded by ``(seed, crc32(problem))``: reproducible per problem whatever the order of
+    solves (a resumed benchmark), and not the same step positions on every problem."""
 
     name = "random"
     points = DECISION_POINTS
@@ -156,11 +162,13 @@ class RandomPolicy:
         self.p, self.seed = p, seed
         self.reset()
 
-    def score(self, view: StepView) -> float:  # noqa: ARG002
+    def score(self, view: StepView) -> float:
+        if self._rng is None:  # first decision of a solve: a stream of its own per (seed, problem)
+            self._rng = np.random.default_rng([self.seed, zlib.crc32(view.problem.encode("utf-8"))])
         return 1.0 if self._rng.random() < self.p else 0.0
 
     def reset(self) -> None:
-        self._rng = np.random.default_rng(self.seed)
+        self._rng: np.random.Generator | None = None
 
 
 class ConstantPolicy:

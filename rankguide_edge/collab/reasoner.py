@@ -209,10 +209,19 @@ class Reasoner:
         if len(prompt) + 1 > ctx.n_ctx:
             raise ContextOverflowError(f"the question takes {len(prompt)} tokens but the SRM context holds "
                                        f"{ctx.n_ctx}: shorten it or raise --n-ctx")
-        t0 = time.perf_counter()
-        ctx.eval(prompt, hidden=False)
-        timing["srm"] += time.perf_counter() - t0
-        usage["srm_prefill_tokens"] += len(prompt)
+        # text the SRM has not read yet (the prompt, then LRM steps): fed in one batch right before it next
+        # drafts, so a run whose remaining steps all go to the LRM (policy lrm) never spends SRM time on them
+        pending: list[int] = list(prompt)
+
+        def catch_up() -> None:
+            if pending:
+                t0 = time.perf_counter()
+                ctx.eval(pending, hidden=False)
+                timing["srm"] += time.perf_counter() - t0
+                usage["srm_prefill_tokens"] += len(pending)
+                pending.clear()
+
+        problem = msgs[-1][1]
         sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
         steps: list[StepRecord] = []
         prefix = ""
@@ -220,10 +229,11 @@ class Reasoner:
         finished = False
         streak = 0
         prev_signals: dict[str, float] = {}
-        while used < cfg.max_tokens and ctx.n_past < ctx.n_ctx - 1:
-            budget = min(cfg.max_tokens - used, ctx.n_ctx - 1 - ctx.n_past)
+        while used < cfg.max_tokens and ctx.n_past + len(pending) < ctx.n_ctx - 1:
+            budget = min(cfg.max_tokens - used, ctx.n_ctx - 1 - ctx.n_past - len(pending))
             t_step = time.perf_counter()
             n0 = ctx.n_past
+            before: tuple[Any, ...] | None = None  # signal state before this step's draft was scored
             lrm_allowed = self.lrm is not None and cfg.policy != "srm" and (
                 not steps or sum(s.source == "lrm" for s in steps) / (len(steps) + 1) < cfg.max_lrm_share)
             draft: DraftStep | None = None
@@ -231,7 +241,7 @@ class Reasoner:
             reason = "policy"
             signals: dict[str, float] = {}
             if cfg.decide == "pre":
-                view = StepView("pre", len(steps), "", 0, prev_signals, prefix)
+                view = StepView("pre", len(steps), "", 0, prev_signals, prefix, problem=problem)
                 score = self.policy.score(view)
             if cfg.decide != "pre" or score is None or score < threshold or not lrm_allowed:
                 early_scores: list[float] = []
@@ -241,10 +251,12 @@ class Reasoner:
                     sig = self.computer.compute_partial(partial.hidden, partial.stats, partial.text)
                     timing["signals"] += time.perf_counter() - s0
                     early_scores.append(self.policy.score(
-                        StepView("early", len(steps), partial.text, partial.n_tokens, sig, prefix)))
+                        StepView("early", len(steps), partial.text, partial.n_tokens, sig, prefix, problem=problem)))
                     return early_scores[-1] >= threshold
 
                 use_early = cfg.decide == "early" and lrm_allowed
+                catch_up()
+                n0 = ctx.n_past
                 draft = draft_step(ctx, seg, sampling, budget, early=check_early if use_early else None,
                                    early_from=cfg.early_tokens, early_every=cfg.early_every,
                                    on_token=lambda t: emit("token", t))
@@ -253,11 +265,12 @@ class Reasoner:
                 if draft.ended_by == "early":
                     score = early_scores[-1]
                 elif draft.n_tokens:
+                    before = self.computer.snapshot()  # undone if the draft is routed away
                     signals = self._signals(draft, timing)
                     prev_signals = signals
                     if cfg.decide == "post":
                         view = StepView("post", len(steps), draft.text, draft.n_tokens, signals, prefix,
-                                        judge=self._judge(msgs, prefix))
+                                        judge=self._judge(msgs, prefix), problem=problem)
                         score = self.policy.score(view)
             route = (lrm_allowed and score is not None and score >= threshold
                      and (draft is None or draft.n_tokens > 0))
@@ -283,15 +296,13 @@ class Reasoner:
                         usage["srm_discarded_tokens"] += draft.n_tokens
                         record.discarded_tokens = draft.n_tokens
                         emit("discard", len(draft.text))
+                        if before is not None:  # the draft's signals were recorded: forget them
+                            self.computer.restore(before)
+                    self.computer.note_step(reply.text)
                     seg.reset()
                     toks = self.srm.tokenize(reply.text)
-                    if ctx.n_past + len(toks) >= ctx.n_ctx:
-                        toks = toks[: max(0, ctx.n_ctx - 1 - ctx.n_past)]
-                    t2 = time.perf_counter()
-                    if toks:
-                        ctx.eval(toks, hidden=False)
-                    timing["srm"] += time.perf_counter() - t2
-                    usage["srm_prefill_tokens"] += len(toks)
+                    room = ctx.n_ctx - 1 - ctx.n_past - len(pending)
+                    pending.extend(toks[: max(0, room)])
                     usage["lrm_tokens"] += reply.n_tokens
                     record.text, record.source = reply.text, "lrm"
                     record.lrm_tokens, record.lrm_prefill_tokens = reply.n_tokens, reply.prefill_tokens
@@ -308,6 +319,7 @@ class Reasoner:
             if record.source == "srm":
                 if draft is None or draft.ended_by == "early":
                     # the LRM failed after "pre" routing or an early stop: the SRM writes (the rest of) the step
+                    catch_up()
                     rest = draft_step(ctx, seg, sampling, budget - (draft.n_tokens if draft else 0),
                                       on_token=lambda t: emit("token", t))
                     timing["srm"] += rest.seconds

@@ -82,8 +82,12 @@ def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig,
                 break
             n = len(ids)
             if early is not None and n >= early_from and (n - early_from) % early_every == 0:
+                c0 = time.perf_counter()
                 partial = _pack(ctx, segmenter.text, ids, rows, ent, tops, pieces, "early", t0)
-                if early(partial):
+                stop = early(partial)
+                t0 += time.perf_counter() - c0  # the check's time is the caller's (signals), not drafting
+                if stop:
+                    partial.seconds = time.perf_counter() - t0
                     return partial
     if ended_by in ("eog", "budget"):
         text = segmenter.flush()

@@ -293,6 +293,11 @@ class Context:
             n = int(tap.rows[k])
             parts[il].append(tap.buffer[k, :n].copy())
 
+    @property
+    def has_logits(self) -> bool:
+        """Whether :meth:`logits` holds the distribution after the last token (false after a rollback)."""
+        return self._last_logits is not None
+
     def logits(self) -> np.ndarray:
         """float32 ``(n_vocab,)`` logits after the last fed token."""
         if self._last_logits is None:

@@ -121,7 +121,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
             table[m]["k"] = first["k"]
         if "random_p" in first:
             table[m]["mean_random_p"] = statistics.fmean(r.get("random_p", 0.0) for r in rows) if rows else None
-    lrm_m = next((m for m in methods if table[m]["policy"] == "lrm"), None)
+    lrm_m = next((m for m in methods if table[m]["policy"] == "lrm" and "+" not in m), None)
     srm_m = next((m for m in methods if table[m]["policy"] == "srm" and "+" not in m), None)
     for m in methods:  # paired on the same problems: against srm, and a steered method against its unsteered self
         rows = [by_id[i][m] for i in common]

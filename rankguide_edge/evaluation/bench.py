@@ -174,6 +174,13 @@ class _MeteredBackend:
     def reset(self) -> None:
         self.judge_calls, self.judge_prefill, self.judge_s = 0, 0, 0.0
 
+    def clear_cache(self) -> None:
+        """Forget the LRM's cached conversation (local backends), so that no method finds the problem's prompt
+        already prefilled by the method before it (servers keep their own caches)."""
+        clear = getattr(self.inner, "clear_cache", None)
+        if clear is not None:
+            clear()
+
     def write_step(self, req: StepRequest) -> StepReply:
         return self.inner.write_step(req)
 
@@ -269,10 +276,13 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
         with open(results, "a", encoding="utf-8") as fh:
             for i, problem in enumerate(problems):
                 order = list(methods[i % len(methods):]) + list(methods[: i % len(methods)])
+                p_matched = matched.p  # fixed before the problem, whatever the methods' rotation
                 for m in order:
                     if (problem.id, m.label) in done:
                         continue
-                    rec = _solve_one(solvers[m.label], meters.get(m.label), m, problem, matched,
+                    if meters.get(m.label) is not None:  # every method meets the problem with a cold LRM cache
+                        meters[m.label].clear_cache()
+                    rec = _solve_one(solvers[m.label], meters.get(m.label), m, problem, p_matched,
                                      random_p is None and m.rate is None)
                     matched.add(rec)
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -285,12 +295,12 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     return results
 
 
-def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: Problem, matched: _MatchedRate,
+def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: Problem, p_matched: float,
                match_rate: bool) -> dict[str, Any]:
     p_used = None
     if m.policy == "random":
         if match_rate:
-            solver.reconfigure(random_p=matched.p)
+            solver.reconfigure(random_p=p_matched)
         p_used = solver.config.random_p
     if meter is not None:
         meter.reset()

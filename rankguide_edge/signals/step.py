@@ -212,6 +212,28 @@ class StepSignalComputer:
         self._scorer.reset()
         self.n_steps = 0
 
+    def snapshot(self) -> tuple[Any, ...]:
+        """The trace state (see the class docstring), for :meth:`restore`: taken before scoring a step that may
+        be thrown away (a routed draft), so the next step's signals do not see it."""
+        return (self._layers, dict(self._tail), dict(self._prev_step), self._prev_rows, self._tucker_rows,
+                self.n_steps, self._rep.snapshot(), self._scorer.streak)
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        """Return to a :meth:`snapshot` (the hidden rows are never modified in place, so sharing them is safe)."""
+        layers, tail, prev_step, prev_rows, tucker_rows, n_steps, rep, streak = state
+        self._layers, self._tail, self._prev_step = layers, dict(tail), dict(prev_step)
+        self._prev_rows, self._tucker_rows, self.n_steps = prev_rows, tucker_rows, n_steps
+        self._rep.restore(rep)
+        self._scorer.streak = streak
+
+    def note_step(self, text: str) -> None:
+        """Record a step this model did not write (the LRM's): its text joins the repetition history, the step
+        count advances and the revalidation streak ends. Its hidden rows are unknown, so rank windows that
+        reach back skip it."""
+        self._rep.add(text)
+        self._scorer.streak = 0
+        self.n_steps += 1
+
     @property
     def layers(self) -> tuple[int, ...] | None:
         """The used layers (known after the first call)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -237,6 +238,16 @@ class RepetitionTracker:
             seen.add(e)
         return {"max_jaccard": float(best), "ngram_containment": float(contain),
                 "arith_total": float(len(exprs)), "arith_repeats": float(repeats)}
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The recorded steps, for :meth:`restore` (copies; later :meth:`add` calls do not change it)."""
+        return (list(self._sizes), dict(self._vocab), self._incidence.copy(), set(self._ngrams), set(self._exprs))
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        """Go back to a :meth:`snapshot` (the state is copied again, so it can be restored twice)."""
+        sizes, vocab, incidence, ngrams, exprs = state
+        self._sizes, self._vocab, self._incidence = list(sizes), dict(vocab), incidence.copy()
+        self._ngrams, self._exprs = set(ngrams), set(exprs)
 
     def add(self, text: str) -> None:
         """Record a finished step."""

@@ -285,8 +285,8 @@ def load_control_vector(path: str | os.PathLike[str], *, n_embd: int | None = No
 def describe(cv: ControlVector, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """A JSON-ready summary: model hint, n_embd, directions with the layer each acts on and its norm, meta.
 
-    ``relative_norm`` is the norm over the median norm of the states the vector was extracted from (our files
-    record it as ``rankguide.state_norm.N``; None for files from other tools): at scale ``a`` the vector adds
+    ``relative_norm`` is the norm over the median norm of the thought states at that layer during extraction
+    (our files record it as ``rankguide.state_norm.N``; None for files from other tools): at scale ``a`` the vector adds
     ``a * relative_norm`` of a typical hidden state's size, which is what makes scales comparable across files.
     """
     norms = cv.norms()

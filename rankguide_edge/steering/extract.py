@@ -126,8 +126,8 @@ class ThoughtRow:
 @dataclass
 class ExtractReport:
     """What an extraction did. ``thoughts[class] = {"total", "kept", "dropped"}``; ``norms`` by 0-based layer;
-    ``state_norms``: the median norm of the hidden states the vector was built from (scale ``a`` adds
-    ``a * norms[L] / state_norms[L]`` of a typical state's size).
+    ``state_norms``: the median norm of every thought's state at that layer, kept or not -- the typical size of
+    a state there, whatever the filter (scale ``a`` adds ``a * norms[L] / state_norms[L]`` of it).
 
     ``threshold_execution``/``threshold_other`` are the band edges in the signal's own units: with
     ``fail_side="high"`` execution thoughts are kept at ``<= threshold_execution`` and the others at
