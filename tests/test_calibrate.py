@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
-from rankguide_edge.collab.router import load_router, parse_router, save_router
+from rankguide_edge.collab.router import Logistic, Router, load_router, parse_router, save_router
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.evaluation.calibrate import (
@@ -27,6 +27,11 @@ def test_upper_quantile_routes_the_target_share() -> None:
     assert upper_quantile_threshold([0.2, 0.9], 1.0) == 0.2
     with pytest.raises(InvalidInputError):
         upper_quantile_threshold([], 0.5)
+    # ties: binary scores with 10 % ones; 0 would route every step, 1 routes 10 %, closer to 25 %
+    assert upper_quantile_threshold([1.0] * 10 + [0.0] * 90, 0.25) == 1.0
+    assert upper_quantile_threshold([1.0] * 10 + [0.0] * 90, 0.8) == 0.0  # here routing all is closer
+    with pytest.raises(InvalidInputError, match="does not rank"):
+        upper_quantile_threshold([0.0] * 50, 0.25)
 
 
 def test_router_round_trip_and_bad_files(tmp_path) -> None:
@@ -149,6 +154,28 @@ def test_calibrate_bench_prices_latency_under_a_profile_and_skips_steered_runs(t
         calibrate_bench(res, CalibrateConfig(max_latency_ratio=0.75, profile="no-such-profile"))
 
 
+def test_calibrate_bench_keeps_the_logistic_weights_its_thresholds_apply_to(tmp_path) -> None:
+    lg = Logistic(features=("fail.route",), mean=(0.5,), scale=(0.1,), weights=(2.0,), bias=-1.0)
+    path = tmp_path / "logit.json"
+    save_router(Router(policy="rankguide", thresholds={"post": 0.8, "early": 0.8, "pre": 0.8}, logistic=lg), path)
+    used = {"file": str(path), "logistic": True}
+    res = [{"method": "lrm", "policy": "lrm", "seconds": 10.0, "correct": True, "n_steps": 5, "lrm_steps": 5}]
+    for thr in (0.7, 0.9):
+        res += [{"method": f"rankguide:{thr}", "policy": "rankguide", "decide": "post", "threshold": thr,
+                 "seconds": 5.0, "correct": True, "n_steps": 10, "lrm_steps": int(thr * 3), "router": used}
+                for _ in range(4)]
+    r = calibrate_bench(res, CalibrateConfig(target_lrm_share=0.2))
+    assert r.logistic == lg and r.thresholds["post"] == 0.7
+    plain = [dict(x, router={"file": "default", "logistic": False}) for x in res]
+    assert calibrate_bench(plain, CalibrateConfig(target_lrm_share=0.2)).logistic is None
+    mixed = res[:5] + plain[5:]
+    with pytest.raises(InvalidInputError, match="different routers"):
+        calibrate_bench(mixed, CalibrateConfig(target_lrm_share=0.2))
+    path.unlink()
+    with pytest.raises(InvalidInputError, match="gone"):
+        calibrate_bench(res, CalibrateConfig(target_lrm_share=0.2))
+
+
 def test_replay_reproduces_the_traced_signals(smollm2, tmp_path) -> None:
     """Teacher-forcing a greedy trace's text gives back its steps' signals (same model, same layers)."""
     data = tmp_path / "d.jsonl"
@@ -162,11 +189,14 @@ def test_replay_reproduces_the_traced_signals(smollm2, tmp_path) -> None:
     rec = json.loads(out.read_text())
     with Model(smollm2) as m:
         [(_, steps)] = list(replay_traces(m, [rec], layers=rec["layers"], n_ctx=512))
+        spelled = [b"".join(m.piece(t) for t in st["token_ids"]).decode("utf-8", "replace") for st in rec["steps"]]
     assert len(steps) == len(rec["steps"]) >= 2
-    for got, want in zip(steps, rec["steps"]):
+    for got, want, full in zip(steps, rec["steps"], spelled):
         assert got.n_tokens == want["n_tokens"] == len(want["token_ids"])
         assert got.checkpoints == early_checkpoints(got.n_tokens, 8, 4)
-        assert len(got.partial) == len(got.checkpoints)
+        assert len(got.partial) == len(got.checkpoints) == len(got.partial_text)
+        # the draft's text so far at each checkpoint (keywords at "early" read it): its first n tokens
+        assert all(t and full.startswith(t) for t in got.partial_text)
         # batched and one-token llama.cpp evaluation differ by float noise (~1e-3), nothing more
         for key in ("text.entropy_mean", "text.entropy_max", "rank.eff_norm.L29.win", "fail.route"):
             assert got.signals[key] == pytest.approx(want["signals"][key], rel=0.01, abs=0.01), key

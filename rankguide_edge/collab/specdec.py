@@ -191,6 +191,8 @@ class SpecDecoder:
         while True:
             if self.lrm.is_eog(pending):
                 finished = True
+                if carry and rejected_at:  # the last round's rejected drafts still count against a token
+                    rejected_at[-1] += carry
                 break
             out.append(pending)
             drafted.append(False)

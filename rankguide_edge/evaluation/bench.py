@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -329,6 +330,10 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
         rec["k"] = m.k
     if m.steer:
         rec["steer"] = {"name": m.steer, "scale": m.steer_scale, **(getattr(solver, "steering", None) or {})}
+    router = getattr(solver, "router", None)
+    if router is not None:  # calibrating from this run must know which score its thresholds apply to
+        rec["router"] = {"file": os.path.abspath(solver.config.router) if solver.config.router else "default",
+                         "logistic": router.logistic is not None}
     rec["counts"] = counts_of(rec).to_dict()
     return rec
 

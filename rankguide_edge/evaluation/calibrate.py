@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..collab.policies import StepView, make_policy
-from ..collab.router import Logistic, Router
+from ..collab.router import Logistic, Router, load_router
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
 from . import _analyze_stats as _stats
@@ -70,15 +70,26 @@ class CalibrateConfig:
 
 
 def upper_quantile_threshold(scores: Iterable[float], share: float) -> float:
-    """The threshold t such that about ``share`` of ``scores`` are >= t (the ceil(share*n)-th largest score);
-    1.0 when ``share`` is 0 (route nothing scored below 1)."""
+    """The threshold t such that about ``share`` of ``scores`` are >= t: the ceil(share*n)-th largest score, or,
+    when ties at that score would route far more, the next larger score if its share is closer to ``share``
+    (binary scores such as keywords': 10 % ones and a 25 % target give t = 1, not t = 0 = route all). 1.0 when
+    ``share`` is 0 (route nothing scored below 1). Raises InvalidInputError on no scores or all-equal ones."""
     s = np.sort(np.asarray([x for x in scores if x is not None and math.isfinite(x)], dtype=np.float64))[::-1]
     if s.size == 0:
         raise InvalidInputError("no step scores to calibrate on: trace more problems")
     k = int(math.ceil(share * s.size))
     if k <= 0:
         return 1.0
-    return float(min(1.0, max(0.0, s[min(k, s.size) - 1])))
+    if s[0] == s[-1]:
+        raise InvalidInputError(f"every step scores {s[0]:.4g}: this policy does not rank these steps, so no "
+                                "threshold routes a share of them; calibrate another policy")
+    t = s[min(k, s.size) - 1]
+    above = s[s > t]
+    if above.size:
+        t_up = above.min()
+        if abs(np.mean(s >= t_up) - share) <= abs(np.mean(s >= t) - share):
+            t = t_up
+    return float(min(1.0, max(0.0, t)))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: float = 1.0) -> Logistic:
@@ -162,7 +173,8 @@ def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
         for _rec, steps in replay(recs):
             policy.reset()
             for st in steps:
-                vals = [score("early", st.index, "", n, p, "") for n, p in zip(st.checkpoints, st.partial)]
+                texts = st.partial_text or [""] * len(st.partial)  # text-reading policies (keywords) need it
+                vals = [score("early", st.index, t, n, p, "") for n, p, t in zip(st.checkpoints, st.partial, texts)]
                 early.append(max(vals) if vals else 0.0)  # a step too short to check never stops early
         thresholds["early"] = upper_quantile_threshold(early, share)
         meta["early_steps"] = len(early)
@@ -258,6 +270,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
             assert cfg.target_lrm_share is not None
             pick = min(cands, key=lambda c: (abs(c["lrm_share"] - cfg.target_lrm_share), -c["accuracy"]))
         chosen[decide] = pick["threshold"]
+    logistic = _bench_logistic([r for rs in groups.values() for r in rs])
     if "post" not in chosen:
         chosen["post"] = next(iter(chosen.values()))
     for d in ("early", "pre"):
@@ -266,7 +279,27 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
             "profile": cfg.profile or "wall seconds",
             "fitted_on": {"source": source, "results": len(results), "date": _dt.date.today().isoformat()},
             "candidates": table, "command": command}
-    return Router(policy=cfg.policy, thresholds=chosen, logistic=None, meta=meta)
+    return Router(policy=cfg.policy, thresholds=chosen, logistic=logistic, meta=meta)
+
+
+def _bench_logistic(records: list[dict[str, Any]]) -> Logistic | None:
+    """The logistic weights the records' thresholds were applied to: thresholds chosen on a logistic router's
+    score are meaningless on ``fail.route``, so the weights travel with them. Records from several routers,
+    or from a logistic router file that is gone, cannot be calibrated together."""
+    files = {(r.get("router") or {}).get("file", "default") for r in records}
+    logistic = {bool((r.get("router") or {}).get("logistic")) for r in records}
+    if len(files) > 1:
+        raise InvalidInputError(f"the runs used different routers ({', '.join(sorted(files))}): calibrate from "
+                                "a bench run with one --router")
+    if logistic != {True}:
+        return None
+    (path,) = files
+    try:
+        router = load_router("" if path == "default" else path)
+    except ConfigError:
+        raise InvalidInputError(f"the runs scored steps with the logistic router {path}, which is gone: restore "
+                                "it to calibrate from this run") from None
+    return router.logistic
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

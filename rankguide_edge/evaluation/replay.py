@@ -36,6 +36,7 @@ class ReplayedStep:
     signals: dict[str, float]
     checkpoints: list[int] = field(default_factory=list)
     partial: list[dict[str, float]] = field(default_factory=list)
+    partial_text: list[str] = field(default_factory=list)  # the draft's text at each checkpoint
 
 
 def early_checkpoints(n_tokens: int, early_tokens: int, early_every: int) -> list[int]:
@@ -73,7 +74,8 @@ def replay_record(model: Model, ctx: Context, computer: StepSignalComputer, reco
         for n in early_checkpoints(len(toks), early_tokens, early_every):
             part = {il: h[:n] for il, h in hidden.items()}
             rs.checkpoints.append(n)
-            rs.partial.append(computer.compute_partial(part, stats.head(n), "".join(pieces[:n])))
+            rs.partial_text.append("".join(pieces[:n]))
+            rs.partial.append(computer.compute_partial(part, stats.head(n), rs.partial_text[-1]))
         rs.signals = computer.compute(hidden, stats, text)
         out.append(rs)
     return out
