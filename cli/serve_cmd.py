@@ -52,7 +52,7 @@ def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
 
     Endpoints: POST /v1/chat/completions and /v1/completions (stream or not), GET /v1/models, /health and
     /metrics (Prometheus). Requests may add a `rankguide` object ({policy, threshold, decide, steer,
-    steer_scale, steer_where, max_lrm_share}); responses carry the routing summary in `rankguide`.
+    steer_scale, steer_where, max_lrm_share, lrm_first}); responses carry the routing summary in `rankguide`.
     """
     from rankguide_edge.server import require_server_deps
     from rankguide_edge.server.settings import ServerConfig

@@ -34,6 +34,8 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "on GSM8K train traces of the default SRM]."),
         click.option("--decide", default="post", show_default=True, type=click.Choice(["post", "early", "pre"]),
                      help="Judge the finished step (post), its first tokens (early) or predict it (pre)."),
+        click.option("--lrm-first", default=0, show_default=True, type=click.IntRange(0, 1000),
+                     help="The LRM writes the first N steps (the plan) whatever the score."),
         click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144)),
         click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0)),
         click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1)),
@@ -50,13 +52,14 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float,
                 policy: str, threshold: float | None, decide: str, max_tokens: int, temperature: float, seed: int,
                 n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
-                steer_scale: float = 1.0, steer_where: str = "all"):  # noqa: ANN201
+                steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int = 0):  # noqa: ANN201
     from rankguide_edge.api import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.config import RuntimeConfig
 
     cfg = ReasonerConfig(policy=policy, decide=decide, max_tokens=max_tokens, temperature=temperature, seed=seed,
                          steer=steer or "", steer_scale=steer_scale, steer_where=steer_where, router=router or "",
+                         lrm_first=lrm_first,
                          **({} if threshold is None else {"threshold": threshold}))
     return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed),
                   lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, progress=progress)

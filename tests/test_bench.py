@@ -25,8 +25,11 @@ def test_parse_methods() -> None:
     assert ms[4] == Method("random@pre:0.3", "random", "pre", None, rate=0.3)
     assert ms[5].policy == "specdec" and ms[5].k == 4 and ms[6].k == 6
     assert (ms[7].policy, ms[8].threshold) == ("judge", 0.5)
+    first = parse_methods("rankguide^1,entropy@pre:0.6^2,rankguide^1+v*0.5")
+    assert [(m.policy, m.decide, m.threshold, m.lrm_first, m.steer) for m in first] == [
+        ("rankguide", "post", None, 1, None), ("entropy", "pre", 0.6, 2, None), ("rankguide", "post", None, 1, "v")]
     for bad in ("", "nope", "rankguide@later", "entropy:x", "entropy:1.5", "srm,srm", "specdec:0", "specdec:x",
-                "specdec@post", "random:2"):
+                "specdec@post", "random:2", "rankguide^0", "rankguide^x", "srm^1", "lrm^1", "specdec^1"):
         with pytest.raises(ConfigError):
             parse_methods(bad)
 

@@ -75,6 +75,15 @@ def test_early_decision_stops_drafts_after_k_tokens(smol) -> None:
     assert all(s.srm_tokens <= 4 for s in res.steps)
 
 
+def test_lrm_first_writes_the_plan_then_the_policy_decides(smol) -> None:
+    with LocalBackend(smol, RT) as lrm:
+        res = _solve(smol, lrm, policy="rankguide", threshold=1.0, revalidation_k=0, lrm_first=1)
+    first, *rest = res.steps
+    assert first.source == "lrm" and first.reason == "first" and first.srm_tokens == 0 and first.score is None
+    assert rest and all(s.source == "srm" for s in rest)  # threshold 1: the policy routes nothing after it
+    assert res.usage["srm_discarded_tokens"] == 0 and res.usage["lrm_calls"] == 1
+
+
 def test_pre_decision_lets_the_lrm_write_without_a_draft(smol) -> None:
     with LocalBackend(smol, RT) as lrm:
         res = _solve(smol, lrm, policy="random", random_p=1.0, decide="pre")

@@ -52,6 +52,8 @@ class ReasonerConfig:
     max_tokens: int = bounded(768, lo=8, hi=262144, help="token budget of the whole answer")
     max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
     max_lrm_share: float = bounded(1.0, lo=0.0, hi=1.0, help="stop routing once this share of steps is LRM's")
+    lrm_first: int = bounded(0, lo=0, hi=1000, help="the LRM writes the first N steps (the plan) whatever the "
+                                                   "score; the policy decides from then on")
     temperature: float = bounded(0.0, lo=0.0, hi=10.0)
     top_p: float = bounded(1.0, lo=0.0, hi=1.0)
     seed: int = bounded(0, lo=0, hi=2**31 - 1)
@@ -74,7 +76,7 @@ class StepRecord:
     source: str  # "srm" | "lrm"
     routed: bool
     score: float | None
-    reason: str
+    reason: str  # why it was routed (or would have been): policy, revalidation or first
     failure: dict[str, float] = field(default_factory=dict)
     srm_tokens: int = 0  # drafted by the SRM for this step (kept or thrown away)
     discarded_tokens: int = 0
@@ -240,10 +242,13 @@ class Reasoner:
             score: float | None = None
             reason = "policy"
             signals: dict[str, float] = {}
-            if cfg.decide == "pre":
+            first = lrm_allowed and len(steps) < cfg.lrm_first  # the plan goes to the LRM, no draft
+            if first:
+                reason = "first"
+            elif cfg.decide == "pre":
                 view = StepView("pre", len(steps), "", 0, prev_signals, prefix, problem=problem)
                 score = self.policy.score(view)
-            if cfg.decide != "pre" or score is None or score < threshold or not lrm_allowed:
+            if not first and (cfg.decide != "pre" or score is None or score < threshold or not lrm_allowed):
                 early_scores: list[float] = []
 
                 def check_early(partial: DraftStep) -> bool:
@@ -272,8 +277,8 @@ class Reasoner:
                         view = StepView("post", len(steps), draft.text, draft.n_tokens, signals, prefix,
                                         judge=self._judge(msgs, prefix), problem=problem)
                         score = self.policy.score(view)
-            route = (lrm_allowed and score is not None and score >= threshold
-                     and (draft is None or draft.n_tokens > 0))
+            route = first or (lrm_allowed and score is not None and score >= threshold
+                              and (draft is None or draft.n_tokens > 0))
             if not route and lrm_allowed and cfg.revalidation_k and draft is not None and draft.n_tokens:
                 streak = streak + 1 if signals.get("fail.revalidation", 0.0) >= cfg.revalidation_level else 0
                 if streak >= cfg.revalidation_k:

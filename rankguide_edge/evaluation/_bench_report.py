@@ -242,7 +242,8 @@ def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile:
         x = r.get("latency_s", {}).get(prof, r["mean_s"])
         lo, hi = r["accuracy_ci95"]
         order = float(r.get("k") or r.get("threshold") or 0.0)
-        key = (m, "") if _unsteered(m) else (r.get("policy", m), r.get("decide") or "")  # steered: own point
+        variant = _unsteered(m) or "^" in m  # steered or plan-first: a point of its own, not on the sweep line
+        key = (m, "") if variant else (r.get("policy", m), r.get("decide") or "")
         groups.setdefault(key, []).append((x, r["accuracy"], lo, hi, m, order))
     for (policy, decide), pts in groups.items():
         pts.sort(key=lambda p: p[5])

@@ -11,7 +11,8 @@ A method is a routing policy at a decision point and threshold, written ``policy
 * ``specdec[:k]`` -- lossless greedy speculative decoding, the SRM drafting ``k`` (default 4) tokens per LRM
   verify batch (:mod:`rankguide_edge.collab.specdec`); needs a local LRM sharing the SRM's vocabulary.
 
-Any method but specdec may add ``+NAME[*SCALE][/WHERE]``: the SRM is steered by the control vector declared
+Any method but specdec may add ``^N`` after its threshold: the LRM writes the first N steps (the plan) whatever
+the score (``rankguide^1``, ``entropy:0.6^1``). And ``+NAME[*SCALE][/WHERE]``: the SRM is steered by the control vector declared
 as ``NAME`` (``--steer NAME=FILE``) at ``SCALE`` (default 1), on every token (``/all``) or only on step
 delimiters (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*0.25`` or
 ``rankguide+rank*1/boundary``.
@@ -66,6 +67,7 @@ class Method:
     steer: str | None = None  # name of a declared control vector
     steer_scale: float = 1.0
     steer_where: str | None = None  # all | boundary; None: the run's default
+    lrm_first: int = 0  # the LRM writes this many first steps
 
 
 def _number(item: str, text: str, what: str) -> float:
@@ -80,7 +82,14 @@ def _number(item: str, text: str, what: str) -> float:
 
 def _parse_one(item: str) -> Method:
     base, plus, steer = item.partition("+")
+    base, caret, first = base.partition("^")
     m = _parse_base(item, base)
+    if caret:
+        if m.policy in (SPECDEC, "srm", "lrm"):
+            raise ConfigError(f"{m.policy} has no routing for ^N to change ({item!r}): use it with a policy")
+        if not first.isdigit() or not 0 < int(first) <= 1000:
+            raise ConfigError(f"bad first-steps count {first!r} in method {item!r}: write ^N, N in 1..1000")
+        m = dataclasses.replace(m, lrm_first=int(first))
     if not plus:
         return m
     steer, slash, where = steer.partition("/")
@@ -273,7 +282,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
             solvers[m.label] = Reasoner(srm, backend, ReasonerConfig(
                 policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
                 random_p=p, router=router, steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
-                steer_where=m.steer_where or steer_where), runtime=runtime)
+                steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first), runtime=runtime)
         with open(results, "a", encoding="utf-8") as fh:
             for i, problem in enumerate(problems):
                 order = list(methods[i % len(methods):]) + list(methods[: i % len(methods)])
@@ -328,6 +337,8 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
         rec["random_p"] = round(float(p_used), 6)
     if m.k is not None:
         rec["k"] = m.k
+    if m.lrm_first:
+        rec["lrm_first"] = m.lrm_first
     if m.steer:
         rec["steer"] = {"name": m.steer, "scale": m.steer_scale, **(getattr(solver, "steering", None) or {})}
     router = getattr(solver, "router", None)

@@ -234,7 +234,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
     groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
     lrm_secs: list[float] = []
     for r in results:
-        if r.get("steer"):
+        if r.get("steer") or r.get("lrm_first"):  # variants: thresholds are for the plain policy
             continue
         if r.get("method") == "lrm":
             lrm_secs.append(seconds(r))

@@ -42,6 +42,7 @@ class RankGuideOptions(BaseModel):
     steer_scale: float | None = None
     steer_where: str | None = None
     max_lrm_share: float | None = None
+    lrm_first: int | None = None
 
 
 class StreamOptions(BaseModel):
