@@ -136,3 +136,7 @@ def test_profile_files_and_bad_profiles(tmp_path) -> None:
     broken.write_text("[srm\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_profile(str(broken))
+    clash = tmp_path / "gpu.json"  # named after a shipped profile by its stem
+    clash.write_text(json.dumps({"lrm": {"decode_tok_s": 30}}))
+    with pytest.raises(ConfigError, match="shipped profile"):
+        load_profile(str(clash))

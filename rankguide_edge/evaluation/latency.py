@@ -186,7 +186,11 @@ def load_profile(spec: str) -> HardwareProfile:
         raise ConfigError(f"cannot read profile file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"profile file {path} must hold a table with srm and lrm")
-    return profile_from_mapping(data, data.get("name") or path.stem)
+    name = data.get("name") or path.stem
+    if name in SHIPPED_PROFILES:  # it would silently replace the shipped one in every report table
+        raise ConfigError(f"profile file {path} is named {name!r} like a shipped profile: set another name "
+                          "(name = \"...\") or rename the file")
+    return profile_from_mapping(data, name)
 
 
 # ------------------------------------------------------------------------------------------------ fitting
