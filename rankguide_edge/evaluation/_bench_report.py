@@ -248,7 +248,7 @@ def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile:
     for (policy, decide), pts in groups.items():
         pts.sort(key=lambda p: p[5])
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        yerr = [[max(0.0, p[1] - p[2]) for p in pts], [max(0.0, p[3] - p[1]) for p in pts]]  # no -1e-17
+        yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]  # >= 0: _wilson is exact at the ends
         name = policy if decide in ("", "post") or policy in ("srm", "lrm", "specdec") else f"{policy}@{decide}"
         ax.errorbar(xs, ys, yerr=yerr, fmt="o-" if len(pts) > 1 else "o", capsize=3, alpha=0.85, label=name)
         for x, y, *_rest, label, _order in pts:
