@@ -113,7 +113,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, question_field: st
 
     from rankguide_edge.collab.backends import make_backend
     from rankguide_edge.engine import load_model
-    from rankguide_edge.evaluation.bench import SPECDEC, method_list, run_bench
+    from rankguide_edge.evaluation.bench import SPECDEC, completed_runs, method_list, run_bench
     from rankguide_edge.evaluation.datasets import DatasetConfig
     from rankguide_edge.errors import ConfigError
 
@@ -129,7 +129,8 @@ def run(data: str, limit: int | None, offset: int, kind: str, question_field: st
         backend = None
         if any(m.policy != "srm" for m in ms):
             backend = make_backend(lrm, template_model=model) if is_url else make_backend(lrm, config=rt)
-        bar = tqdm(total=len(problems) * len(ms), desc="bench", unit="run")
+        bar = tqdm(total=len(problems) * len(ms), initial=completed_runs(out, problems, ms), desc="bench",
+                   unit="run")
         try:
             path = run_bench(model, backend, problems, ms, out, runtime=rt, max_tokens=max_tokens, seed=seed,
                              random_p=random_p, progress=lambda rec: bar.update(1), steering=steering,

@@ -13,7 +13,9 @@ from rankguide_edge.collab.backends_local import encode_prompt
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.evaluation.answers import prompt_for
 from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation.bench import RANDOM_FALLBACK_P, Method, expand_sweeps, method_list, parse_methods
+from rankguide_edge.evaluation.bench import (RANDOM_FALLBACK_P, Method, completed_runs, expand_sweeps, method_list,
+                                             parse_methods)
+from rankguide_edge.evaluation.datasets import Problem
 
 
 def test_parse_methods() -> None:
@@ -51,6 +53,17 @@ def _data(tmp_path, n=3):
     path.write_text("".join(json.dumps({"id": f"p{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)})
                             + "\n" for i in range(n)))
     return path
+
+
+def test_completed_runs_counts_only_the_selected_runs(tmp_path) -> None:
+    """A resumed run's progress starts at the runs the folder already holds for these problems and methods."""
+    assert completed_runs(tmp_path, [], parse_methods("srm")) == 0  # no results file yet
+    held = [("p0", "srm"), ("p0", "lrm"), ("p1", "srm"), ("p9", "srm"), ("p1", "judge")]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps({"id": i, "method": m}) + "\n" for i, m in held)
+                                            + '{"id": "p1", "meth')  # a torn last line does not count
+    problems = [Problem(id=f"p{i}", question="q", gold="1", kind="generic", source="x") for i in range(3)]
+    assert completed_runs(tmp_path, problems, parse_methods("srm,lrm,rankguide")) == 3
+    assert completed_runs(tmp_path, problems[:1], parse_methods("lrm")) == 1
 
 
 def test_bench_run_resume_and_report(tiny_gguf, tmp_path) -> None:

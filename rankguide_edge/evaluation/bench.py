@@ -237,6 +237,14 @@ def _local_model(lrm: LRMBackend | None) -> Model | None:
     return model if isinstance(model, Model) else None
 
 
+def completed_runs(out_dir: str | Path, problems: Iterable[Problem], methods: Sequence[Method]) -> int:
+    """How many of the ``problems`` x ``methods`` runs ``out_dir``/results.jsonl already holds: a rerun skips
+    them (the starting point of a resumed run's progress bar)."""
+    wanted = {(str(p.id), m.label) for p in problems for m in methods}
+    held = {(str(r["id"]), str(r["method"])) for r in read_for_resume(Path(out_dir) / "results.jsonl")}
+    return len(wanted & held)
+
+
 def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], methods: Sequence[Method],
               out_dir: str | Path, *, runtime: RuntimeConfig, max_tokens: int = 768, seed: int = 0,
               random_p: float | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
