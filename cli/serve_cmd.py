@@ -42,6 +42,9 @@ POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
               help="CPU threads per context (0: all) [0].")
 @click.option("--request-timeout", default=None, type=click.FloatRange(0, 86400),
               help="Seconds a request may take, queue wait included; 0 = no limit [600].")
+@click.option("--steer-dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Folder of control-vector .gguf files that requests may name in rankguide.steer (by file "
+                   "name, e.g. \"seal\"); without it, requests cannot steer.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
               help="TOML or JSON file of server settings (flat keys, as in docs/SERVER.md); options override it.")
 @click.option("--log-level", default="info", show_default=True,

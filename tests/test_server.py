@@ -33,8 +33,14 @@ def _settings(model: Path, **kw: Any) -> ServerConfig:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_gguf: Path):
-    with BackgroundServer(create_app(_settings(tiny_gguf))) as srv:
+def steer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of control vectors the module's server offers (empty until a test saves one)."""
+    return tmp_path_factory.mktemp("vectors")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_gguf: Path, steer_dir: Path):
+    with BackgroundServer(create_app(_settings(tiny_gguf, steer_dir=str(steer_dir)))) as srv:
         yield srv
 
 
@@ -345,28 +351,35 @@ def test_smollm2_through_the_server_equals_the_solver(smollm2: Path) -> None:
 
 
 def test_per_request_steering_applies_and_never_leaks(server: BackgroundServer, client: openai.OpenAI,
-                                                      tiny_gguf: Path, tmp_path: Path) -> None:
+                                                      tiny_gguf: Path, steer_dir: Path, tmp_path: Path) -> None:
     import numpy as np
 
     from rankguide_edge.steering import ControlVector, save_control_vector
 
     with Model(tiny_gguf) as m:
         vec = np.random.default_rng(0).normal(size=m.n_embd).astype(np.float32) * 4
-    path = tmp_path / "v.gguf"
-    save_control_vector(ControlVector("tiny", {1: vec}), path)
+    save_control_vector(ControlVector("tiny", {1: vec}), steer_dir / "v.gguf")
+    outside = tmp_path / "outside.gguf"  # a valid vector the server does not offer
+    save_control_vector(ControlVector("tiny", {1: vec}), outside)
 
     def ask(**extra: Any) -> tuple[str, dict[str, Any]]:
         resp = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
                                               max_tokens=24, extra_body=extra or None)
         return resp.choices[0].message.content, resp.model_extra["rankguide"]
 
+    assert client.models.retrieve(MODEL).model_extra["rankguide"]["steering_vectors"] == ["v"]
     plain, _ = ask()
-    steered, _ = ask(rankguide={"steer": str(path), "steer_scale": 3.0, "policy": "srm"})
-    zero, _ = ask(rankguide={"steer": str(path), "steer_scale": 0.0, "policy": "srm"})
+    steered, rg = ask(rankguide={"steer": "v", "steer_scale": 3.0, "policy": "srm"})
+    assert rg["steering"] == {"vector": "v", "layers": [1], "scale": 3.0, "where": "all"}  # no server path
+    again, _ = ask(rankguide={"steer": "v.gguf", "steer_scale": 3.0, "policy": "srm"})
+    zero, _ = ask(rankguide={"steer": "v", "steer_scale": 0.0, "policy": "srm"})
     srm_plain, _ = ask(rankguide={"policy": "srm"})
     after, _ = ask()
-    assert steered != srm_plain and zero == srm_plain  # scale 0 is the identity
+    assert steered != srm_plain and again == steered and zero == srm_plain  # scale 0 is the identity
     assert after == plain  # the steered requests left nothing behind
-    status, _, body = raw(server, "POST", "/v1/chat/completions",
-                          chat(rankguide={"steer": str(tmp_path / "missing.gguf")}))
-    assert status == 400 and "does not exist" in error_of(status, body)["message"]
+    # only names of the server's folder: no paths (absolute, relative, escaping), no unknown names
+    for bad in (str(outside), str(steer_dir / "v.gguf"), "../outside", "missing"):
+        status, _, body = raw(server, "POST", "/v1/chat/completions", chat(rankguide={"steer": bad}))
+        err = error_of(status, body)
+        assert status == 400 and "offers, v (" in err["message"], bad
+        assert str(tmp_path) not in err["message"] and str(steer_dir) not in err["message"], bad

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from rankguide_edge.collab.reasoner import StepRecord
-from rankguide_edge.errors import ConfigError
+from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.server import ServerConfig
 from rankguide_edge.server._workers import Job, _Abort, _Collector, first_stop, usage_of_steps
 from rankguide_edge.server.metrics import Metrics, parse_exposition
@@ -28,6 +28,23 @@ def test_server_config_bounds_unknown_keys_and_secrets() -> None:
         ServerConfig.from_mapping({"port": "80"})
     with pytest.raises(ConfigError):
         ServerConfig(policy="nonsense").reasoner_config()
+
+
+def test_steering_is_by_name_from_the_servers_folder(tmp_path) -> None:
+    (tmp_path / "seal.gguf").write_bytes(b"")
+    (tmp_path / ".hidden.gguf").write_bytes(b"")
+    (tmp_path / "notes.txt").write_bytes(b"")
+    cfg = ServerConfig(steer_dir=str(tmp_path))
+    assert cfg.steering_vectors() == ["seal"]
+    assert cfg.steering_file("seal") == cfg.steering_file("seal.gguf") == str(tmp_path / "seal.gguf")
+    assert cfg.steering_file("") == ""  # no steering
+    for bad in ("../seal", str(tmp_path / "seal.gguf"), ".hidden", "notes", "seal.txt"):
+        with pytest.raises(InvalidInputError, match="offers, seal"):
+            cfg.steering_file(bad)
+    with pytest.raises(InvalidInputError, match="--steer-dir"):
+        ServerConfig().steering_file("seal")
+    with pytest.raises(ConfigError, match="not a folder"):
+        ServerConfig(steer_dir=str(tmp_path / "seal.gguf"))
 
 
 def test_metrics_exposition_counts_and_histograms() -> None:

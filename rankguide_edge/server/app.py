@@ -199,6 +199,8 @@ def create_app(settings: ServerConfig | None = None, solver_factory: SolverFacto
         check_model(body.model)
         messages = body.pairs()
         changes = body.changes()
+        if changes.get("steer"):  # a name from the server's steering folder, never a client's path
+            changes["steer"] = settings.steering_file(changes["steer"])
         if changes:
             from ..collab.reasoner import ReasonerConfig
 
@@ -321,7 +323,8 @@ def create_app(settings: ServerConfig | None = None, solver_factory: SolverFacto
         return {"id": settings.model_name, "object": "model", "created": started, "owned_by": "rankguide-edge",
                 "rankguide": {"srm": settings.srm, "lrm": settings.lrm if pool.lrm_available else None,
                               "defaults": {k: pool.defaults.get(k) for k in ("policy", "threshold", "decide",
-                                                                              "router", "max_tokens")}}}
+                                                                              "router", "max_tokens")},
+                              "steering_vectors": settings.steering_vectors()}}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

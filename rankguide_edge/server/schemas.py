@@ -10,6 +10,7 @@ message parts). The ``rankguide`` object is strict: an unknown key is an error.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any, Literal
@@ -220,8 +221,9 @@ def rankguide_summary(out: Outcome) -> dict[str, Any]:
         "queue_seconds": out.queue_seconds,
         "timing": out.timing,
     }
-    if out.steering:
-        summary["steering"] = out.steering
+    if out.steering:  # the vector's name, as the request gave it, not the server's path
+        steering = {k: v for k, v in out.steering.items() if k != "file"}
+        summary["steering"] = {"vector": os.path.basename(out.steering["file"]).removesuffix(".gguf"), **steering}
     return summary
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from ..config import RuntimeConfig, bounded, from_mapping, validate
@@ -57,9 +58,43 @@ class ServerConfig:
     parallel: int = bounded(1, lo=1, hi=64, help="workers, each with its own SRM context (models are shared)")
     queue_size: int = bounded(16, lo=0, hi=100000, help="requests allowed to wait for a worker")
     request_timeout: float = bounded(600.0, lo=0.0, hi=86400.0, help="seconds a request may take; 0 = no limit")
+    steer_dir: str = bounded("", help="folder of control-vector .gguf files that requests may name in "
+                                      "rankguide.steer (by file name); '' = no per-request steering")
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.steer_dir and not os.path.isdir(self.steer_dir):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"steer_dir {self.steer_dir} is not a folder: give the folder that holds the "
+                              "control-vector .gguf files requests may name")
+
+    def steering_vectors(self) -> list[str]:
+        """The names requests may give as ``rankguide.steer``: the ``.gguf`` files of ``steer_dir``, sorted."""
+        if not self.steer_dir:
+            return []
+        return sorted(f[:-5] for f in os.listdir(self.steer_dir)
+                      if f.endswith(".gguf") and not f.startswith(".") and os.path.isfile(os.path.join(self.steer_dir, f)))
+
+    def steering_file(self, name: str) -> str:
+        """The file a request's ``rankguide.steer`` names: ``NAME`` or ``NAME.gguf`` in ``steer_dir``, never a
+        path, so that clients cannot make the server open arbitrary files ("" = no steering).
+        InvalidInputError (400) for anything else, without revealing the server's paths."""
+        from ..errors import InvalidInputError
+
+        if not name:
+            return ""
+        if not self.steer_dir:
+            raise InvalidInputError("this server offers no steering vectors: its operator can start it with "
+                                    "--steer-dir DIR (a folder of control-vector .gguf files)")
+        stem = name[:-5] if name.endswith(".gguf") else name
+        offered = self.steering_vectors()
+        if stem not in offered:  # names only: "/", "..", hidden files are never in the list
+            what = ("rankguide.steer takes a vector's name, not a path" if "/" in name or "\\" in name
+                    else f"unknown steering vector {name!r}")
+            raise InvalidInputError(f"{what}: name one of the vectors this server offers, "
+                                    f"{', '.join(offered) or 'none'} (GET /v1/models lists them)")
+        return os.path.join(self.steer_dir, stem + ".gguf")
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None = None, **overrides: Any) -> ServerConfig:
