@@ -60,7 +60,8 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 def steer_options() -> list[Callable[[F], F]]:
-    """``--steer/--steer-scale/--steer-where``, shared by solve, chat, trace and bench."""
+    """``--steer/--steer-scale/--steer-where``, shared by solve, chat and trace (bench declares named vectors,
+    ``--steer NAME=FILE``, and each method its scale and place: ``srm+NAME*0.25/boundary``)."""
     return [
         click.option("--steer", default=None, type=click.Path(exists=True, dir_okay=False),
                      help="Steer the SRM with this control-vector .gguf (from `rankguide-edge steer extract`, "

@@ -113,12 +113,13 @@ def run(data: str, limit: int | None, offset: int, kind: str, question_field: st
 
     from rankguide_edge.collab.backends import make_backend
     from rankguide_edge.engine import load_model
-    from rankguide_edge.evaluation.bench import SPECDEC, completed_runs, method_list, run_bench
+    from rankguide_edge.evaluation.bench import SPECDEC, check_steering, completed_runs, method_list, run_bench
     from rankguide_edge.evaluation.datasets import DatasetConfig
     from rankguide_edge.errors import ConfigError
 
     ms = method_list(methods, sweeps)
     steering = _steer_table(steer_specs)
+    check_steering(ms, steering)  # before any model loads
     is_url = lrm.lower().startswith(("http://", "https://"))
     if is_url and any(m.policy == SPECDEC for m in ms):
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -57,6 +60,28 @@ def test_reasoner_steering_scale_zero_and_clearing_are_identity(tiny_gguf, vec_f
             Reasoner(m, None, ReasonerConfig(steer="/nonexistent.gguf", **cfg), runtime=RT)
 
 
+def test_naming_the_same_file_again_rereads_it(tiny_gguf, tmp_path) -> None:
+    """chat's /steer after a new `steer extract` to the same path takes the new vector, not the cached one."""
+    path = tmp_path / "v.gguf"
+    cfg = ReasonerConfig(policy="srm", max_tokens=24, max_step_tokens=8)
+    with Model(tiny_gguf) as m:
+        vecs = [np.random.default_rng(s).normal(size=m.n_embd).astype(np.float32) * 4 for s in (1, 2)]
+        answers = []
+        for v in vecs:  # what a fresh reasoner answers with each vector
+            save_control_vector(ControlVector("tiny", {1: v}), path)
+            with Reasoner(m, None, dataclasses.replace(cfg, steer=str(path)), runtime=RT) as r:
+                answers.append(_solve(r))
+        assert answers[0] != answers[1]
+        save_control_vector(ControlVector("tiny", {1: vecs[0]}), path)
+        with Reasoner(m, None, cfg, runtime=RT) as r:
+            r.reconfigure(steer=str(path))
+            assert _solve(r) == answers[0]
+            save_control_vector(ControlVector("tiny", {1: vecs[1]}), path)
+            os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a distinct mtime on coarse clocks
+            r.reconfigure(steer=str(path))
+            assert _solve(r) == answers[1]
+
+
 def test_a_vector_for_another_model_is_refused(smollm2, vec_file) -> None:
     with Model(smollm2) as m, pytest.raises(ControlVectorError):
         Reasoner(m, None, ReasonerConfig(policy="srm", steer=str(vec_file)), runtime=RT)
@@ -105,5 +130,11 @@ def test_bench_methods_carry_steering(tiny_gguf, vec_file, tmp_path) -> None:
         # the method's own /boundary beats the run's --steer-where (all by default)
         assert recs[(q, "srm+v*3")]["steer"]["where"] == "all"
         assert recs[(q, "srm+v*3/boundary")]["steer"]["where"] == "boundary"
+    assert any(recs[(q, "srm+v*3")]["text"] != recs[(q, "srm")]["text"] for q in ("q0", "q1"))  # it did steer
     res = CliRunner().invoke(main, [*args[:-2], "--out", str(tmp_path / "run2")])
     assert res.exit_code == 2 and "--steer NAME=FILE" in res.output
+    # a declared vector that no method uses is an error, not a silently unsteered run
+    res = CliRunner().invoke(main, [*args[:-2], "--out", str(tmp_path / "run3"), "--steer", f"v={vec_file}",
+                                    "--steer", f"w={vec_file}"])
+    assert res.exit_code == 2 and "w declared but no method steers" in res.output
+    assert not (tmp_path / "run3" / "results.jsonl").exists()

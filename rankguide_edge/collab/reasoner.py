@@ -145,11 +145,12 @@ class Reasoner:
         return policy
 
     def reconfigure(self, **changes: Any) -> None:
-        """Change policy/threshold/decision point between solves (chat's /policy and /threshold)."""
+        """Change policy/threshold/decision point/steering between solves (chat's /policy, /threshold, /steer)."""
         cfg = from_mapping(ReasonerConfig, {**asdict(self.config), **changes})  # unknown keys: ConfigError
         router = load_router(cfg.router) if cfg.router != self.config.router else self.router
         policy = self._make_policy(cfg, router)
-        if self._steering_key(cfg) != self._steering_key(self.config):
+        # naming the file again re-reads it if it changed (chat's /steer after a new `steer extract`)
+        if self._steering_key(cfg) != self._steering_key(self.config) or (cfg.steer and "steer" in changes):
             self._steer_state = self._apply_steering(cfg)
         self.router, self.policy, self.config = router, policy, cfg
 

@@ -237,6 +237,18 @@ def _local_model(lrm: LRMBackend | None) -> Model | None:
     return model if isinstance(model, Model) else None
 
 
+def check_steering(methods: Sequence[Method], steering: Mapping[str, str]) -> None:
+    """Every ``+NAME`` of ``methods`` is declared in ``steering`` (name -> file) and every declared vector is
+    used: a vector no method names would leave the user believing the run is steered."""
+    unknown = sorted({m.steer for m in methods if m.steer and m.steer not in steering})
+    if unknown:
+        raise ConfigError(f"methods steer with undeclared vector(s) {', '.join(unknown)}: add --steer NAME=FILE")
+    unused = sorted(set(steering) - {m.steer for m in methods if m.steer})
+    if unused:
+        raise ConfigError(f"vector(s) {', '.join(unused)} declared but no method steers with them: write a "
+                          f"method as e.g. srm+{unused[0]}*0.25, or drop --steer {unused[0]}=FILE")
+
+
 def completed_runs(out_dir: str | Path, problems: Iterable[Problem], methods: Sequence[Method]) -> int:
     """How many of the ``problems`` x ``methods`` runs ``out_dir``/results.jsonl already holds: a rerun skips
     them (the starting point of a resumed run's progress bar)."""
@@ -256,9 +268,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     vector name -> file for methods written ``+NAME``; ``router``: router config (thresholds) of all methods.
     """
     steering = dict(steering or {})
-    unknown = sorted({m.steer for m in methods if m.steer and m.steer not in steering})
-    if unknown:
-        raise ConfigError(f"methods steer with undeclared vector(s) {', '.join(unknown)}: add --steer NAME=FILE")
+    check_steering(methods, steering)
     from ..collab.specdec import SpecDecConfig, SpecDecoder
 
     out = Path(out_dir)
