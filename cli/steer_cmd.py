@@ -37,9 +37,11 @@ def steer() -> None:
 @click.option("--filter", "filter_", default=None, type=click.Choice(["rank", "none"]),
               help="rank (default): keep healthy execution and failing reflection/transition thoughts; "
                    "none: keep every thought (SEAL).")
-@click.option("--signal", default=None, help="Step signal the rank filter reads (default fail.route).")
-@click.option("--fail-side", default=None, type=click.Choice(["high", "low"]),
-              help="Which end of the signal means failure (default high; low for rank.* signals).")
+@click.option("--signal", default=None,
+              help="Step signal the rank filter reads  [default: rank.eff_norm.Llast.win, the windowed effective "
+                   "rank of the last signal layer; any trace step key works, e.g. fail.route].")
+@click.option("--fail-side", default=None, type=click.Choice(["auto", "high", "low"]),
+              help="Which end of the signal means failure  [default: auto, low for rank.* signals, else high].")
 @click.option("--band", default=None, type=click.FloatRange(0.01, 1.0),
               help="Quantile band: execution kept at <= q(band), others at >= q(1-band) (default 0.5).")
 @click.option("--signal-source", default=None, type=click.Choice(["auto", "trace", "compute"]),
@@ -117,6 +119,8 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
         cmp_exec, cmp_other = ("<=", ">=") if rep.fail_side == "high" else (">=", "<=")
         click.echo(f"  bands: execution {rep.signal} {cmp_exec} {rep.threshold_execution:.4g}, "
                    f"reflection/transition {cmp_other} {rep.threshold_other:.4g}; {rep.unscored} unscored")
+    if rep.shared_token:
+        click.echo(f"  {rep.shared_token} thoughts ended on the previous thought's delimiter token (dropped)")
     for layer in rep.layers:
         click.echo(f"  direction.{layer} (l_out-{layer}): norm {rep.norms[layer]:.4g}, "
                    f"{rep.norms[layer] / rep.state_norms[layer]:.1%} of the median state norm "

@@ -180,8 +180,11 @@ def test_rank_filter_keeps_healthy_execution_and_failing_reflection(tiny_gguf) -
     median = float(np.median(thought_scores))
     expected_keep = np.where(kinds == EXECUTION, thought_scores <= median, thought_scores >= median)
     with Model(tiny_gguf) as model:
-        res = extract_steering_vector(model, recs, ExtractConfig(), model_name="tiny")
+        res = extract_steering_vector(model, recs, ExtractConfig(signal="fail.route"), model_name="tiny")
         low = extract_steering_vector(model, recs, ExtractConfig(signal="rank.eff_norm.L1.win", fail_side="low"))
+        # the default reads the last signal layer's windowed effective rank, low = failure
+        last1 = [dict(r, layers=[0, 1]) for r in recs]
+        default = extract_steering_vector(model, last1, ExtractConfig())
         states = np.concatenate([_independent_states(model, r, [1])[1] for r in recs])
     rep = res.report
     assert rep.signal_sources == {"trace": 3, "computed": 0}
@@ -195,8 +198,12 @@ def test_rank_filter_keeps_healthy_execution_and_failing_reflection(tiny_gguf) -
     ex, other = expected_keep & (kinds == EXECUTION), expected_keep & (kinds != EXECUTION)
     np.testing.assert_allclose(res.vector.directions[1], states[ex].mean(0) - states[other].mean(0),
                                rtol=1e-4, atol=1e-5)
+    assert rep.fail_side == "high"  # auto: high for a non-rank signal
     # a rank signal where low means failure (here 1 - fail.route) keeps the same thoughts
     assert [r.kept for r in low.table] == expected_keep.tolist()
+    assert (default.report.signal, default.report.fail_side) == ("rank.eff_norm.L1.win", "low")
+    assert [r.kept for r in default.table] == expected_keep.tolist()
+    assert default.report.signal_sources == {"trace": 3, "computed": 0}
     assert low.report.threshold_execution == pytest.approx(1.0 - median)
 
 
@@ -280,9 +287,11 @@ def _cli(*args: str):
 def test_cli_extract_from_traces(tiny_gguf, tmp_path) -> None:
     traces, out = tmp_path / "t.jsonl", tmp_path / "vec.gguf"
     _write_traces(traces, _records(3, [[0.1, 0.9, 0.7, 0.2, 0.3, 0.0]] * 3))
-    res = _cli("extract", "--traces", str(traces), "--srm", str(tiny_gguf), "--out", str(out), "--json")
+    res = _cli("extract", "--traces", str(traces), "--srm", str(tiny_gguf), "--out", str(out), "--json",
+               "--signal", "fail.route")
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
+    assert rep["signal"] == "fail.route" and rep["fail_side"] == "high"
     assert rep["out"] == str(out) and rep["layers"] == [1] and rep["directions"] == [1]
     assert rep["thoughts"]["execution"] == {"total": 9, "kept": 6, "dropped": 3}
     assert rep["thoughts"]["reflection"] == {"total": 3, "kept": 3, "dropped": 0}

@@ -192,6 +192,8 @@ def save_control_vector(cv: ControlVector, path: str | os.PathLike[str]) -> Path
             writer.write_tensors_to_file()
         finally:
             writer.close()
+        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave an empty target
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:

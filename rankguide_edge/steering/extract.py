@@ -48,6 +48,12 @@ from ._thoughts import (
 from .cvec_io import ControlVector, direction_for_layer
 
 
+#: the rank filter's default signal: the windowed normalised effective rank of the last signal layer, whose
+#: low values (rank collapse) go with failure (docs/BENCHMARKS.md); a pure hidden-state signal, unlike
+#: ``fail.route``, which counts revalidation keywords and so marks reflection thoughts by construction
+DEFAULT_SIGNAL = "rank.eff_norm.Llast.win"
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     """Every knob of steering-vector extraction (build from a mapping with :meth:`from_mapping`)."""
@@ -55,9 +61,10 @@ class ExtractConfig:
     layers: str = bounded("mid", help="steering layers (0-based, 1..n_layer-1): mid (= n_layer // 2) or a "
                                       "list like 12 or 10,12,14 or 10-14")
     filter: str = bounded("rank", choices=("rank", "none"), help="rank: band filter on the signal; none: SEAL")
-    signal: str = bounded("fail.route", help="per-step signal the filter reads (any key of a trace step)")
-    fail_side: str = bounded("high", choices=("high", "low"),
-                             help="which end of the signal means failure (low for rank.* keys)")
+    signal: str = bounded(DEFAULT_SIGNAL, help="per-step signal the filter reads (any key of a trace step; "
+                                               "'Llast' stands for the last signal layer, e.g. L23)")
+    fail_side: str = bounded("auto", choices=("auto", "high", "low"),
+                             help="which end of the signal means failure; auto: low for rank.* keys, else high")
     band: float = bounded(0.5, lo=0.01, hi=1.0, help="execution kept at <= q(band), others at >= q(1 - band)")
     signal_source: str = bounded("auto", choices=("auto", "trace", "compute"),
                                  help="trace: the trace's step signals only; compute: recompute always; "
@@ -81,7 +88,7 @@ class ExtractConfig:
                 raise ConfigError(f"ExtractConfig.{name} must be a list of strings")
             object.__setattr__(self, name, tuple(words))
         if not self.signal:
-            raise ConfigError("ExtractConfig.signal is empty; use e.g. fail.route")
+            raise ConfigError(f"ExtractConfig.signal is empty; use e.g. {DEFAULT_SIGNAL} or fail.route")
         validate(self)
 
     @classmethod
@@ -90,6 +97,13 @@ class ExtractConfig:
 
     def runtime(self) -> RuntimeConfig:
         return RuntimeConfig(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
+
+    def resolved(self, signal_layers: Sequence[int]) -> ExtractConfig:
+        """This config with ``Llast`` in ``signal`` replaced by the last of ``signal_layers`` (``L23`` for the
+        default SRM's traces) and ``fail_side`` ``auto`` made explicit (low for ``rank.*`` signals)."""
+        signal = self.signal.replace(".Llast.", f".L{max(signal_layers)}.") if signal_layers else self.signal
+        side = self.fail_side if self.fail_side != "auto" else ("low" if signal.startswith("rank.") else "high")
+        return dataclasses.replace(self, signal=signal, fail_side=side)
 
     def classifier(self) -> Classifier:
         return Classifier(self.reflection_words, self.transition_words, self.head_chars)
@@ -129,7 +143,9 @@ class ExtractReport:
     ``state_norms``: the median norm of every thought's state at that layer, kept or not -- the typical size of
     a state there, whatever the filter (scale ``a`` adds ``a * norms[L] / state_norms[L]`` of it).
 
-    ``threshold_execution``/``threshold_other`` are the band edges in the signal's own units: with
+    ``shared_token`` counts thoughts dropped because their delimiter token was the previous thought's (no state
+    of their own; they are in ``thoughts`` as dropped). ``threshold_execution``/``threshold_other`` are the band
+    edges in the signal's own units: with
     ``fail_side="high"`` execution thoughts are kept at ``<= threshold_execution`` and the others at
     ``>= threshold_other``; with ``"low"`` the comparisons flip.
     """
@@ -139,10 +155,11 @@ class ExtractReport:
     thoughts: dict[str, dict[str, int]] = field(
         default_factory=lambda: {c: {"total": 0, "kept": 0, "dropped": 0} for c in CLASSES})
     unscored: int = 0
+    shared_token: int = 0
     signal_sources: dict[str, int] = field(default_factory=lambda: {"trace": 0, "computed": 0})
     filter: str = "rank"
-    signal: str = "fail.route"
-    fail_side: str = "high"
+    signal: str = DEFAULT_SIGNAL
+    fail_side: str = "low"
     band: float = 0.5
     threshold_execution: float | None = None
     threshold_other: float | None = None
@@ -330,7 +347,8 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
     :class:`ExtractReport` and one :class:`ThoughtRow` per thought. Raises InvalidInputError when, after
     filtering, fewer than ``min_per_group`` execution or reflection/transition thoughts remain.
     """
-    cfg = cfg or ExtractConfig()
+    records = list(records)
+    cfg = (cfg or ExtractConfig()).resolved(_signal_layers([r for r in records if not r.get("error")], model.n_layer))
     signal_cfg = signal_cfg or SignalConfig()
     t0 = time.perf_counter()
     layers = steering_layers(cfg.layers, model.n_layer)
@@ -372,6 +390,7 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
     # pass 2: teacher forcing, states and scores
     states: dict[int, list[np.ndarray]] = {il: [] for il in layers}
     table: list[ThoughtRow] = []
+    shared = dict.fromkeys(CLASSES, 0)  # thoughts whose delimiter token is a previous thought's: no own state
     runtime = cfg.runtime()
     if any_compute or (model.n_layer - 1) in tap:  # every row's logits: decode in small chunks (n_vocab floats each)
         runtime = dataclasses.replace(runtime, n_batch=min(cfg.n_batch, cfg.logits_chunk))
@@ -395,7 +414,7 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
             prev = -1
             for t, d, s in zip(thoughts, forced.delim_tokens, scores):
                 if d <= prev or d >= len(forced.hidden[layers[0]]):
-                    skip("thought_sharing_a_token")
+                    shared[t.kind] += 1
                     continue
                 row = prev if cfg.anchor == "start" else d
                 for il in layers:
@@ -424,6 +443,10 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
         c = report.thoughts[r.kind]
         c["total"] += 1
         c["kept" if k else "dropped"] += 1
+    for kind, n in shared.items():  # counted as dropped, so kept + dropped = every thought seen
+        report.thoughts[kind]["total"] += n
+        report.thoughts[kind]["dropped"] += n
+    report.shared_token = sum(shared.values())
     n_exec = report.thoughts[EXECUTION]["kept"]
     n_other = sum(report.thoughts[c]["kept"] for c in CLASSES if c != EXECUTION)
     if n_exec < cfg.min_per_group or n_other < cfg.min_per_group:
