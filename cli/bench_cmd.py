@@ -166,19 +166,24 @@ def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--profile", default="measured", show_default=True, metavar="NAME|FILE",
               help="Hardware profile for latency and pareto.png: measured, laptop+gpu-server, gpu, or a "
                    ".toml/.json file with [srm]/[lrm] decode_tok_s, prefill_tok_s, call_s (\"measured\" allowed).")
+@click.option("--methods", default=None, metavar="LABEL,...",
+              help="Report only these methods (labels as in results.jsonl); the problems compared are those "
+                   "they all ran.  [default: every method in the file]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write summary.json, summary.md and pareto.png here instead of DIR (created).")
 @click.option("--no-plot", is_flag=True, help="Skip pareto.png (no matplotlib needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
-def report(run_dir: str, profile: str, out_dir: str | None, no_plot: bool, as_json: bool) -> None:
+def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None, no_plot: bool,
+           as_json: bool) -> None:
     """Summarise DIR/results.jsonl into summary.json, summary.md and pareto.png (accuracy vs latency)."""
     import json
     import os
 
     from rankguide_edge.evaluation.bench import summarize, summary_markdown, write_pareto
 
-    summary = summarize(os.path.join(run_dir, "results.jsonl"), profile=profile)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    summary = summarize(os.path.join(run_dir, "results.jsonl"), profile=profile, methods=chosen)
     target = out_dir or run_dir
     os.makedirs(target, exist_ok=True)
     for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_markdown(summary))):

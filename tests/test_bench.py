@@ -13,8 +13,8 @@ from rankguide_edge.collab.backends_local import encode_prompt
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.evaluation.answers import prompt_for
 from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation.bench import (RANDOM_FALLBACK_P, Method, completed_runs, expand_sweeps, method_list,
-                                             parse_methods)
+from rankguide_edge.evaluation.bench import (RANDOM_FALLBACK_P, Method, completed_runs, expand_sweeps, matched_label,
+                                             method_list, parse_methods)
 from rankguide_edge.evaluation.datasets import Problem
 
 
@@ -53,6 +53,13 @@ def _data(tmp_path, n=3):
     path.write_text("".join(json.dumps({"id": f"p{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)})
                             + "\n" for i in range(n)))
     return path
+
+
+def test_the_matched_control_follows_the_first_plain_rankguide_method() -> None:
+    assert matched_label(parse_methods("rankguide^1,rankguide+v*0.25,rankguide:0.4,rankguide,random")) == \
+        "rankguide:0.4"
+    assert matched_label(parse_methods("srm,rankguide^1,random")) == "rankguide^1"  # no plain one: the first
+    assert matched_label(parse_methods("srm,lrm,random")) is None
 
 
 def test_completed_runs_counts_only_the_selected_runs(tmp_path) -> None:
@@ -115,6 +122,7 @@ def test_sweeps_specdec_judge_and_matched_random(tiny_gguf, tmp_path) -> None:
     for i in range(4):
         rnd, rg = by[(f"p{i}", "random")], by[(f"p{i}", "rankguide")]
         assert rnd["random_p"] == pytest.approx(lrm_steps / steps if steps else RANDOM_FALLBACK_P, abs=1e-6)
+        assert rnd["random_matched_to"] == "rankguide"
         lrm_steps, steps = lrm_steps + rg["lrm_steps"], steps + rg["n_steps"]
     with Model(tiny_gguf) as m:
         prompt_lens = [len(encode_prompt(m, m.chat_prompt([("user", prompt_for(f"What is {i} + 1?", "generic"))])))

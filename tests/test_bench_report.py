@@ -8,6 +8,7 @@ from math import comb
 
 import pytest
 
+from rankguide_edge.errors import InvalidInputError
 from rankguide_edge.evaluation._bench_report import _sign_test, summarize, summary_markdown, write_pareto
 
 
@@ -79,3 +80,47 @@ def test_pareto_draws_a_method_with_no_correct_answer(tmp_path) -> None:
     assert s["methods"]["srm"]["accuracy_ci95"][0] == 0.0
     png = write_pareto(s, tmp_path / "pareto.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_method_selection_and_the_methods_that_limit_the_set(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "0011000000", "lrm": "1111111000", "rankguide": "1011100000"})
+    with open(path, "a") as fh:  # a fourth method that ran only the first 4 problems
+        for line in path.read_text().splitlines()[: 4 * 3 : 3]:
+            fh.write(json.dumps({**json.loads(line), "method": "srm+v*0.5"}) + "\n")
+    every = summarize(path)
+    assert every["problems"] == 4 and every["short_methods"] == ["srm+v*0.5"]
+    assert every["problems_per_method"] == {"srm": 10, "lrm": 10, "rankguide": 10, "srm+v*0.5": 4}
+    assert "srm+v*0.5 limit the set" in summary_markdown(every)
+    chosen = summarize(path, methods=["srm", "lrm", "rankguide"])
+    assert chosen["problems"] == 10 and chosen["short_methods"] == [] and list(chosen["methods"]) == [
+        "srm", "lrm", "rankguide"]
+    assert "limit the set" not in summary_markdown(chosen)
+    with pytest.raises(InvalidInputError, match="no records of judge"):
+        summarize(path, methods=["srm", "judge"])
+
+
+def test_pgr_has_a_bootstrap_interval_around_it(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "0011000000" * 3, "lrm": "1111111000" * 3, "rankguide": "1011100000" * 3})
+    r = summarize(path)["methods"]
+    lo, hi = r["rankguide"]["pgr_ci95"]
+    assert r["rankguide"]["pgr"] == pytest.approx(0.4) and lo < 0.4 < hi and hi - lo < 1.0
+    assert r["lrm"]["pgr_ci95"] == (1.0, 1.0) and r["srm"]["pgr_ci95"] == (0.0, 0.0)
+    assert summarize(path)["methods"]["rankguide"]["pgr_ci95"] == (lo, hi)  # seeded: reproducible
+
+
+def test_specdec_reports_acceptance_not_a_token_share(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "01", "lrm": "11"})
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    for i in range(2):
+        usage = {**_usage(100, 20), "specdec_accepted": 75, "lrm_verify_batches": 20}
+        recs.append({**recs[0], "id": f"p{i}", "method": "specdec", "policy": "specdec", "k": 4,
+                     "correct": True, "usage": usage})
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = summarize(path)
+    assert s["methods"]["specdec"]["lrm_token_share"] is None
+    assert s["methods"]["specdec"]["acceptance"] == pytest.approx(0.75)
+    md = summary_markdown(s)
+    assert "accepted: specdec 0.75" in md

@@ -247,3 +247,14 @@ def test_holdout_reports_auroc_on_traces_kept_out_of_the_fit() -> None:
     assert ho["auroc.fail.route.mean"] < ho["auroc.router.mean"]  # fail.route is noise here
     with pytest.raises(InvalidInputError, match="holdout"):
         calibrate_traces(recs[:3], CalibrateConfig(target_lrm_share=0.25, early=False, holdout=0.5))
+
+
+def test_calibrate_bench_compares_latency_on_the_problems_a_threshold_ran() -> None:
+    """A sweep on fewer problems than the LRM alone is priced against the LRM on those problems only."""
+    res = [{"id": f"p{i}", "method": "lrm", "policy": "lrm", "seconds": s, "correct": True, "n_steps": 5,
+            "lrm_steps": 5} for i, s in enumerate((10.0, 10.0, 20.0, 20.0))]
+    res += [{"id": f"p{i}", "method": "rankguide:0.5", "policy": "rankguide", "decide": "post", "threshold": 0.5,
+             "seconds": 8.0, "correct": True, "n_steps": 10, "lrm_steps": 2} for i in range(2)]
+    r = calibrate_bench(res, CalibrateConfig(max_latency_ratio=0.9))
+    (cand,) = r.meta["candidates"]
+    assert cand["latency_ratio"] == pytest.approx(0.8)  # 8 s against the LRM's 10 s on p0 and p1, not 15 s

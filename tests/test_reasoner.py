@@ -118,6 +118,21 @@ def test_a_failing_remote_lrm_keeps_the_srm_steps(smol, mode: str) -> None:
     assert res.usage["lrm_failures"] == res.usage["lrm_calls"] == len(res.steps)
 
 
+def test_an_lrm_that_ends_the_answer_at_once_ends_it_and_is_no_failure(smol) -> None:
+    """An empty LRM reply ended by end-of-generation means "the answer is complete": the routed draft is
+    dropped and solving stops, instead of counting a failure and letting the SRM write on."""
+    with MiniServer(smol, RT, mode="done") as server:
+        remote = RemoteBackend(server.url, template_model=smol, timeout=30, retries=0)
+        lrm = _solve(smol, remote, policy="lrm")
+        routed = _solve(smol, remote, policy="rankguide", threshold=0.0)
+        remote.close()
+    for res in (lrm, routed):
+        assert res.finished and res.answer_text == "" and res.steps == []
+        assert res.usage["lrm_failures"] == 0 and res.usage["lrm_calls"] == 1
+    assert lrm.usage["srm_tokens"] == 0  # the LRM alone: the SRM never wrote
+    assert routed.usage["srm_discarded_tokens"] == routed.usage["srm_tokens"] > 0
+
+
 def test_an_unreachable_lrm_keeps_the_srm_steps(smol) -> None:
     remote = RemoteBackend("http://127.0.0.1:9/v1", template_model=smol, timeout=0.5, retries=0)
     res = _solve(smol, remote, policy="rankguide", threshold=0.0)

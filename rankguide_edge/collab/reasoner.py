@@ -296,7 +296,8 @@ class Reasoner:
                 timing["lrm"] += time.perf_counter() - t1
                 usage["lrm_calls"] += 1
                 usage["lrm_prefill_tokens"] += reply.prefill_tokens
-                if reply.ok and reply.text:
+                lrm_ends = not reply.text and reply.finished  # end of generation at once: the answer is complete
+                if (reply.ok and reply.text) or lrm_ends:
                     if draft is not None and draft.n_tokens:
                         ctx.rollback(n0)
                         usage["srm_discarded_tokens"] += draft.n_tokens
@@ -304,6 +305,9 @@ class Reasoner:
                         emit("discard", len(draft.text))
                         if before is not None:  # the draft's signals were recorded: forget them
                             self.computer.restore(before)
+                    if lrm_ends:
+                        finished = True
+                        break
                     self.computer.note_step(reply.text)
                     seg.reset()
                     toks = self.srm.tokenize(reply.text)

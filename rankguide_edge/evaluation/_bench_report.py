@@ -11,7 +11,7 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,20 @@ def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return recs
 
 
-def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = "measured") -> dict[str, Any]:
+def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = "measured",
+              methods: Sequence[str] | None = None) -> dict[str, Any]:
     """Per method: n, accuracy (Wilson 95% CI), measured latency, speedup vs lrm, LRM step and token share
     (``lrm_tokens / (srm kept + lrm tokens)``), LRM calls (round trips, judge ratings and verify batches
     included), PGR, tokens thrown away, mean steps and tokens, answers that hit the token cap, mean work
     counts, the mean latency and speedup under every shipped profile plus ``profile`` (a name, file or profile
     object), and paired comparisons on the same problems (``vs_srm``; ``vs_unsteered`` for ``METHOD+NAME...``
     against ``METHOD``): wins, losses and the exact two-sided McNemar p-value.
+
+    ``methods``: report only these labels (InvalidInputError for a label the file lacks); the comparison
+    set is then the problems these methods all ran. ``short_methods`` names the methods that limit that set
+    (those with the fewest problems) when some other method ran more. PGR comes with a 95% bootstrap interval
+    over problems (``pgr_ci95``). specdec has no LRM token share (the LRM checks every token); its
+    ``acceptance`` is the share of drafted tokens the LRM accepted.
 
     Top level: ``profile`` (the chosen one's name), ``profiles`` (their rates after fitting), ``fit`` (the
     measured fit) and ``profile_check`` (``measured`` against the run's total wall time, 10% tolerance).
@@ -106,11 +113,22 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     profiles[chosen.name] = resolve(chosen, fit)
     descriptions = {name: str(SHIPPED_PROFILES[name].get("description", "")) for name in SHIPPED_PROFILES}
     descriptions.setdefault(chosen.name, chosen.description)
-    methods = list(dict.fromkeys(r["method"] for r in recs))
+    in_file = list(dict.fromkeys(r["method"] for r in recs))
+    if methods:
+        missing = [m for m in methods if m not in in_file]
+        if missing:
+            raise InvalidInputError(f"no records of {', '.join(missing)} in {path}: it holds {', '.join(in_file)}")
+        methods = list(dict.fromkeys(methods))
+    else:
+        methods = in_file
     by_id: dict[str, dict[str, dict]] = {}
     for r in recs:
-        by_id.setdefault(r["id"], {})[r["method"]] = r
+        if r["method"] in methods:
+            by_id.setdefault(r["id"], {})[r["method"]] = r
     common = [i for i, d in by_id.items() if len(d) == len(methods)]
+    ran = {m: sum(m in d for d in by_id.values()) for m in methods}
+    fewest = min(ran.values())
+    short = [m for m in methods if ran[m] == fewest] if fewest < max(ran.values()) else []
     table: dict[str, dict[str, Any]] = {}
     for m in methods:
         rows = [by_id[i][m] for i in common]
@@ -136,7 +154,11 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
             for name, lat in row["latency_s"].items()}
         gap = (table[lrm_m]["accuracy"] - table[srm_m]["accuracy"]) if lrm_m and srm_m else None
         row["pgr"] = ((row["accuracy"] - table[srm_m]["accuracy"]) / gap) if gap else None
-    return {"results": str(path), "problems": len(common), "methods": table, "profile": chosen.name,
+    for m in methods:
+        table[m]["pgr_ci95"] = (_pgr_interval([by_id[i] for i in common], m, srm_m, lrm_m)
+                                if table[m]["pgr"] is not None else None)
+    return {"results": str(path), "problems": len(common), "short_methods": short,
+            "problems_per_method": ran, "methods": table, "profile": chosen.name,
             "profiles": {name: {"description": descriptions.get(name, ""), **res.to_dict()}
                          for name, res in profiles.items()},
             "fit": fit.to_dict(), "profile_check": profile_check(recs, profiles["measured"])}
@@ -168,16 +190,47 @@ def _method_row(rows: list[dict[str, Any]], profiles: Mapping[str, Any]) -> dict
                       for name, res in profiles.items()},
     }
     row["signals_vs_srm"] = row["signals_s"] / row["srm_s"] if row["srm_s"] else 0.0
+    if rows and _policy_of(rows[0]) == "specdec":  # the LRM checks every token: no share of tokens to report
+        row["lrm_token_share"] = None
+        drafted = sum(r["usage"].get("srm_tokens", 0) for r in rows)
+        row["acceptance"] = sum(r["usage"].get("specdec_accepted", 0) for r in rows) / drafted if drafted else None
     return row
+
+
+def _pgr_interval(problems: list[dict[str, dict]], m: str, srm_m: str | None, lrm_m: str | None,
+                  rounds: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of PGR, resampling problems (each keeps its methods' outcomes
+    together); resamples where lrm and srm tie are left out. None when too few resamples are usable."""
+    import numpy as np
+
+    if not (srm_m and lrm_m) or not problems:
+        return None
+    cols = np.array([[bool(p[x]["correct"]) for x in (m, srm_m, lrm_m)] for p in problems], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(problems), size=(rounds, len(problems)))
+    acc = cols[idx].mean(axis=1)  # (rounds, 3): method, srm, lrm
+    gap = acc[:, 2] - acc[:, 1]
+    ok = gap != 0
+    if ok.sum() < rounds // 2:
+        return None
+    pgr = (acc[ok, 0] - acc[ok, 1]) / gap[ok]
+    lo, hi = np.percentile(pgr, [2.5, 97.5])
+    return (float(lo), float(hi))
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The summary as a Markdown table (latency and speedup under the chosen profile) and the profile check."""
     prof = summary.get("profile", "measured")
-    lines = [f"{summary['problems']} problems run by every method ({summary['results']}).", "",
+    lines = [f"{summary['problems']} problems run by every method ({summary['results']})."]
+    if summary.get("short_methods"):
+        per = summary.get("problems_per_method", {})
+        lines.append(f"Other methods ran more problems; {', '.join(summary['short_methods'])} limit the set "
+                     f"(leave them out with `bench report --methods`: "
+                     + ", ".join(f"{m} {n}" for m, n in per.items()) + ").")
+    lines += ["",
              f"| method | n | accuracy | 95% CI | mean s | median s | speedup vs lrm | latency s ({prof}) | "
              f"speedup ({prof}) | LRM step share | LRM token share | LRM calls | SRM tokens thrown away | "
-             "mean steps | mean tokens | hit token cap | PGR | vs srm (+/−, p) | vs unsteered (+/−, p) | "
+             "mean steps | mean tokens | hit token cap | PGR [95% CI] | vs srm (+/−, p) | vs unsteered (+/−, p) | "
              "signals / SRM time |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -187,6 +240,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     def paired(d: Mapping[str, Any] | None) -> str:
         return "—" if not d else f"+{d['wins']}/−{d['losses']}, p {d['p']:.2f}"
 
+    def pgr(r: Mapping[str, Any]) -> str:
+        ci = r.get("pgr_ci95")
+        return f(r["pgr"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
     for m, r in summary["methods"].items():
         lo, hi = r["accuracy_ci95"]
         lat = r.get("latency_s", {}).get(prof)
@@ -195,7 +252,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                      f"{f(r['median_s'], 1)} | {f(r['speedup_vs_lrm'])} | {f(lat, 1)} | {f(spd)} | "
                      f"{f(r['lrm_step_share'])} | {f(r['lrm_token_share'])} | {r['lrm_calls']} | "
                      f"{r['srm_discarded_tokens']} | {f(r['mean_steps'], 1)} | {f(r['mean_tokens'], 0)} | "
-                     f"{r.get('unfinished', 0)} | {f(r['pgr'])} | {paired(r.get('vs_srm'))} | "
+                     f"{r.get('unfinished', 0)} | {pgr(r)} | {paired(r.get('vs_srm'))} | "
                      f"{paired(r.get('vs_unsteered'))} | {100 * r['signals_vs_srm']:.2f} % |")
     names = list(summary.get("profiles") or {})
     if names:  # every method under every profile: latency and speedup against lrm priced the same way
@@ -212,7 +269,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if check:
         lines += ["", f"Latency model check: the fitted `measured` profile predicts {check['predicted_total_s']:.1f} s "
                       f"for {check['measured_total_s']:.1f} s measured ({100 * check['rel_error']:+.1f} %, "
-                      f"{'within' if check['ok'] else 'OUTSIDE'} {100 * check['tolerance']:.0f} %)."]
+                      f"{'within' if check['ok'] else 'OUTSIDE'} {100 * check['tolerance']:.0f} %). Per method: "
+                      + ", ".join(f"{m} {100 * e:+.1f} %" for m, e in check.get("per_method_rel_error", {}).items())
+                      + "."]
+    accept = {m: r["acceptance"] for m, r in summary["methods"].items() if r.get("acceptance") is not None}
+    if accept:
+        lines += ["", "Speculative decoding, share of drafted tokens the LRM accepted: "
+                  + ", ".join(f"{m} {a:.2f}" for m, a in accept.items()) + "."]
     if summary.get("profiles"):
         lines += ["", "| profile | SRM decode tok/s | SRM prefill tok/s | LRM decode tok/s | LRM prefill tok/s | "
                       "LRM s/call |", "|---|---|---|---|---|---|"]

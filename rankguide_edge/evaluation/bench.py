@@ -5,9 +5,10 @@ A method is a routing policy at a decision point and threshold, written ``policy
 
 * ``random[@decide][:p]`` -- route each step with probability ``p``. Without ``:p`` (and without an explicit
   ``random_p``) it is the matched-rate control: before each problem, ``p`` is set to the LRM step share that
-  the first ``rankguide`` method of the list has reached so far in this output folder (resumed records
-  included: its LRM steps over its steps); until that method has a step, ``p`` is 0.2. The ``p`` used is
-  stored in each record (``random_p``);
+  the first plain ``rankguide`` method of the list (unsteered, no ``^N``; else the first ``rankguide``
+  method) has reached so far in this output folder (resumed records included: its LRM steps over its
+  steps); until that method has a step, ``p`` is 0.2. The ``p`` used is stored in each record
+  (``random_p``), and the method it follows (``random_matched_to``);
 * ``specdec[:k]`` -- lossless greedy speculative decoding, the SRM drafting ``k`` (default 4) tokens per LRM
   verify batch (:mod:`rankguide_edge.collab.specdec`); needs a local LRM sharing the SRM's vocabulary.
 
@@ -232,6 +233,14 @@ class _MatchedRate:
         return self.lrm_steps / self.steps if self.steps else RANDOM_FALLBACK_P
 
 
+def matched_label(methods: Sequence[Method]) -> str | None:
+    """The method whose LRM step share the matched ``random`` control follows: the first unsteered
+    ``rankguide`` method without ``^N`` (else the first ``rankguide`` method; None without one)."""
+    ranks = [m for m in methods if m.policy == "rankguide"]
+    plain = [m for m in ranks if not m.steer and not m.lrm_first]
+    return (plain or ranks)[0].label if ranks else None
+
+
 def _local_model(lrm: LRMBackend | None) -> Model | None:
     model = getattr(lrm, "model", None)
     return model if isinstance(model, Model) else None
@@ -282,7 +291,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     lrm_model = _local_model(lrm)
     if any(m.policy == SPECDEC for m in methods) and lrm_model is None:
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
-    match_label = next((m.label for m in methods if m.policy == "rankguide"), None)
+    match_label = matched_label(methods)
     matched = _MatchedRate(match_label if random_p is None else None, previous)
     meters: dict[str, _MeteredBackend] = {}
     solvers: dict[str, Any] = {}
@@ -311,7 +320,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                     if meters.get(m.label) is not None:  # every method meets the problem with a cold LRM cache
                         meters[m.label].clear_cache()
                     rec = _solve_one(solvers[m.label], meters.get(m.label), m, problem, p_matched,
-                                     random_p is None and m.rate is None)
+                                     random_p is None and m.rate is None, matched.label)
                     matched.add(rec)
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     fh.flush()
@@ -324,7 +333,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
 
 
 def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: Problem, p_matched: float,
-               match_rate: bool) -> dict[str, Any]:
+               match_rate: bool, matched_to: str | None = None) -> dict[str, Any]:
     p_used = None
     if m.policy == "random":
         if match_rate:
@@ -353,6 +362,8 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
     }
     if p_used is not None:
         rec["random_p"] = round(float(p_used), 6)
+        if match_rate and matched_to:
+            rec["random_matched_to"] = matched_to
     if m.k is not None:
         rec["k"] = m.k
     if m.lrm_first:

@@ -232,20 +232,26 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
         priced = resolve(load_profile(cfg.profile), fit_measured(results))
         seconds = lambda r: record_seconds(r, priced)  # noqa: E731
     groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
-    lrm_secs: list[float] = []
+    lrm_secs: dict[str, float] = {}  # problem id -> the LRM alone's seconds
     for r in results:
         if r.get("steer") or r.get("lrm_first"):  # variants: thresholds are for the plain policy
             continue
         if r.get("method") == "lrm":
-            lrm_secs.append(seconds(r))
+            lrm_secs[str(r.get("id"))] = seconds(r)
         if r.get("policy") == cfg.policy and r.get("threshold") is not None:
             groups[(r.get("decide", "post"), float(r["threshold"]))].append(r)
     if not groups:
         raise InvalidInputError(f"the bench results hold no {cfg.policy} runs: bench run with --sweep "
                                 f"{cfg.policy}:0.2,0.4,...")
-    lrm_mean = float(np.mean(lrm_secs)) if lrm_secs else None
-    if cfg.max_latency_ratio is not None and lrm_mean is None:
+    if cfg.max_latency_ratio is not None and not lrm_secs:
         raise InvalidInputError("--max-latency-ratio needs the lrm method in the same bench run")
+
+    def ratio(rs: list[dict[str, Any]]) -> float | None:
+        """Mean seconds over the LRM alone's, on the problems both ran (a sweep may cover fewer problems)."""
+        both = [r for r in rs if str(r.get("id")) in lrm_secs]
+        den = sum(lrm_secs[str(r.get("id"))] for r in both)
+        return sum(seconds(r) for r in both) / den if both and den > 0 else None
+
     chosen: dict[str, float] = {}
     table: list[dict[str, Any]] = []
     for decide in ("post", "early", "pre"):
@@ -258,7 +264,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
             steps = sum(int(r.get("n_steps", 0)) for r in rs)
             lrm_share = sum(int(r.get("lrm_steps", 0)) for r in rs) / steps if steps else 0.0
             row = {"decide": d, "threshold": thr, "n": len(rs), "accuracy": acc, "seconds": secs,
-                   "lrm_share": lrm_share, "latency_ratio": secs / lrm_mean if lrm_mean else None}
+                   "lrm_share": lrm_share, "latency_ratio": ratio(rs)}
             table.append(row)
             cands.append(row)
         if not cands:

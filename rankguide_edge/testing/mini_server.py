@@ -8,7 +8,8 @@ from the text as the OpenAI API does, and llama-server's extra fields (``stop_ty
 
 Fault modes let tests exercise clients: ``completions=False`` answers 404 on ``/v1/completions``; ``mode``
 "error" answers 500 to every POST, "slow" waits ``delay`` seconds before answering, "empty" answers an empty
-text. Every request is recorded in :attr:`MiniServer.requests` as ``(method, path, status)``.
+text cut by the length limit, "done" an empty text ended by end-of-generation (the answer is complete).
+Every request is recorded in :attr:`MiniServer.requests` as ``(method, path, status)``.
 
 Usage::
 
@@ -32,7 +33,7 @@ from ..engine.runtime import Model, generate_text
 from ..errors import ContextOverflowError, InvalidInputError, RankGuideError
 
 #: the fault modes of :class:`MiniServer`
-MODES = ("ok", "error", "slow", "empty")
+MODES = ("ok", "error", "slow", "empty", "done")
 
 
 class MiniServer:
@@ -137,6 +138,8 @@ class MiniServer:
             finish, stop_type, word = "length", "limit", ""
         if self.mode == "empty":
             text, finish, stop_type = "", "length", "limit"
+        elif self.mode == "done":  # ends the answer at once, as a model that emits end-of-generation first
+            text, finish, stop_type, word = "", "stop", "eos", ""
         generated = [e for e in events if not e.eog]
         return {"text": text, "finish_reason": finish, "stop_type": stop_type, "stopping_word": word,
                 "events": generated, "prompt_tokens": len(tokens)}
