@@ -95,6 +95,14 @@ def test_bench_run_resume_and_report(tiny_gguf, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 9 and len({(r["id"], r["method"]) for r in recs}) == 9
+    # run.json: the compared settings once, one session per run, and every record names its session
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["settings"]["max_tokens"] == 16 and meta["settings"]["lrm"] == meta["settings"]["srm"]
+    assert [r["session"] for r in recs[:6]] == [meta["sessions"][0]["id"]] * 6 and len(meta["sessions"]) == 2
+    assert {r["session"] for r in recs[6:]} == {meta["sessions"][1]["id"]}
+    res = CliRunner().invoke(main, [*args[:-4], "--max-tokens", "24", *args[-4:]])  # other budget: refused
+    assert res.exit_code == 2 and "was run with max_tokens = 16, not 24" in res.output
+    assert len((out / "results.jsonl").read_text().splitlines()) == 9
     res = CliRunner().invoke(main, ["bench", "report", str(out), "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
@@ -204,3 +212,21 @@ def test_bench_and_trace_read_generic_files_with_named_fields(tiny_gguf, tmp_pat
     assert res.exit_code == 0, res.output
     traced = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert [t["id"] for t in traced] == ["k0", "k1"] and traced[0]["question"] == "What is 0 + 2?"
+
+
+def test_run_json_lets_an_lrm_and_new_vectors_join_but_not_change(tmp_path) -> None:
+    from rankguide_edge.evaluation._bench_settings import start_session
+
+    base = {"srm": "s.gguf (1 bytes)", "lrm": None, "max_tokens": 768, "seed": 0, "router": "",
+            "steering": {"seal": "aa"}}
+    start_session(tmp_path, base, threads=2)  # SRM-only methods first: no LRM named yet
+    start_session(tmp_path, {**base, "lrm": "l.gguf (2 bytes)", "steering": {"rank": "bb"}}, threads=2)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["settings"]["lrm"] == "l.gguf (2 bytes)" and meta["settings"]["steering"] == {"seal": "aa", "rank": "bb"}
+    assert len(meta["sessions"]) == 2
+    start_session(tmp_path, base, threads=1)  # SRM-only again: fine
+    with pytest.raises(ConfigError, match="--steer seal"):
+        start_session(tmp_path, {**base, "steering": {"seal": "cc"}}, threads=2)
+    with pytest.raises(ConfigError, match="lrm = 'l.gguf"):
+        start_session(tmp_path, {**base, "lrm": "other.gguf (3 bytes)"}, threads=2)
+    assert len(json.loads((tmp_path / "run.json").read_text())["sessions"]) == 3  # refused runs add none

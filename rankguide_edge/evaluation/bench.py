@@ -21,8 +21,10 @@ delimiters (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*
 Sweeps (``--sweep rankguide:0.2,0.4,0.6``) expand to one method per value (:func:`expand_sweeps`). For every
 problem every method runs once, in an order that rotates per problem so that machine drift hits all methods
 alike. One SRM model and one LRM backend serve all methods. Results go to ``DIR/results.jsonl`` one line per
-(problem, method) as they finish; a rerun skips pairs already there. Each record carries ``counts``: the
-work by model and kind that :mod:`.latency` prices under hardware profiles.
+(problem, method) as they finish; a rerun skips pairs already there. ``DIR/run.json`` keeps the settings
+that make records comparable (models, token budget, seed, router, steering files); a rerun with other
+values is refused (:mod:`._bench_settings`), and each record names its run's ``session``. Each record
+carries ``counts``: the work by model and kind that :mod:`.latency` prices under hardware profiles.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError
 from ._bench_report import summarize, summary_markdown, write_pareto
+from ._bench_settings import file_digest, model_identity, start_session
 from ._jsonl import read_for_resume
 from .answers import check_answer, extract_answer, prompt_for
 from .datasets import Problem
@@ -291,6 +294,12 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     lrm_model = _local_model(lrm)
     if any(m.policy == SPECDEC for m in methods) and lrm_model is None:
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
+    lrm_id = (model_identity(lrm_model.path) if lrm_model is not None
+              else (getattr(lrm, "base_url", None) or getattr(lrm, "name", None)) if lrm is not None else None)
+    session = start_session(out, {"srm": model_identity(srm.path), "lrm": lrm_id, "max_tokens": max_tokens,
+                                  "seed": seed, "router": file_digest(router) if router else "",
+                                  "steering": {n: file_digest(f) for n, f in steering.items()}},
+                            threads=runtime.n_threads)
     match_label = matched_label(methods)
     matched = _MatchedRate(match_label if random_p is None else None, previous)
     meters: dict[str, _MeteredBackend] = {}
@@ -321,6 +330,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                         meters[m.label].clear_cache()
                     rec = _solve_one(solvers[m.label], meters.get(m.label), m, problem, p_matched,
                                      random_p is None and m.rate is None, matched.label)
+                    rec["session"] = session
                     matched.add(rec)
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     fh.flush()

@@ -1,0 +1,71 @@
+"""A bench folder's ``run.json``: the settings that make its records comparable, checked when a run resumes.
+
+Records written under different models, token budgets, seeds, routers or steering files must not be mixed in
+one report, so the first run of a folder writes these settings and every later run must match them (a
+ConfigError names the difference). Each run also appends a session (start time, package version, threads),
+and every record it writes carries that session's id, so a report can tell which records ran together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, InvalidInputError
+
+#: settings a resumed run must share with the folder's first run
+COMPARED = ("srm", "lrm", "max_tokens", "seed", "router", "steering")
+
+
+def model_identity(path: str | os.PathLike[str]) -> str:
+    """``name.gguf (N bytes)``: the same weights compare equal wherever the cache lives."""
+    p = Path(path)
+    try:
+        return f"{p.name} ({p.stat().st_size} bytes)"
+    except OSError:
+        return p.name
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a small file (a steering vector): a re-extracted vector under the same name differs."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def start_session(out: Path, settings: Mapping[str, Any], *, threads: int) -> str:
+    """Check ``settings`` against ``out``/run.json (writing it on a folder's first run), append this session
+    and return its id (the UTC start time). ConfigError when a compared setting differs."""
+    from .. import __version__
+
+    path = out / "run.json"
+    meta: dict[str, Any] = {"settings": {k: settings.get(k) for k in COMPARED}, "sessions": []}
+    if path.exists():
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            old = meta["settings"]
+        except (ValueError, KeyError, TypeError):
+            raise InvalidInputError(f"{path} is not a bench run.json: remove it or choose a new --out") from None
+        for key in COMPARED:
+            new_value, old_value = settings.get(key), old.get(key)
+            if key == "steering":  # new vector names may join; a name may not change its file
+                clash = sorted(n for n in set(new_value or {}) & set(old_value or {}) if new_value[n] != old_value[n])
+                if clash:
+                    raise ConfigError(f"{out} declared --steer {clash[0]}={old_value[clash[0]]}, not "
+                                      f"{new_value[clash[0]]}: use the same file or a new name or --out")
+                old["steering"] = {**(old_value or {}), **(new_value or {})}
+            elif old_value is None and key == "lrm":  # a first run of SRM-only methods named no LRM
+                old["lrm"] = new_value
+            elif new_value != old_value and not (key == "lrm" and new_value is None):
+                raise ConfigError(f"{out} was run with {key} = {old_value!r}, not {new_value!r}: rerun with the "
+                                  "same setting to resume, or choose a new --out")
+    session = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta.setdefault("sessions", []).append({"id": session, "version": __version__, "threads": threads})
+    tmp = path.with_name(".run.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return session
