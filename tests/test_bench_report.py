@@ -124,3 +124,8 @@ def test_specdec_reports_acceptance_not_a_token_share(tmp_path) -> None:
     assert s["methods"]["specdec"]["acceptance"] == pytest.approx(0.75)
     md = summary_markdown(s)
     assert "accepted: specdec 0.75" in md
+    for texts, agree in (({"lrm": "a", "specdec": "b"}, 0.0), ({"lrm": "a", "specdec": "a"}, 1.0)):
+        for r in recs:
+            r["text"] = texts.get(r["method"], "srm")
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        assert summarize(path)["methods"]["specdec"]["same_text_as_lrm"] == agree

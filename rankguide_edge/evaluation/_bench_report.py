@@ -100,7 +100,9 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     set is then the problems these methods all ran. ``short_methods`` names the methods that limit that set
     (those with the fewest problems) when some other method ran more. PGR comes with a 95% bootstrap interval
     over problems (``pgr_ci95``). specdec has no LRM token share (the LRM checks every token); its
-    ``acceptance`` is the share of drafted tokens the LRM accepted.
+    ``acceptance`` is the share of drafted tokens the LRM accepted, and ``same_text_as_lrm`` the share of
+    problems where its answer is the LRM alone's, character for character (greedy speculative decoding is
+    lossless in exact arithmetic; batched verification can still flip a near-tie).
 
     Top level: ``profile`` (the chosen one's name), ``profiles`` (their rates after fitting), ``fit`` (the
     measured fit) and ``profile_check`` (``measured`` against the run's total wall time, 10% tolerance).
@@ -154,6 +156,10 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
             for name, lat in row["latency_s"].items()}
         gap = (table[lrm_m]["accuracy"] - table[srm_m]["accuracy"]) if lrm_m and srm_m else None
         row["pgr"] = ((row["accuracy"] - table[srm_m]["accuracy"]) / gap) if gap else None
+    for m in methods:  # lossless in exact arithmetic; batched verification can flip near-ties
+        if table[m]["policy"] == "specdec" and lrm_m:
+            table[m]["same_text_as_lrm"] = (sum(by_id[i][m].get("text") == by_id[i][lrm_m].get("text") for i in common)
+                                            / len(common) if common else None)
     for m in methods:
         table[m]["pgr_ci95"] = (_pgr_interval([by_id[i] for i in common], m, srm_m, lrm_m)
                                 if table[m]["pgr"] is not None else None)
@@ -275,7 +281,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     accept = {m: r["acceptance"] for m, r in summary["methods"].items() if r.get("acceptance") is not None}
     if accept:
         lines += ["", "Speculative decoding, share of drafted tokens the LRM accepted: "
-                  + ", ".join(f"{m} {a:.2f}" for m, a in accept.items()) + "."]
+                  + ", ".join(f"{m} {a:.2f}" for m, a in accept.items()) + "; answers identical to lrm's: "
+                  + ", ".join(f"{m} {f(summary['methods'][m].get('same_text_as_lrm'))}" for m in accept) + "."]
     if summary.get("profiles"):
         lines += ["", "| profile | SRM decode tok/s | SRM prefill tok/s | LRM decode tok/s | LRM prefill tok/s | "
                       "LRM s/call |", "|---|---|---|---|---|---|"]
