@@ -52,10 +52,17 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
                           fit=fit, early=not no_early, holdout=holdout, profile=profile or "")
     command = "rankguide-edge calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if os.path.isdir(source):
+        from rankguide_edge.evaluation._bench_report import load_results
+
         results = os.path.join(source, "results.jsonl")
         if not os.path.exists(results):
             raise InvalidInputError(f"{source} holds no results.jsonl: give a `bench run` output dir or traces")
-        router = calibrate_bench(read_jsonl(results), cfg, source=source, command=command)
+        ignored = [name for name, given in (("--fit logistic", fit != "quantile"), ("--holdout", holdout > 0),
+                                            ("--limit", limit is not None), ("--no-early", no_early)) if given]
+        if ignored:
+            raise InvalidInputError(f"{', '.join(ignored)} apply to traces, not to a bench dir (its thresholds "
+                                    "come from the runs' sweeps): drop them or pass a traces.jsonl")
+        router = calibrate_bench(load_results(results), cfg, source=source, command=command)
     else:
         if max_latency_ratio is not None or profile:
             raise InvalidInputError("--max-latency-ratio and --profile need a bench dir (latency is measured there)")

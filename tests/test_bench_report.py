@@ -129,3 +129,23 @@ def test_specdec_reports_acceptance_not_a_token_share(tmp_path) -> None:
             r["text"] = texts.get(r["method"], "srm")
         path.write_text("".join(json.dumps(r) + "\n" for r in recs))
         assert summarize(path)["methods"]["specdec"]["same_text_as_lrm"] == agree
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[1]", "a record must be a JSON object, not list"),
+    ('{"a": 1}', "field 'id' is missing"),
+    ('{"id": "p9", "method": "srm"}', "field 'correct' is missing"),
+])
+def test_a_malformed_record_is_named_by_its_line(tmp_path, line: str, message: str) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "01", "lrm": "11"})
+    path.write_text(path.read_text() + line + "\n" + path.read_text().splitlines()[0] + "\n")
+    with pytest.raises(InvalidInputError, match=rf"results.jsonl:5 is not a bench record \({message}"):
+        summarize(path)
+
+
+def test_a_file_of_one_torn_line_holds_no_complete_record(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"id": "p0", "meth')
+    with pytest.raises(InvalidInputError, match="holds no complete record"):
+        summarize(path)

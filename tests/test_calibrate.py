@@ -258,3 +258,36 @@ def test_calibrate_bench_compares_latency_on_the_problems_a_threshold_ran() -> N
     r = calibrate_bench(res, CalibrateConfig(max_latency_ratio=0.9))
     (cand,) = r.meta["candidates"]
     assert cand["latency_ratio"] == pytest.approx(0.8)  # 8 s against the LRM's 10 s on p0 and p1, not 15 s
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[1]", "a record must be a JSON object"),
+    ('{"id": "a", "steps": 3}', "'steps' must be a list"),
+    ('{"id": "a", "steps": [{"index": 0, "signals": {"fail.route": "x"}}]}', "step 0: signal 'fail.route' is not a number"),
+])
+def test_calibrate_refuses_bad_trace_lines_by_number(tmp_path, line: str, message: str) -> None:
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(json.dumps(r) + "\n" for r in _records(3)) + line + "\n")
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--no-early",
+                                    "--out", str(tmp_path / "r.json")])
+    assert res.exit_code == 2 and f"t.jsonl:4 is not a trace record ({message}" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "r.json").exists()
+
+
+def test_calibrate_from_a_bench_folder_refuses_trace_options_and_the_bare_results_file(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = {"id": "p0", "method": "rankguide:0.5", "policy": "rankguide", "decide": "post", "threshold": 0.5,
+           "correct": True, "seconds": 1.0, "n_steps": 2, "lrm_steps": 1, "usage": {}, "timing": {}, "steps": [],
+           "counts": {}}
+    (run / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    out = str(tmp_path / "r.json")
+    res = CliRunner().invoke(main, ["calibrate", str(run), "--target-lrm-share", "0.3", "--holdout", "0.2",
+                                    "--out", out])
+    assert res.exit_code == 2 and "--holdout apply to traces, not to a bench dir" in res.output
+    res = CliRunner().invoke(main, ["calibrate", str(run / "results.jsonl"), "--target-lrm-share", "0.3",
+                                    "--no-early", "--out", out])
+    assert res.exit_code == 2 and "holds `bench run` results, not traces: pass its folder" in res.output
+    (run / "results.jsonl").write_text(json.dumps({"id": "p0", "method": "srm"}) + "\n")
+    res = CliRunner().invoke(main, ["calibrate", str(run), "--target-lrm-share", "0.3", "--out", out])
+    assert res.exit_code == 2 and "results.jsonl:1 is not a bench record (field 'correct'" in res.output

@@ -66,8 +66,26 @@ def _policy_of(rec: Mapping[str, Any]) -> str:
     return str(rec.get("policy") or str(rec["method"]).split("@")[0].split(":")[0])
 
 
+#: fields every bench record needs, and their types
+_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str, int), "method": (str,), "correct": (bool,), "seconds": (int, float), "n_steps": (int,),
+    "lrm_steps": (int,), "usage": (dict,), "timing": (dict,)}
+
+
+def _check_record(rec: Any) -> str | None:
+    """What is wrong with one bench record (None: usable)."""
+    if not isinstance(rec, dict):
+        return f"a record must be a JSON object, not {type(rec).__name__}"
+    for key, types in _RECORD_FIELDS.items():
+        value = rec.get(key)
+        if value is None or isinstance(value, bool) != (bool in types) or not isinstance(value, types):
+            return f"field {key!r} is missing or not a {' or '.join(t.__name__ for t in types)}"
+    return None
+
+
 def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a results.jsonl (a torn last line is ignored); InvalidInputError when missing or empty."""
+    """The records of a results.jsonl (a torn last line is ignored: a run may be writing it). InvalidInputError
+    when the file is missing, holds no complete record, or a record lacks a field the report needs."""
     path = Path(results)
     if not path.exists():
         raise InvalidInputError(f"{path} does not exist: run `rankguide-edge bench run` first")
@@ -77,13 +95,18 @@ def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            recs.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
             if n == len(lines) - 1:  # a run in progress may be writing it
                 continue
-            raise InvalidInputError(f"{path} line {n + 1} is not JSON: fix or remove it") from None
+            raise InvalidInputError(f"{path}:{n + 1} is not JSON: fix or remove that line") from None
+        problem = _check_record(rec)
+        if problem:
+            raise InvalidInputError(f"{path}:{n + 1} is not a bench record ({problem}): fix or remove that line")
+        recs.append(rec)
     if not recs:
-        raise InvalidInputError(f"{path} is empty: run `rankguide-edge bench run` first")
+        what = "is empty" if not any(line.strip() for line in lines) else "holds no complete record"
+        raise InvalidInputError(f"{path} {what}: run `rankguide-edge bench run` first")
     return recs
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -309,14 +310,43 @@ def _bench_logistic(records: list[dict[str, Any]]) -> Logistic | None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """Records of a JSONL file (blank lines skipped; a malformed line is an error naming its number)."""
+    """Trace records of a JSONL file written by ``trace`` (blank lines skipped). A line that is not JSON, not
+    an object, or whose steps' signals are not numbers is an error naming its number; a bench results file
+    is refused with the hint to pass its folder."""
     out = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
                 raise InvalidInputError(f"{path}:{n} is not valid JSON: fix or delete that line") from None
+            problem = _trace_problem(rec)
+            if problem == "bench":
+                raise InvalidInputError(f"{path} holds `bench run` results, not traces: pass its folder "
+                                        f"({os.path.dirname(path) or '.'}) to calibrate from a bench run")
+            if problem:
+                raise InvalidInputError(f"{path}:{n} is not a trace record ({problem}): fix or delete that line")
+            out.append(rec)
     return out
+
+
+def _trace_problem(rec: Any) -> str | None:
+    """What is wrong with one trace record for calibration ("bench" for a bench record; None: usable)."""
+    if not isinstance(rec, dict):
+        return f"a record must be a JSON object, not {type(rec).__name__}"
+    if "method" in rec and "steps" in rec and "counts" in rec:
+        return "bench"
+    steps = rec.get("steps", [])
+    if not isinstance(steps, list) or not all(isinstance(st, dict) for st in steps):
+        return "'steps' must be a list of objects"
+    for st in steps:
+        sig = st.get("signals", {})
+        if not isinstance(sig, dict):
+            return f"step {st.get('index', '?')}: 'signals' must be an object"
+        bad = next((k for k, v in sig.items()
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
+        if bad is not None:
+            return f"step {st.get('index', '?')}: signal {bad!r} is not a number"
+    return None
