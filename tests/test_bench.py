@@ -230,3 +230,24 @@ def test_run_json_lets_an_lrm_and_new_vectors_join_but_not_change(tmp_path) -> N
     with pytest.raises(ConfigError, match="lrm = 'l.gguf"):
         start_session(tmp_path, {**base, "lrm": "other.gguf (3 bytes)"}, threads=2)
     assert len(json.loads((tmp_path / "run.json").read_text())["sessions"]) == 3  # refused runs add none
+
+
+def test_a_problem_that_fails_gets_an_error_record_and_the_run_goes_on(tiny_gguf, tmp_path) -> None:
+    data = tmp_path / "d.jsonl"
+    rows = [{"id": "ok0", "question": "What is 1 + 1?", "answer": "2"},
+            {"id": "long", "question": "Add these: " + " + ".join(["1"] * 400) + "?", "answer": "400"},
+            {"id": "ok1", "question": "What is 2 + 1?", "answer": "3"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    args = ["bench", "run", "--data", str(data), "--methods", "srm,lrm", "--srm", str(tiny_gguf), "--lrm",
+            str(tiny_gguf), "--max-tokens", "16", "--n-ctx", "256", "--threads", "1", "--out", str(out)]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    recs = {(r["id"], r["method"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert len(recs) == 6 and recs[("long", "srm")]["error"].startswith("ContextOverflowError")
+    assert "error" not in recs[("ok1", "srm")] and "error" not in recs[("ok1", "lrm")]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)  # a rerun does not retry it
+    assert res.exit_code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 6
+    res = CliRunner().invoke(main, ["bench", "report", str(out), "--json", "--no-plot"], catch_exceptions=False)
+    summary = json.loads(res.output)
+    assert summary["problems"] == 2 and summary["errors"] == {"srm": ["long"], "lrm": ["long"]}

@@ -149,3 +149,19 @@ def test_a_file_of_one_torn_line_holds_no_complete_record(tmp_path) -> None:
     path.write_text('{"id": "p0", "meth')
     with pytest.raises(InvalidInputError, match="holds no complete record"):
         summarize(path)
+
+
+def test_a_problem_a_method_failed_on_is_left_out_and_named(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "0011", "lrm": "1111", "rankguide": "1011"})
+    lines = path.read_text().splitlines()
+    # rankguide could not solve p1 (a library error): the run wrote an error record instead
+    lines = [ln for ln in lines if not ('"p1"' in ln and '"rankguide"' in ln)]
+    lines.append(json.dumps({"id": "p1", "method": "rankguide", "policy": "rankguide",
+                             "error": "ContextOverflowError: the context of 512 tokens is full"}))
+    path.write_text("\n".join(lines) + "\n")
+    s = summarize(path)
+    assert s["problems"] == 3 and s["errors"] == {"rankguide": ["p1"]}
+    assert s["methods"]["srm"]["n"] == 3 and s["methods"]["rankguide"]["correct"] == 3
+    assert "Left out, because a method failed on them" in summary_markdown(s)
+    assert summarize(path, methods=["srm", "lrm"])["problems"] == 4  # without rankguide, p1 counts again

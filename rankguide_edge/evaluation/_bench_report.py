@@ -100,7 +100,7 @@ def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if n == len(lines) - 1:  # a run in progress may be writing it
                 continue
             raise InvalidInputError(f"{path}:{n + 1} is not JSON: fix or remove that line") from None
-        problem = _check_record(rec)
+        problem = None if isinstance(rec, dict) and rec.get("error") and rec.get("method") else _check_record(rec)
         if problem:
             raise InvalidInputError(f"{path}:{n + 1} is not a bench record ({problem}): fix or remove that line")
         recs.append(rec)
@@ -131,14 +131,21 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     measured fit) and ``profile_check`` (``measured`` against the run's total wall time, 10% tolerance).
     """
     path = Path(results)
-    recs = load_results(path)
+    every = load_results(path)
+    recs = [r for r in every if not r.get("error")]
+    failed: dict[str, list[str]] = {}  # method -> problems it could not solve (error records)
+    for r in every:
+        if r.get("error"):
+            failed.setdefault(str(r["method"]), []).append(str(r.get("id")))
+    if not recs:
+        raise InvalidInputError(f"every record of {path} is an error: see their 'error' fields")
     chosen = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
     fit = fit_measured(recs)
     profiles = {name: resolve(load_profile(name), fit) for name in SHIPPED_PROFILES}
     profiles[chosen.name] = resolve(chosen, fit)
     descriptions = {name: str(SHIPPED_PROFILES[name].get("description", "")) for name in SHIPPED_PROFILES}
     descriptions.setdefault(chosen.name, chosen.description)
-    in_file = list(dict.fromkeys(r["method"] for r in recs))
+    in_file = list(dict.fromkeys(r["method"] for r in every))
     if methods:
         missing = [m for m in methods if m not in in_file]
         if missing:
@@ -150,7 +157,8 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     for r in recs:
         if r["method"] in methods:
             by_id.setdefault(r["id"], {})[r["method"]] = r
-    common = [i for i, d in by_id.items() if len(d) == len(methods)]
+    broken = {i for m in methods for i in failed.get(m, [])}  # a problem some method errored on: left out
+    common = [i for i, d in by_id.items() if len(d) == len(methods) and str(i) not in broken]
     ran = {m: sum(m in d for d in by_id.values()) for m in methods}
     fewest = min(ran.values())
     short = [m for m in methods if ran[m] == fewest] if fewest < max(ran.values()) else []
@@ -158,7 +166,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     for m in methods:
         rows = [by_id[i][m] for i in common]
         table[m] = _method_row(rows, profiles)
-        first = next(r for r in recs if r["method"] == m)
+        first = next((r for r in recs if r["method"] == m), None) or next(r for r in every if r["method"] == m)
         table[m].update(policy=_policy_of(first), decide=first.get("decide"), threshold=first.get("threshold"))
         if "k" in first:
             table[m]["k"] = first["k"]
@@ -187,6 +195,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
         table[m]["pgr_ci95"] = (_pgr_interval([by_id[i] for i in common], m, srm_m, lrm_m)
                                 if table[m]["pgr"] is not None else None)
     return {"results": str(path), "problems": len(common), "short_methods": short,
+            "errors": {m: failed[m] for m in methods if m in failed},
             "problems_per_method": ran, "methods": table, "profile": chosen.name,
             "profiles": {name: {"description": descriptions.get(name, ""), **res.to_dict()}
                          for name, res in profiles.items()},
@@ -256,6 +265,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"Other methods ran more problems; {', '.join(summary['short_methods'])} limit the set "
                      f"(leave them out with `bench report --methods`: "
                      + ", ".join(f"{m} {n}" for m, n in per.items()) + ").")
+    if summary.get("errors"):
+        lines.append("Left out, because a method failed on them (see the records' `error`): "
+                     + "; ".join(f"{m}: {', '.join(ids)}" for m, ids in summary["errors"].items()) + ".")
     lines += ["",
              f"| method | n | accuracy | 95% CI | mean s | median s | speedup vs lrm | latency s ({prof}) | "
              f"speedup ({prof}) | LRM step share | LRM token share | LRM calls | SRM tokens thrown away | "

@@ -21,8 +21,10 @@ delimiters (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*
 Sweeps (``--sweep rankguide:0.2,0.4,0.6``) expand to one method per value (:func:`expand_sweeps`). For every
 problem every method runs once, in an order that rotates per problem so that machine drift hits all methods
 alike. One SRM model and one LRM backend serve all methods. Results go to ``DIR/results.jsonl`` one line per
-(problem, method) as they finish; a rerun skips pairs already there. ``DIR/run.json`` keeps the settings
-that make records comparable (models, token budget, seed, router, steering files); a rerun with other
+(problem, method) as they finish; a rerun skips pairs already there. A problem a method cannot solve
+because of a library error (a prompt longer than the context, an LRM server gone) gets an ``error``
+record and the run goes on; the report leaves such problems out and names them (delete the line to
+retry). ``DIR/run.json`` keeps the settings that make records comparable (models, token budget, seed, router, steering files); a rerun with other
 values is refused (:mod:`._bench_settings`), and each record names its run's ``session``. Each record
 carries ``counts``: the work by model and kind that :mod:`.latency` prices under hardware profiles.
 """
@@ -44,7 +46,7 @@ from ..collab.policies import DECISION_POINTS, available_policies
 from ..collab.reasoner import Reasoner, ReasonerConfig
 from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
-from ..errors import ConfigError
+from ..errors import ConfigError, RankGuideError
 from ._bench_report import summarize, summary_markdown, write_pareto
 from ._bench_settings import file_digest, model_identity, start_session
 from ._jsonl import read_for_resume
@@ -328,8 +330,12 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                         continue
                     if meters.get(m.label) is not None:  # every method meets the problem with a cold LRM cache
                         meters[m.label].clear_cache()
-                    rec = _solve_one(solvers[m.label], meters.get(m.label), m, problem, p_matched,
-                                     random_p is None and m.rate is None, matched.label)
+                    try:
+                        rec = _solve_one(solvers[m.label], meters.get(m.label), m, problem, p_matched,
+                                         random_p is None and m.rate is None, matched.label)
+                    except RankGuideError as exc:  # e.g. a prompt longer than the context: record, go on
+                        rec = {"id": problem.id, "method": m.label, "policy": m.policy,
+                               "error": f"{type(exc).__name__}: {exc}"}
                     rec["session"] = session
                     matched.add(rec)
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
