@@ -392,3 +392,12 @@ def test_teacher_forcing_reproduces_generation(model: Model) -> None:
     np.testing.assert_allclose(top, np.stack([e.top_logprobs for e in gen]), rtol=1e-3, atol=1e-3)
     for il in layers:
         np.testing.assert_allclose(hidden[il], np.stack([e.hidden[il] for e in gen]), rtol=1e-2, atol=1e-2)
+
+
+def test_a_small_context_feeds_long_inputs_in_batches_llama_cpp_accepts(tiny_gguf) -> None:
+    """llama.cpp clamps n_batch to the asked n_ctx but rounds the context up (128 -> 256): feeding more than
+    the clamped batch in one decode used to abort the process (GGML_ASSERT n_tokens_all <= n_batch)."""
+    with Model(tiny_gguf) as m, m.context(RuntimeConfig(n_ctx=128, n_threads=1)) as ctx:
+        assert ctx.n_batch <= 128 < ctx.n_ctx
+        ctx.eval(list(range(10, 210)), hidden=False)
+        assert ctx.n_past == 200 and ctx.logits().shape == (m.n_vocab,)

@@ -467,6 +467,12 @@ def context_size(ptr: int) -> int:
     return int(lib().llama_n_ctx(ptr))
 
 
+def context_batch(ptr: int) -> int:
+    """The most tokens one ``llama_decode`` may take: llama.cpp clamps the asked ``n_batch`` to the asked
+    ``n_ctx`` (before rounding the context up), so it can be smaller than both."""
+    return int(lib().llama_n_batch(ptr))
+
+
 class Batch:
     """An owned ``llama_batch`` of capacity ``n`` for sequence 0."""
 
