@@ -87,6 +87,24 @@ def field_options() -> list[Callable[[F], F]]:
     ]
 
 
+def remote_lrm_options() -> list[Callable[[F], F]]:
+    """``--lrm-model/--lrm-api-key/--lrm-timeout``: how to talk to an OpenAI-compatible LRM (solve, chat, bench
+    run); ignored when --lrm is a model name or GGUF path."""
+    return [
+        click.option("--lrm-model", default=None, help="Model name to send to a remote LRM."),
+        click.option("--lrm-api-key", default=None, envvar="RANKGUIDE_EDGE_LRM_API_KEY",
+                     help="API key of a remote LRM (or $RANKGUIDE_EDGE_LRM_API_KEY)."),
+        click.option("--lrm-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1, 3600),
+                     help="Seconds per call to a remote LRM."),
+    ]
+
+
+def on_error_option() -> Callable[[F], F]:
+    """``--on-error stop|skip``: what a malformed dataset record does (trace, bench run, steer extract)."""
+    return click.option("--on-error", default="stop", show_default=True, type=click.Choice(["stop", "skip"]),
+                        help="A malformed dataset record stops the run, or is skipped with a warning.")
+
+
 def apply_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     """Apply a list of click options as one decorator (first option listed first in --help)."""
 

@@ -23,7 +23,7 @@ from ._common import emit_json, handle_errors
 @click.option("--threshold", "thresholds", type=float, multiple=True,
               help="Absolute fail.* threshold for the first-crossing features (repeatable); default: each "
                    "score's pooled median and 75th percentile.")
-@click.option("--no-plots", is_flag=True, help="Skip roc.png and trajectories.png (no matplotlib needed).")
+@click.option("--no-plots", "--no-plot", "no_plots", is_flag=True, help="Skip roc.png and trajectories.png (no matplotlib needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON digest (the full result is analysis.json).")
 @handle_errors
 def analyze(traces: Path, out_dir: Path, strict: bool, min_traces: int | None, bootstrap: int | None,

@@ -6,12 +6,16 @@ import click
 
 from rankguide_edge.config import RuntimeConfig
 
-from ._common import apply_options, emit_json, field_options, handle_errors
+from ._common import apply_options, emit_json, field_options, handle_errors, on_error_option, remote_lrm_options
 
 
 @click.group()
 def bench() -> None:
-    """Benchmarks. Every figure in docs/BENCHMARKS.md comes from one of these commands."""
+    """Benchmarks: compare routing methods on a dataset (run, report) and time the tap, the signals and the
+    server (capture, signals, serve).
+
+    Every figure in docs/BENCHMARKS.md comes from one of these commands.
+    """
 
 
 @bench.command("capture")
@@ -30,9 +34,10 @@ def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int
     from tqdm import tqdm
 
     from rankguide_edge.engine import load_model
-    from rankguide_edge.engine.runtime import parse_layer_spec
+    from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
     from rankguide_edge.evaluation.capture_bench import run_capture_bench
 
+    check_layer_spec(layers)  # syntax now; the range once the model is loaded
     cfg = RuntimeConfig(n_ctx=max(512, tokens + 256), n_threads=threads)
     with load_model(model_name, cfg) as model:
         tapped = parse_layer_spec(layers, model.n_layer)
@@ -73,10 +78,11 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @bench.command("run")
 @click.option("--data", required=True, help="Dataset file or short name (gsm8k-test, gsm8k-train, math500, svamp).")
 @click.option("--limit", type=click.IntRange(1), help="First N problems (file order).")
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many records.")
 @click.option("--kind", default="auto", show_default=True,
               type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]),
               help="Record format and answer kind (auto: detected from the first record).")
+@on_error_option()
 @apply_options(field_options())
 @click.option("--methods", default="srm,lrm,rankguide", show_default=True,
               help="Comma list of policy[@post|early|pre][:threshold] (rankguide, entropy, keywords, judge, srm, "
@@ -85,15 +91,21 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @click.option("--sweep", "sweeps", multiple=True, metavar="POLICY[@D]:V1,V2,...",
               help="Add one method per value, e.g. --sweep rankguide:0.2,0.4,0.6 --sweep entropy:0.5,0.7 "
                    "(repeatable).")
-@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True)
-@click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True, help="Name, GGUF path or URL.")
-@click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144))
+@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+              help="Small model: name or GGUF path.")
+@click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
+              help="Large model: name, GGUF path, or an OpenAI-compatible URL like http://host:8080/v1.")
+@apply_options(remote_lrm_options())
+@click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144),
+              help="Token budget of each answer.")
 @click.option("--random-p", default=None, type=click.FloatRange(0.0, 1.0),
               help="Routing probability of `random` methods given without one.  [default: rankguide's running "
                    "LRM step share in this run (0.2 before it has any, or without a rankguide method)]")
-@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144),
+              help="Context window in tokens (SRM, and a local LRM).")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
+              help="Seed of sampling and of the random policy.")
 @click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Router config (thresholds per decision point) for methods without an explicit threshold.")
 @click.option("--steer", "steer_specs", multiple=True, metavar="NAME=FILE",
@@ -104,14 +116,19 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
                    "overrides it).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (results.jsonl).")
 @handle_errors
-def run(data: str, limit: int | None, offset: int, kind: str, question_field: str | None, answer_field: str | None,
-        id_field: str | None, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
-        max_tokens: int, random_p: float | None, n_ctx: int, threads: int, seed: int, router: str | None,
+def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, question_field: str | None,
+        answer_field: str | None, id_field: str | None, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
+        lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float, max_tokens: int,
+        random_p: float | None, n_ctx: int, threads: int, seed: int, router: str | None,
         steer_specs: tuple[str, ...], steer_where: str, out: str) -> None:
-    """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`."""
+    """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`.
+
+    Bad methods, steering declarations, router file or dataset records fail before any model loads.
+    """
     from tqdm import tqdm
 
     from rankguide_edge.collab.backends import make_backend
+    from rankguide_edge.collab.router import load_router
     from rankguide_edge.engine import load_model
     from rankguide_edge.evaluation.bench import SPECDEC, check_steering, completed_runs, method_list, run_bench
     from rankguide_edge.evaluation.datasets import DatasetConfig
@@ -120,16 +137,19 @@ def run(data: str, limit: int | None, offset: int, kind: str, question_field: st
     ms = method_list(methods, sweeps)
     steering = _steer_table(steer_specs)
     check_steering(ms, steering)  # before any model loads
+    if router:
+        load_router(router)  # a malformed router file fails now
     is_url = lrm.lower().startswith(("http://", "https://"))
     if is_url and any(m.policy == SPECDEC for m in ms):
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
-    problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, question_field=question_field,
-                             answer_field=answer_field, id_field=id_field).load()
+    problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
+                             question_field=question_field, answer_field=answer_field, id_field=id_field).load()
     rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
     with load_model(srm, rt) as model:
         backend = None
         if any(m.policy != "srm" for m in ms):
-            backend = make_backend(lrm, template_model=model) if is_url else make_backend(lrm, config=rt)
+            backend = (make_backend(lrm, model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout,
+                                    template_model=model) if is_url else make_backend(lrm, config=rt))
         bar = tqdm(total=len(problems) * len(ms), initial=completed_runs(out, problems, ms), desc="bench",
                    unit="run")
         try:
@@ -171,7 +191,7 @@ def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
                    "they all ran.  [default: every method in the file]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write summary.json, summary.md and pareto.png here instead of DIR (created).")
-@click.option("--no-plot", is_flag=True, help="Skip pareto.png (no matplotlib needed).")
+@click.option("--no-plot", "--no-plots", "no_plot", is_flag=True, help="Skip pareto.png (no matplotlib needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None, no_plot: bool,

@@ -20,7 +20,8 @@ from ._common import emit_json, handle_errors
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 262144))
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
               help="0 = greedy.")
-@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0))
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Nucleus sampling: keep the smallest set of tokens holding this probability mass (1 = all).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
 @click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(16, 262144))
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
@@ -36,11 +37,12 @@ def generate(prompt: str, model_name: str, layers: str, max_tokens: int, tempera
     import numpy as np
 
     from rankguide_edge.engine import load_model
-    from rankguide_edge.engine.runtime import parse_layer_spec
+    from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
     from rankguide_edge.errors import InvalidInputError
 
     if not prompt.strip():
         raise InvalidInputError("the prompt is empty: give the text to answer")
+    check_layer_spec(layers, extra_words=("none",))  # syntax now; the range once the model is loaded
     rcfg = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
     scfg = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     with load_model(model_name, rcfg, progress=not as_json) as model:

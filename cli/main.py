@@ -7,7 +7,21 @@ import click
 from rankguide_edge import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EXIT_CODES = """\b
+Exit codes:
+  0    success
+  1    any other error
+  2    bad usage, option, config file or input (dataset, layer list, router file, policy at --decide,
+       unknown model name, missing model file, a file that is not GGUF)
+  3    a required package is missing
+  4    llama.cpp or the native tap failed
+  5    a model could not be pulled, verified or loaded (not pulled yet, download or checksum failed)
+  6    the LRM backend failed persistently
+  130  interrupted (Ctrl-C)"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="rankguide-edge")
 def main() -> None:
     """Small and large GGUF reasoning models solving together, routed by tensor-rank signals.

@@ -48,7 +48,8 @@ POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
               help="TOML or JSON file of server settings (flat keys, as in docs/SERVER.md); options override it.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Least severe server log messages printed (on stderr).")
 @handle_errors
 def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
     """Serve the SRM+LRM collaboration as an OpenAI-compatible API on http://HOST:PORT/v1.
@@ -76,26 +77,32 @@ def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="Small model: name or path.")
 @click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
               help="Large model: name, path or URL; '' for none.")
-@click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES))
+@click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES),
+              help="Routing policy of the served solver.")
 @click.option("--n", "n", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="Alternations of the overhead benchmark (Python API vs HTTP, same solver).")
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Concurrent streaming clients.")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Workers of the concurrency benchmark.")
-@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(8, 262144))
-@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024))
-@click.option("--only", default=None, type=click.Choice(["overhead", "concurrency"]))
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(8, 262144),
+              help="Token budget of each request.")
+@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144),
+              help="Context window in tokens.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--only", default=None, type=click.Choice(["overhead", "concurrency"]),
+              help="Run only this benchmark.  [default: both]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the per-run timings).")
 @handle_errors
 def bench_serve(srm: str, lrm: str, policy: str, n: int, clients: int, parallel: int, max_tokens: int, n_ctx: int,
-                threads: int, only: str | None) -> None:
+                threads: int, only: str | None, as_json: bool) -> None:
     """Server benchmarks: HTTP overhead over the Python API, and throughput/latency of concurrent streams.
 
-    Prints one JSON object: {"overhead": {...medians, ratio...}, "concurrency": {...tokens/s, p50/p95...}}.
+    Prints one line per benchmark, or with --json one object: {"overhead": {...medians, ratio...},
+    "concurrency": {...tokens/s, p50/p95...}}.
     """
     from rankguide_edge.server import require_server_deps
-    from rankguide_edge.server.bench import bench_concurrency, bench_overhead
+    from rankguide_edge.server.bench import bench_concurrency, bench_overhead, report_lines
     from rankguide_edge.server.settings import ServerConfig
 
     from ._common import emit_json
@@ -108,4 +115,7 @@ def bench_serve(srm: str, lrm: str, policy: str, n: int, clients: int, parallel:
         report["overhead"] = bench_overhead(settings, n=n, max_tokens=max_tokens)
     if only in (None, "concurrency"):
         report["concurrency"] = bench_concurrency(settings, clients=clients, max_tokens=max_tokens)
-    emit_json(report)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo("\n".join(report_lines(report)))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ._common import emit_json, handle_errors, steer_options
+from ._common import emit_json, handle_errors, remote_lrm_options, steer_options
 
 POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
 
@@ -20,10 +20,7 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Small model: name or GGUF path."),
         click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
                      help="Large model: name, GGUF path, or an OpenAI-compatible URL like http://host:8080/v1."),
-        click.option("--lrm-model", default=None, help="Model name to send to a remote LRM."),
-        click.option("--lrm-api-key", default=None, envvar="RANKGUIDE_EDGE_LRM_API_KEY",
-                     help="API key of a remote LRM (or $RANKGUIDE_EDGE_LRM_API_KEY)."),
-        click.option("--lrm-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1, 3600)),
+        *remote_lrm_options(),
         click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES),
                      help="Routing policy; srm never routes, lrm lets the LRM write every step."),
         click.option("--threshold", default=None, type=click.FloatRange(0.0, 1.0),
@@ -36,10 +33,14 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Judge the finished step (post), its first tokens (early) or predict it (pre)."),
         click.option("--lrm-first", default=0, show_default=True, type=click.IntRange(0, 1000),
                      help="The LRM writes the first N steps (the plan) whatever the score."),
-        click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144)),
-        click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0)),
-        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1)),
-        click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(64, 262144)),
+        click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144),
+                     help="Token budget of the whole answer."),
+        click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
+                     help="Sampling temperature; 0 = greedy."),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
+                     help="Seed of the sampler (and of the random policy)."),
+        click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(64, 262144),
+                     help="Context window in tokens (SRM, and a local LRM)."),
         click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
                      help="CPU threads (0: all)."),
         *steer_options(),
@@ -65,6 +66,21 @@ def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | No
                   lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, progress=progress)
 
 
+def _number_arg(what: str, text: str, expected: str = "a number") -> float:
+    """A chat command's number argument (InvalidInputError naming the command when it is not one)."""
+    from rankguide_edge.errors import InvalidInputError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(f"{what} takes {expected}, not {text.strip()!r}") from None
+
+
+def _threshold_arg(arg: str) -> float | None:
+    """``/threshold X`` (a number in [0, 1]) or ``/threshold auto`` (None: the router's threshold)."""
+    return None if arg.strip() == "auto" else _number_arg("/threshold", arg, "a number in [0, 1] or auto")
+
+
 def _marker(source: str) -> str:
     return click.style("[LRM]", fg="magenta", bold=True) if source == "lrm" else click.style("[SRM]", fg="cyan")
 
@@ -79,8 +95,13 @@ def _marker(source: str) -> str:
 def solve(question: str, kind: str, as_json: bool, **opts: Any) -> None:
     """Solve QUESTION step by step: the SRM drafts each step and the LRM rewrites the steps the policy flags.
 
-    Steps print with an [SRM] or [LRM] marker, then the final answer and a cost summary.
+    Steps print with an [SRM] or [LRM] marker on stdout, then the final answer; a cost summary (steps, tokens,
+    seconds) goes to stderr. Bad input (an empty question, a policy that cannot decide at --decide, a broken
+    --router file) fails before any model loads.
     """
+    from rankguide_edge.collab.reasoner import check_question
+
+    check_question(question)
     with open_solver(progress=not as_json, **opts) as solver:
         out = solver.solve(question, kind=kind)
     if as_json:
@@ -136,7 +157,7 @@ def chat(**opts: Any) -> None:
                         solver.reconfigure(policy=arg.strip())
                         click.echo(f"policy {solver.config.policy}")
                     elif cmd == "/threshold":
-                        solver.reconfigure(threshold=None if arg.strip() == "auto" else float(arg))
+                        solver.reconfigure(threshold=_threshold_arg(arg))
                         click.echo(f"threshold {solver.reasoner.threshold:.3f}")
                     elif cmd == "/decide":
                         solver.reconfigure(decide=arg.strip())
@@ -146,7 +167,8 @@ def chat(**opts: Any) -> None:
                         if path in ("", "off"):
                             solver.reconfigure(steer="")
                         else:
-                            solver.reconfigure(steer=path, **({"steer_scale": float(scale)} if scale else {}))
+                            solver.reconfigure(steer=path, **({"steer_scale": _number_arg("/steer SCALE", scale)}
+                                                              if scale else {}))
                         st = solver.reasoner.steering
                         click.echo("steering off" if st is None else
                                    f"steering {st['file']} x{st['scale']} on layers {st['layers']} ({st['where']})")

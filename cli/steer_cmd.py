@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import apply_options, emit_json, field_options, handle_errors, load_config_file
+from ._common import apply_options, emit_json, field_options, handle_errors, load_config_file, on_error_option
 
 
 @click.group()
@@ -29,6 +29,7 @@ def steer() -> None:
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many first.")
 @click.option("--kind", default="auto", show_default=True,
               type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]), help="Dataset kind.")
+@on_error_option()
 @apply_options(field_options())
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
               help="SRM name or GGUF path (the model the traces come from).")
@@ -52,8 +53,10 @@ def steer() -> None:
               help="Layers tapped for the signals when tracing --data (like `trace --layers`).")
 @click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768),
               help="Token cap of one traced answer (--data).")
-@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@click.option("--n-ctx", default=None, type=click.IntRange(64, 262144),
+              help="Context window in tokens (tracing and teacher forcing).  [default: n_ctx of --config, else 4096]")
+@click.option("--threads", default=None, type=click.IntRange(0, 1024),
+              help="CPU threads, 0 = all.  [default: n_threads of --config, else 0]")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON or TOML file of ExtractConfig keys (options given here win).")
 @click.option("--signals-config", type=click.Path(exists=True, dir_okay=False),
@@ -61,47 +64,60 @@ def steer() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the extraction report as JSON.")
 @handle_errors
 def extract(out: str, data: str | None, traces: str | None, limit: int | None, offset: int, kind: str,
-            question_field: str | None, answer_field: str | None, id_field: str | None, srm: str,
+            on_error: str, question_field: str | None, answer_field: str | None, id_field: str | None, srm: str,
             layers: str | None, filter_: str | None, signal: str | None, fail_side: str | None, band: float | None,
-            signal_source: str | None, anchor: str | None, trace_layers: str, max_tokens: int, n_ctx: int,
-            threads: int, config_file: str | None, signals_config: str | None, as_json: bool) -> None:
+            signal_source: str | None, anchor: str | None, trace_layers: str, max_tokens: int,
+            n_ctx: int | None, threads: int | None, config_file: str | None, signals_config: str | None,
+            as_json: bool) -> None:
     """Extract a steering vector: mean state of execution thoughts minus that of reflection/transition
-    thoughts at the steering layers, after the rank-signal filter; write it to OUT as a control vector."""
+    thoughts at the steering layers, after the rank-signal filter; write it to OUT as a control vector.
+
+    The config files, layer lists, --data records and --traces file are checked before the SRM loads.
+    """
     from tqdm import tqdm
 
-    from rankguide_edge.config import RuntimeConfig
     from rankguide_edge.engine import load_model
     from rankguide_edge.errors import ConfigError
     from rankguide_edge.signals.step import SignalConfig
     from rankguide_edge.steering.cvec_io import save_control_vector
-    from rankguide_edge.steering.extract import ExtractConfig, extract_steering_vector, read_traces
+    from rankguide_edge.steering.extract import (ExtractConfig, check_steering_layers, extract_steering_vector,
+                                                 read_traces)
 
     if not data and not traces:
         raise ConfigError("give --data (a dataset to trace first) or --traces (a traces JSONL to read)")
     cfg = ExtractConfig.from_mapping(load_config_file(config_file) if config_file else None, layers=layers,
                                      filter=filter_, signal=signal, fail_side=fail_side, band=band,
                                      signal_source=signal_source, anchor=anchor, n_ctx=n_ctx, n_threads=threads)
+    check_steering_layers(cfg.layers)
     signal_cfg = SignalConfig.from_mapping(load_config_file(signals_config) if signals_config else None)
     traces_path = Path(traces) if traces else Path(out).with_suffix(".traces.jsonl")
     result_extra: dict[str, object] = {"out": out, "traces": str(traces_path)}
-    with load_model(srm, RuntimeConfig(n_ctx=n_ctx, n_threads=threads), progress=not as_json) as model:
-        if data:
-            from rankguide_edge.engine.runtime import parse_layer_spec
-            from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
-            from rankguide_edge.evaluation.trace import TraceConfig, run_trace
+    # everything the user gave is read and checked here, before the SRM loads
+    if data:
+        from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
+        from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
+        from rankguide_edge.evaluation.trace import TraceConfig, run_trace
 
-            load = LoadReport(path=data)
-            problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, question_field=question_field,
-                                     answer_field=answer_field, id_field=id_field).load(load)
-            parse_layer_spec(trace_layers, model.n_layer)  # fail fast on a bad layer list
-            tcfg = TraceConfig(layers=trace_layers, max_tokens=max_tokens, n_ctx=n_ctx, n_threads=threads)
+        check_layer_spec(trace_layers)
+        load = LoadReport(path=data)
+        problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
+                                 question_field=question_field, answer_field=answer_field, id_field=id_field
+                                 ).load(load)
+        result_extra["skipped_malformed"] = load.skipped
+        if traces_path.exists():
+            read_traces(traces_path, limit=0)  # a resumed traces file must be readable
+    else:
+        records = read_traces(traces_path, limit=limit, offset=offset)
+    with load_model(srm, cfg.runtime(), progress=not as_json) as model:
+        if data:
+            parse_layer_spec(trace_layers, model.n_layer)  # the range, now that the model is known
+            tcfg = TraceConfig(layers=trace_layers, max_tokens=max_tokens, n_ctx=cfg.n_ctx,
+                               n_threads=cfg.n_threads)
             with tqdm(total=len(problems), desc="trace", unit="problem", disable=as_json) as bar:
                 summary = run_trace(model, problems, traces_path, cfg=tcfg, signal_cfg=signal_cfg,
                                     model_name=srm, progress=lambda rec: bar.update(1))
             result_extra["trace"] = summary.to_dict()
             records = read_traces(traces_path, ids=[p.id for p in problems])
-        else:
-            records = read_traces(traces_path, limit=limit, offset=offset)
         with tqdm(total=len(records), desc="extract", unit="problem", disable=as_json) as bar:
             result = extract_steering_vector(model, records, cfg, signal_cfg=signal_cfg, model_name=srm,
                                              progress=lambda rec: bar.update(1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import apply_options, emit_json, field_options, handle_errors, steer_options
+from ._common import apply_options, emit_json, field_options, handle_errors, on_error_option, steer_options
 
 
 @click.command()
@@ -14,9 +14,9 @@ from ._common import apply_options, emit_json, field_options, handle_errors, ste
 @click.option("--limit", type=click.IntRange(1), help="Trace at most this many problems (file order).")
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many records.")
 @click.option("--kind", default="auto", show_default=True,
-              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]))
-@click.option("--on-error", default="stop", show_default=True, type=click.Choice(["stop", "skip"]),
-              help="A malformed dataset record stops the run, or is skipped with a warning.")
+              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]),
+              help="Record format and answer kind (auto: detected from the first record).")
+@on_error_option()
 @apply_options(field_options())
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="SRM name or GGUF path.")
 @click.option("--layers", default="auto", show_default=True,
@@ -26,9 +26,11 @@ from ._common import apply_options, emit_json, field_options, handle_errors, ste
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
 @click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
-@click.option("--window", default=None, type=click.IntRange(2, 4096), help="Sliding rank window W (tokens).")
+@click.option("--window", default=None, type=click.IntRange(2, 4096),
+              help="Sliding rank window W (tokens).  [default: 32, or the --signals-config value]")
 @click.option("--delimiter", default=None, help="Step delimiter (default: a blank line).")
-@click.option("--max-step-tokens", default=None, type=click.IntRange(1), help="A step ends after this many tokens.")
+@click.option("--max-step-tokens", default=None, type=click.IntRange(1),
+              help="A step ends after this many tokens.  [default: 256, or the --signals-config value]")
 @click.option("--signals-config", type=click.Path(exists=True, dir_okay=False),
               help="JSON or TOML file of SignalConfig keys (see docs/SIGNALS.md); unknown keys are errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
@@ -45,12 +47,13 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
 
     from rankguide_edge.engine import load_model
     from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
-    from rankguide_edge.engine.runtime import parse_layer_spec
+    from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
     from rankguide_edge.evaluation.trace import TraceConfig, run_trace
     from rankguide_edge.signals.step import SignalConfig
 
     from ._common import load_config_file
 
+    check_layer_spec(layers)  # syntax now; the range once the model is loaded
     report = LoadReport(path=data)
     problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
                              question_field=question_field, answer_field=answer_field, id_field=id_field

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .collab.backends import LRMBackend, make_backend
-from .collab.reasoner import EventSink, Reasoner, ReasonerConfig, SolveResult
+from .collab.reasoner import EventSink, Reasoner, ReasonerConfig, SolveResult, check_question, check_reasoner_config
 from .config import RuntimeConfig
 from .engine import load_model
 from .engine.models import DEFAULT_LRM, DEFAULT_SRM
-from .errors import InvalidInputError
 from .evaluation.answers import extract_answer, prompt_for
 from .signals.step import SignalConfig
 
@@ -38,7 +37,8 @@ class Answer:
 class Solver:
     """An SRM (local GGUF, tapped) and an optional LRM (local GGUF or OpenAI-compatible URL) solving together.
 
-    ``lrm=None`` or policy ``srm`` loads no LRM. Owns the models it loaded; close it (or use ``with``).
+    ``lrm=None`` or policy ``srm`` loads no LRM. Owns the models it loaded; close it (or use ``with``). A config
+    the reasoner would refuse (policy, decision point, router file) fails before any model loads.
     """
 
     def __init__(self, srm: str | os.PathLike[str] = DEFAULT_SRM, lrm: str | None = DEFAULT_LRM, *,
@@ -46,7 +46,7 @@ class Solver:
                  runtime: RuntimeConfig | None = None, lrm_model: str | None = None,
                  lrm_api_key: str | None = None, lrm_timeout: float = 60.0, lrm_retries: int = 2,
                  progress: bool = True) -> None:
-        self.config = config or ReasonerConfig()
+        self.config = check_reasoner_config(config or ReasonerConfig())  # before any model loads
         self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
         self.srm_name = os.fspath(srm)
         self.lrm_name = lrm if (lrm and self.config.policy != "srm") else None
@@ -67,8 +67,7 @@ class Solver:
     def solve(self, question: str, *, kind: str | None = "generic", on_event: EventSink | None = None) -> Answer:
         """Solve one question. ``kind`` (gsm8k, svamp, math, generic) adds the answer-format instruction and
         picks the answer extractor; ``kind=None`` sends the question as is."""
-        if not question.strip():
-            raise InvalidInputError("the question is empty: give the problem to solve")
+        check_question(question)
         text = prompt_for(question, kind) if kind else question
         result = self.reasoner.solve(text, on_event=on_event)
         return Answer(question=question, answer=extract_answer(result.answer_text, kind or "generic"),

@@ -59,7 +59,9 @@ class ModelError(RankGuideError):
 
 
 class UnknownModelError(ModelError):
-    """The model name is neither a manifest nor an existing GGUF path."""
+    """The model name is neither a manifest nor an existing GGUF path (a usage error: exit 2)."""
+
+    exit_code = 2
 
 
 class ModelNotPulledError(ModelError):
@@ -77,7 +79,9 @@ class IntegrityError(ModelError):
 
 
 class NotAGGUFError(ModelError):
-    """A file that should be a GGUF model is not one."""
+    """A file that should be a GGUF model is not one (a usage error: exit 2)."""
+
+    exit_code = 2
 
 
 class ModelLoadError(ModelError):

@@ -40,9 +40,9 @@ def test_generate_bad_input_gives_one_line_errors(tiny_gguf, tmp_path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"\x00" * 64)
     res = _run("generate", "hi", "--model", str(junk))
-    assert res.exit_code == 5 and "not a GGUF" in res.stderr
+    assert res.exit_code == 2 and "not a GGUF" in res.stderr
     res = _run("generate", "hi", "--model", "no-such-model")
-    assert res.exit_code == 5 and "known models" in res.stderr
+    assert res.exit_code == 2 and "known models" in res.stderr
 
 
 def test_bench_capture_json_keys(tiny_gguf) -> None:

@@ -49,11 +49,11 @@ def test_list_reports_the_known_models(cache: Path) -> None:
 
 def test_errors_are_one_line_with_the_fix(cache: Path) -> None:
     code, out = run("path", "no-such-model")
-    assert code == 5 and "error: unknown model 'no-such-model'" in out and TEST_MODEL in out
+    assert code == 2 and "error: unknown model 'no-such-model'" in out and TEST_MODEL in out
     code, out = run("path", TEST_MODEL)
     assert code == 5 and f"rankguide-edge models pull {TEST_MODEL}" in out
     code, out = run("pull", "no-such-model")  # rejected before anything is downloaded
-    assert code == 5 and not cache.exists()
+    assert code == 2 and not cache.exists()
     code, out = run("verify")
     assert code == 0 and "no model is pulled" in out
 

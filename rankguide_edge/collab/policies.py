@@ -198,6 +198,13 @@ def available_policies() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def decision_points(name: str) -> tuple[str, ...]:
+    """The decision points at which policy ``name`` can decide (ConfigError for an unknown name)."""
+    factory = _REGISTRY.get(name)
+    points = getattr(factory, "points", None)  # a policy class says so without being built
+    return tuple(points) if points is not None else tuple(make_policy(name).points)
+
+
 def make_policy(name: str, **options: Any) -> Policy:
     factory = _REGISTRY.get(name)
     if factory is None:

@@ -69,6 +69,21 @@ class ReasonerConfig:
             object.__setattr__(self, "decide", "pre")
 
 
+def check_reasoner_config(cfg: ReasonerConfig, *, decide_option: str = "--decide") -> ReasonerConfig:
+    """``cfg`` if a :class:`Reasoner` would accept it, checked without a model: the policy exists and can decide
+    at ``cfg.decide``, and the router file (if any) exists and is well formed. Else ConfigError or
+    InvalidInputError. ``decide_option`` is how the fix names the decision point (``decide`` for the server)."""
+    Reasoner._make_policy(cfg, load_router(cfg.router), decide_option)
+    return cfg
+
+
+def check_question(question: str) -> str:
+    """``question`` unless it is empty or blank (InvalidInputError)."""
+    if not question.strip():
+        raise InvalidInputError("the question is empty: give the problem to solve")
+    return question
+
+
 @dataclass
 class StepRecord:
     index: int
@@ -132,7 +147,7 @@ class Reasoner:
             raise
 
     @staticmethod
-    def _make_policy(cfg: ReasonerConfig, router: Router):  # noqa: ANN205
+    def _make_policy(cfg: ReasonerConfig, router: Router, decide_option: str = "--decide"):  # noqa: ANN205
         opts: dict[str, Any] = {}
         if cfg.policy == "random":
             opts = {"p": cfg.random_p, "seed": cfg.seed}
@@ -141,7 +156,7 @@ class Reasoner:
         policy = make_policy(cfg.policy, **opts)
         if cfg.decide not in policy.points:
             raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use "
-                                    f"--decide {' or '.join(policy.points)}")
+                                    f"{decide_option} {' or '.join(policy.points)}")
         return policy
 
     def reconfigure(self, **changes: Any) -> None:
@@ -193,8 +208,7 @@ class Reasoner:
         ("token", text) for SRM tokens as drafted, ("discard", n_chars) when a draft is thrown away,
         ("step", StepRecord) when a step is kept."""
         msgs = [("user", messages)] if isinstance(messages, str) else list(messages)
-        if not msgs or not msgs[-1][1].strip():
-            raise InvalidInputError("the question is empty: give the problem to solve")
+        check_question(msgs[-1][1] if msgs else "")
         cfg = self.config
         threshold = self.threshold
         emit = on_event or (lambda kind, payload: None)

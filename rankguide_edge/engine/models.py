@@ -187,9 +187,7 @@ def get_manifest(name: str) -> ModelManifest:
     path = files.get(name)
     if path is None:
         known = ", ".join(sorted(files)) or "(none)"
-        raise UnknownModelError(
-            f"unknown model {name!r}; known models: {known} (a path to a .gguf file also works)"
-        )
+        raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
     return _read_manifest(path)
 
 
@@ -336,8 +334,12 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, pull: bool = True, pr
         raise NotAGGUFError(f"{text} is a directory, not a GGUF model file; pass the .gguf file inside it")
     separators = [s for s in (os.sep, os.altsep, "/") if s]
     if any(s in text for s in separators) or text.lower().endswith(".gguf"):
-        raise ModelError(f"no such file: {text}; check the path or use a name from `rankguide-edge models list`")
-    manifest = get_manifest(text)
+        raise UnknownModelError(f"no such file: {text}; check the path or use a name from `rankguide-edge models "
+                                "list`")
+    try:
+        manifest = get_manifest(text)
+    except UnknownModelError as exc:  # here, unlike `models pull`, a path works too
+        raise UnknownModelError(f"{exc} (a path to a .gguf file also works)") from None
     final = _model_path(manifest)
     if _is_complete(final, manifest):
         return final

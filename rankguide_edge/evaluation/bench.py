@@ -42,7 +42,7 @@ from typing import Any
 
 from ..collab.backends import RATE_PROMPT, LRMBackend, StepReply, StepRequest
 from ..collab.backends_local import common_prefix
-from ..collab.policies import DECISION_POINTS, available_policies
+from ..collab.policies import DECISION_POINTS, available_policies, decision_points
 from ..collab.reasoner import Reasoner, ReasonerConfig
 from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
@@ -129,12 +129,21 @@ def _parse_base(item: str, base: str) -> Method:
         if not 1 <= k <= 64:
             raise ConfigError(f"draft length {k} in method {item!r} is outside 1..64")
         return Method(item, SPECDEC, "pre", None, None, k)
+    choices = ', '.join(available_policies() + [SPECDEC])
+    if not policy:
+        raise ConfigError(f"method {item!r} names no policy: write POLICY[@decide][:threshold][^N][+NAME], "
+                          f"POLICY one of {choices}")
     if policy not in available_policies():
-        raise ConfigError(f"unknown policy {policy!r} in method {item!r}; use "
-                          f"{', '.join(available_policies() + [SPECDEC])}")
-    decide = decide or ("pre" if policy == "lrm" else "post")
+        raise ConfigError(f"unknown policy {policy!r} in method {item!r}; use {choices}")
+    default = "pre" if policy == "lrm" else "post"
+    decide = decide or default
     if decide not in DECISION_POINTS:
         raise ConfigError(f"bad decision point {decide!r} in method {item!r}; use post, early or pre")
+    points = decision_points(policy)
+    if decide not in points:
+        ways = ([policy] if default in points else []) + [f"{policy}@{p}" for p in points]
+        spelled = f"{', '.join(ways[:-1])} or {ways[-1]}" if len(ways) > 1 else ways[0]
+        raise ConfigError(f"policy {policy!r} cannot decide at {decide!r} (method {item!r}): write {spelled}")
     if policy == "random":
         rate = _number(item, val, "routing probability") if val else None
         return Method(item, policy, decide, None, rate)
@@ -147,8 +156,10 @@ def parse_methods(spec: str | Sequence[str]) -> list[Method]:
     if not items:
         raise ConfigError("no methods given: use e.g. --methods srm,lrm,rankguide")
     out = [_parse_one(item) for item in items]
-    if len({m.label for m in out}) != len(out):
-        raise ConfigError("a method is listed twice")
+    twice = sorted({m.label for m in out if [n.label for n in out].count(m.label) > 1})
+    if twice:
+        raise ConfigError(f"{'method' if len(twice) == 1 else 'methods'} {', '.join(twice)} listed twice in "
+                          "--methods: list each method once")
     return out
 
 

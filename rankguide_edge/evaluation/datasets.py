@@ -345,7 +345,8 @@ def iter_problems(
             label = f"{p}{where}" if not is_array else f"{p} record {pos - 1}"
             msg = f"{label}: {exc}"
             if on_error == "stop":
-                raise DatasetError(f"{msg}; fix the record or load with --on-error skip") from None
+                raise DatasetError(f"{msg}; fix the record, or skip malformed records (--on-error skip, "
+                                   "on_error=\"skip\" in Python)") from None
             rep.skipped += 1
             if len(rep.errors) < _MAX_ERRORS_KEPT:
                 rep.errors.append(msg)

@@ -6,7 +6,8 @@
   workers; reports total throughput (completion tokens / wall second) and p50/p95 latency (first chunk and
   whole request).
 
-Run both: ``python -m rankguide_edge.server.bench --srm NAME --lrm NAME [--json]`` (``--help`` for options).
+Run both: ``rankguide-edge bench serve --srm NAME --lrm NAME [--json]`` (or ``python -m
+rankguide_edge.server.bench``, same options; ``--help`` for them).
 """
 
 from __future__ import annotations
@@ -216,6 +217,12 @@ def bench_concurrency(settings: ServerConfig, *, clients: int = 8, question: str
             "first_chunk_p95_s": round(percentile(first, 0.95), 4)}
 
 
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """A short human reading of a ``{"overhead": ..., "concurrency": ...}`` report (lists left out)."""
+    return [f"{name}: " + ", ".join(f"{k} {v}" for k, v in part.items() if not isinstance(v, list))
+            for name, part in report.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rankguide_edge.server.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--srm", default=ServerConfig.srm)
@@ -246,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        for name, part in report.items():
-            print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in part.items() if not isinstance(v, list)))
+        print("\n".join(report_lines(report)))
     return 0
 
 

@@ -12,17 +12,12 @@ from ..engine.models import DEFAULT_LRM, DEFAULT_SRM
 
 
 def check_reasoner_config(cfg: Any) -> Any:
-    """``cfg`` (a ReasonerConfig) if its policy exists and can decide at ``cfg.decide``; else ConfigError or
-    InvalidInputError (both 400), the same checks the Reasoner makes when it is configured."""
-    from ..collab.policies import make_policy
-    from ..errors import InvalidInputError
+    """``cfg`` (a ReasonerConfig) if its policy exists, can decide at ``cfg.decide`` and its router file loads;
+    else ConfigError or InvalidInputError (both 400): :func:`rankguide_edge.collab.reasoner.check_reasoner_config`
+    worded for the server's ``decide`` setting."""
+    from ..collab.reasoner import check_reasoner_config as check
 
-    options: dict[str, Any] = {"p": cfg.random_p, "seed": cfg.seed} if cfg.policy == "random" else {}
-    policy = make_policy(cfg.policy, **options)
-    if cfg.decide not in policy.points:
-        raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use decide "
-                                f"{' or '.join(policy.points)}")
-    return cfg
+    return check(cfg, decide_option="decide")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +105,8 @@ class ServerConfig:
         if self.threshold is not None:
             data["threshold"] = self.threshold
         if self.router:
-            from ..collab.router import load_router
-
-            load_router(self.router)  # a missing or malformed router file is a ConfigError now
             data["router"] = self.router
+        # a missing or malformed router file, or a policy that cannot decide there, is an error now
         return check_reasoner_config(from_mapping(ReasonerConfig, data))
 
     def runtime_config(self) -> RuntimeConfig:

@@ -109,6 +109,14 @@ class ExtractConfig:
         return Classifier(self.reflection_words, self.transition_words, self.head_chars)
 
 
+def check_steering_layers(spec: str) -> str:
+    """``spec`` if it is ``mid`` or a layer list in :func:`steering_layers`' syntax (checked before a model is
+    loaded; the range is checked by :func:`steering_layers` against the model)."""
+    from ..engine.runtime import check_layer_spec
+
+    return check_layer_spec(spec, extra_words=("mid",))
+
+
 def steering_layers(spec: str | Sequence[int], n_layer: int) -> list[int]:
     """0-based steering layers from ``"mid"`` or a layer list; each must be steerable (``1..n_layer-1``)."""
     from ..engine.runtime import parse_layer_spec
