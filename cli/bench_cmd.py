@@ -147,7 +147,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
     with load_model(srm, rt) as model:
         backend = None
-        if any(m.policy != "srm" for m in ms):
+        if any(m.policy != "srm" or m.lrm_first for m in ms):
             backend = (make_backend(lrm, model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout,
                                     template_model=model) if is_url else make_backend(lrm, config=rt))
         bar = tqdm(total=len(problems) * len(ms), initial=completed_runs(out, problems, ms), desc="bench",

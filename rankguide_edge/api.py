@@ -49,7 +49,7 @@ class Solver:
         self.config = check_reasoner_config(config or ReasonerConfig())  # before any model loads
         self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
         self.srm_name = os.fspath(srm)
-        self.lrm_name = lrm if (lrm and self.config.policy != "srm") else None
+        self.lrm_name = lrm if (lrm and (self.config.policy != "srm" or self.config.lrm_first)) else None
         self.srm = load_model(srm, self.runtime, progress=progress)
         self.lrm: LRMBackend | None = None
         try:

@@ -27,11 +27,12 @@ def test_parse_methods() -> None:
     assert ms[4] == Method("random@pre:0.3", "random", "pre", None, rate=0.3)
     assert ms[5].policy == "specdec" and ms[5].k == 4 and ms[6].k == 6
     assert (ms[7].policy, ms[8].threshold) == ("judge", 0.5)
-    first = parse_methods("rankguide^1,entropy@pre:0.6^2,rankguide^1+v*0.5")
+    first = parse_methods("rankguide^1,entropy@pre:0.6^2,rankguide^1+v*0.5,srm^1")
     assert [(m.policy, m.decide, m.threshold, m.lrm_first, m.steer) for m in first] == [
-        ("rankguide", "post", None, 1, None), ("entropy", "pre", 0.6, 2, None), ("rankguide", "post", None, 1, "v")]
+        ("rankguide", "post", None, 1, None), ("entropy", "pre", 0.6, 2, None), ("rankguide", "post", None, 1, "v"),
+        ("srm", "post", None, 1, None)]
     for bad in ("", "nope", "rankguide@later", "entropy:x", "entropy:1.5", "srm,srm", "specdec:0", "specdec:x",
-                "specdec@post", "random:2", "rankguide^0", "rankguide^x", "srm^1", "lrm^1", "specdec^1"):
+                "specdec@post", "random:2", "rankguide^0", "rankguide^x", "lrm^1", "specdec^1"):
         with pytest.raises(ConfigError):
             parse_methods(bad)
 
@@ -251,3 +252,17 @@ def test_a_problem_that_fails_gets_an_error_record_and_the_run_goes_on(tiny_gguf
     res = CliRunner().invoke(main, ["bench", "report", str(out), "--json", "--no-plot"], catch_exceptions=False)
     summary = json.loads(res.output)
     assert summary["problems"] == 2 and summary["errors"] == {"srm": ["long"], "lrm": ["long"]}
+
+
+def test_srm_with_a_plan_uses_the_lrm_once(tiny_gguf, tmp_path) -> None:
+    """`srm^1`: the LRM writes the plan, the SRM the rest; the run loads an LRM for it even with no policy."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["bench", "run", "--data", str(_data(tmp_path, 2)), "--methods", "srm,srm^1",
+                                    "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--max-tokens", "24",
+                                    "--n-ctx", "256", "--threads", "1", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    recs = {(r["id"], r["method"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    for i in range(2):
+        plan = recs[(f"p{i}", "srm^1")]
+        assert plan["lrm_first"] == 1 and plan["lrm_steps"] == 1 and plan["steps"][0]["source"] == "lrm"
+        assert recs[(f"p{i}", "srm")]["lrm_steps"] == 0

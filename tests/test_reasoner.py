@@ -82,6 +82,12 @@ def test_lrm_first_writes_the_plan_then_the_policy_decides(smol) -> None:
     assert first.source == "lrm" and first.reason == "first" and first.srm_tokens == 0 and first.score is None
     assert rest and all(s.source == "srm" for s in rest)  # threshold 1: the policy routes nothing after it
     assert res.usage["srm_discarded_tokens"] == 0 and res.usage["lrm_calls"] == 1
+    # policy srm with a plan: the LRM writes step 0, the SRM everything after, nothing is ever routed
+    with LocalBackend(smol, RT) as lrm:
+        plan = _solve(smol, lrm, policy="srm", lrm_first=1)
+    assert [s.source for s in plan.steps[:1]] == ["lrm"] and all(s.source == "srm" for s in plan.steps[1:])
+    assert plan.steps[0].text == first.text  # the same plan as above
+    assert plan.usage["lrm_calls"] == 1 and not any(s.routed for s in plan.steps[1:])
 
 
 def test_pre_decision_lets_the_lrm_write_without_a_draft(smol) -> None:

@@ -251,13 +251,15 @@ class Reasoner:
             t_step = time.perf_counter()
             n0 = ctx.n_past
             before: tuple[Any, ...] | None = None  # signal state before this step's draft was scored
-            lrm_allowed = self.lrm is not None and cfg.policy != "srm" and (
+            can_route = self.lrm is not None and (
                 not steps or sum(s.source == "lrm" for s in steps) / (len(steps) + 1) < cfg.max_lrm_share)
+            lrm_allowed = can_route and cfg.policy != "srm"
             draft: DraftStep | None = None
             score: float | None = None
             reason = "policy"
             signals: dict[str, float] = {}
-            first = lrm_allowed and len(steps) < cfg.lrm_first  # the plan goes to the LRM, no draft
+            # the plan goes to the LRM, no draft (policy srm too: "the LRM plans, the SRM executes")
+            first = can_route and len(steps) < cfg.lrm_first
             if first:
                 reason = "first"
             elif cfg.decide == "pre":

@@ -12,10 +12,10 @@ A method is a routing policy at a decision point and threshold, written ``policy
 * ``specdec[:k]`` -- lossless greedy speculative decoding, the SRM drafting ``k`` (default 4) tokens per LRM
   verify batch (:mod:`rankguide_edge.collab.specdec`); needs a local LRM sharing the SRM's vocabulary.
 
-Any method but specdec may add ``^N`` after its threshold: the LRM writes the first N steps (the plan) whatever
-the score (``rankguide^1``, ``entropy:0.6^1``). And ``+NAME[*SCALE][/WHERE]``: the SRM is steered by the control vector declared
-as ``NAME`` (``--steer NAME=FILE``) at ``SCALE`` (default 1), on every token (``/all``) or only on step
-delimiters (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*0.25`` or
+Any method but specdec and lrm may add ``^N`` after its threshold: the LRM writes the first N steps (the plan)
+whatever the score (``rankguide^1``, ``entropy:0.6^1``; ``srm^1``: the LRM plans, the SRM writes the rest).
+And ``+NAME[*SCALE][/WHERE]``: the SRM is steered by the control vector declared as ``NAME``
+(``--steer NAME=FILE``) at ``SCALE`` (default 1), on every token (``/all``) or only on step delimiters (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*0.25`` or
 ``rankguide+rank*1/boundary``.
 
 Sweeps (``--sweep rankguide:0.2,0.4,0.6``) expand to one method per value (:func:`expand_sweeps`). For every
@@ -91,8 +91,9 @@ def _parse_one(item: str) -> Method:
     base, caret, first = base.partition("^")
     m = _parse_base(item, base)
     if caret:
-        if m.policy in (SPECDEC, "srm", "lrm"):
-            raise ConfigError(f"{m.policy} has no routing for ^N to change ({item!r}): use it with a policy")
+        if m.policy in (SPECDEC, "lrm"):
+            raise ConfigError(f"{m.policy} has no SRM steps for ^N to hand to the LRM ({item!r}): use it with "
+                              "srm (the LRM plans, the SRM writes the rest) or a routing policy")
         if not first.isdigit() or not 0 < int(first) <= 1000:
             raise ConfigError(f"bad first-steps count {first!r} in method {item!r}: write ^N, N in 1..1000")
         m = dataclasses.replace(m, lrm_first=int(first))
@@ -301,7 +302,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     results = out / "results.jsonl"
     previous = read_for_resume(results)
     done = {(str(r["id"]), str(r["method"])) for r in previous}
-    needs_lrm = [m.label for m in methods if m.policy != "srm"]
+    needs_lrm = [m.label for m in methods if m.policy != "srm" or m.lrm_first]
     if needs_lrm and lrm is None:
         raise ConfigError(f"methods {', '.join(needs_lrm)} need an LRM: pass --lrm")
     lrm_model = _local_model(lrm)
@@ -325,7 +326,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                                                runtime=runtime)
                 continue
             backend = None
-            if m.policy != "srm" and lrm is not None:
+            if (m.policy != "srm" or m.lrm_first) and lrm is not None:
                 backend = meters[m.label] = _MeteredBackend(lrm, srm)
             p = m.rate if m.rate is not None else (random_p if random_p is not None else RANDOM_FALLBACK_P)
             solvers[m.label] = Reasoner(srm, backend, ReasonerConfig(
