@@ -291,3 +291,19 @@ def test_speed_300_traces_20_steps_100_signals(tmp_path: Path) -> None:
     res = analyze(src, tmp_path / "out", plots=False)
     assert time.perf_counter() - t0 < 10.0
     assert res.counts["steps"] == 6000 and len(res.features) == 2 + 3 * 102 + 2 * 2
+
+
+def test_length_stratified_samples_keep_resamples_that_lose_a_class_in_one_bin() -> None:
+    """A resample that drew no wrong trace in one length bin averages the other bins instead of turning NaN
+    (dropped NaNs would leave only the lucky resamples, and too narrow an interval)."""
+    from rankguide_edge.evaluation._analyze_stats import estimate, stratified_estimate
+
+    scores = np.array([0.9, 0.1, 0.2, 0.3, 0.8, 0.4, 0.5, 0.6])
+    wrong = np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=bool)
+    bins = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    weights = np.ones((2, 8))
+    weights[1, 4] = 0.0  # resample 1 lost bin 1's only wrong trace
+    est = stratified_estimate(scores, wrong, bins, weights)
+    assert est.value == pytest.approx(1.0) and est.samples[0] == pytest.approx(1.0)
+    bin0 = estimate(scores[:4], wrong[:4], weights[:, :4]).samples[1]
+    assert np.isfinite(est.samples[1]) and est.samples[1] == pytest.approx(bin0)

@@ -189,14 +189,14 @@ def test_replay_reproduces_the_traced_signals(smollm2, tmp_path) -> None:
     rec = json.loads(out.read_text())
     with Model(smollm2) as m:
         [(_, steps)] = list(replay_traces(m, [rec], layers=rec["layers"], n_ctx=512))
-        spelled = [b"".join(m.piece(t) for t in st["token_ids"]).decode("utf-8", "replace") for st in rec["steps"]]
     assert len(steps) == len(rec["steps"]) >= 2
-    for got, want, full in zip(steps, rec["steps"], spelled):
+    for got, want in zip(steps, rec["steps"]):
         assert got.n_tokens == want["n_tokens"] == len(want["token_ids"])
-        assert got.checkpoints == early_checkpoints(got.n_tokens, 8, 4)
+        assert got.checkpoints == early_checkpoints(got.n_tokens, 8, 4, want["ended_by"])
         assert len(got.partial) == len(got.checkpoints) == len(got.partial_text)
-        # the draft's text so far at each checkpoint (keywords at "early" read it): its first n tokens
-        assert all(t and full.startswith(t) for t in got.partial_text)
+        # the draft's text so far at each checkpoint (keywords at "early" read it): text carried over from the
+        # previous step's delimiter token, then its first n tokens (tests/test_replay.py checks it against live)
+        assert all(t for t in got.partial_text)
         # batched and one-token llama.cpp evaluation differ by float noise (~1e-3), nothing more
         for key in ("text.entropy_mean", "text.entropy_max", "rank.eff_norm.L29.win", "fail.route"):
             assert got.signals[key] == pytest.approx(want["signals"][key], rel=0.01, abs=0.01), key

@@ -49,7 +49,7 @@ def reading(res: AnalysisResult) -> list[str]:
            f"{c['errors']} error records, {c['malformed']} malformed lines and {c['no_steps']} records without "
            f"steps were skipped; {c['unfinished']} traces hit the token cap ({c['wrong_unfinished']} of them wrong)."]
     nt, ns = res.length["n_tokens"], res.length["n_steps"]
-    out.append(f"Length alone predicts failure: n_tokens AUROC {_f(nt['auroc'])} {_ci(nt['ci'])}, n_steps "
+    out.append(f"Length alone as a predictor of failure: n_tokens AUROC {_f(nt['auroc'])} {_ci(nt['ci'])}, n_steps "
                f"{_f(ns['auroc'])} {_ci(ns['ci'])} (raw AUROC: above 0.5 means longer traces fail more).")
     sig = [r for r in res.features if r["kind"] != "length"]
     if sig:

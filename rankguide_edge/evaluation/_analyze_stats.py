@@ -139,12 +139,15 @@ def stratified_estimate(scores: np.ndarray, positive: np.ndarray, bins: np.ndarr
     """Within-bin AUROC averaged over the bins holding both classes, weighted by their item counts.
 
     ``bins`` is int ``(n,)`` (see :func:`length_bins`); bootstrap samples are combined the same way with
-    the nominal bin sizes. None if no bin holds both classes.
+    the nominal bin sizes, each resample over the bins where it still holds both classes (a resample that
+    drew no wrong trace in some bin averages the others, rather than being dropped, which would narrow the
+    interval to the lucky resamples). None if no bin holds both classes.
     """
     x = np.asarray(scores, dtype=np.float64)
     y = np.asarray(positive, dtype=bool)
     total, acc = 0, 0.0
     acc_s = np.zeros(weights.shape[0])
+    w_s = np.zeros(weights.shape[0])
     n_used, n_pos = 0, 0
     for b in np.unique(bins):
         sel = bins == b
@@ -153,12 +156,16 @@ def stratified_estimate(scores: np.ndarray, positive: np.ndarray, bins: np.ndarr
             continue
         total += est.n
         acc += est.n * est.value
-        acc_s = acc_s + est.n * est.samples
+        ok = np.isfinite(est.samples)
+        acc_s = acc_s + np.where(ok, est.n * est.samples, 0.0)
+        w_s = w_s + np.where(ok, est.n, 0)
         n_used += est.n
         n_pos += est.n_pos
     if total == 0:
         return Estimate(None, np.full(weights.shape[0], np.nan), 0, 0)
-    return Estimate(acc / total, acc_s / total, n_used, n_pos)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = np.where(w_s > 0, acc_s / np.where(w_s > 0, w_s, 1.0), np.nan)
+    return Estimate(acc / total, samples, n_used, n_pos)
 
 
 def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,9 @@ traces without ids are re-tokenized from their text, so token boundaries may dif
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable, Iterator
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +41,12 @@ class ReplayedStep:
     partial_text: list[str] = field(default_factory=list)  # the draft's text at each checkpoint
 
 
-def early_checkpoints(n_tokens: int, early_tokens: int, early_every: int) -> list[int]:
-    """Token counts at which ``early`` checks a draft of ``n_tokens`` tokens (the draft is still unfinished)."""
-    return list(range(early_tokens, n_tokens, early_every))
+def early_checkpoints(n_tokens: int, early_tokens: int, early_every: int, ended_by: str = "delimiter") -> list[int]:
+    """Token counts at which ``early`` checks a draft of ``n_tokens`` tokens. A draft that a delimiter (or the
+    step cap) ended stops on its last token before the check; one that ended at end-of-generation or the
+    budget was still checked after its last token, as the reasoner does."""
+    last = n_tokens + 1 if ended_by in ("eog", "budget") else n_tokens
+    return list(range(early_tokens, last, early_every))
 
 
 def replay_record(model: Model, ctx: Context, computer: StepSignalComputer, record: dict[str, Any], *,
@@ -56,6 +61,7 @@ def replay_record(model: Model, ctx: Context, computer: StepSignalComputer, reco
         raise InvalidInputError(f"trace record {record.get('id')!r} has no question: re-run trace")
     ctx.reset()
     computer.reset()
+    segmenter = computer.config.segmenter()  # as the reasoner's: text carried from a delimiter token opens a step
     prompt = model.tokenize(model.chat_prompt(prompt_for(question, kind)), add_special=True)
     ctx.eval(prompt, hidden=False)
     out: list[ReplayedStep] = []
@@ -68,14 +74,18 @@ def replay_record(model: Model, ctx: Context, computer: StepSignalComputer, reco
         if ctx.n_past + len(toks) >= ctx.n_ctx:
             break
         ent, top, hidden = ctx.teacher_force(toks)
-        pieces = tuple(model.piece(t).decode("utf-8", "replace") for t in toks)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # one per drafted step, as in generation
+        pieces = tuple(decoder.decode(model.piece(t)) for t in toks)
         stats = TokenStats(ent, top, pieces)
         rs = ReplayedStep(index=i, n_tokens=len(toks), signals={})
-        for n in early_checkpoints(len(toks), early_tokens, early_every):
-            part = {il: h[:n] for il, h in hidden.items()}
-            rs.checkpoints.append(n)
-            rs.partial_text.append("".join(pieces[:n]))
-            rs.partial.append(computer.compute_partial(part, stats.head(n), rs.partial_text[-1]))
+        checks = set(early_checkpoints(len(toks), early_tokens, early_every, str(st.get("ended_by", "delimiter"))))
+        for n, piece in enumerate(pieces, 1):
+            ended = segmenter.feed(piece)
+            if n in checks and not ended:
+                part = {il: h[:n] for il, h in hidden.items()}
+                rs.checkpoints.append(n)
+                rs.partial_text.append(segmenter.text)
+                rs.partial.append(computer.compute_partial(part, stats.head(n), rs.partial_text[-1]))
         rs.signals = computer.compute(hidden, stats, text)
         out.append(rs)
     return out
@@ -84,14 +94,28 @@ def replay_record(model: Model, ctx: Context, computer: StepSignalComputer, reco
 def replay_traces(model: Model, records: Iterable[dict[str, Any]], *, layers: list[int],
                   signal_cfg: SignalConfig | None = None, n_ctx: int = 4096, n_threads: int = 0,
                   early_tokens: int = 8, early_every: int = 4) -> Iterator[tuple[dict[str, Any], list[ReplayedStep]]]:
-    """Replay each record (skipping ones that errored when traced); yields ``(record, steps)``."""
-    from ..config import RuntimeConfig
+    """Replay each record (skipping ones that errored when traced); yields ``(record, steps)``.
 
-    computer = StepSignalComputer(signal_cfg or SignalConfig())
+    Each record is replayed under the signal config it was traced with (``signal_config``, written by
+    ``trace``; ``signal_cfg`` or the default for older traces) and with its steering (``steer``) applied, so
+    the recomputed signals are those the traced run saw."""
+    import json
+
+    from ..config import RuntimeConfig
+    from ..steering.apply import apply_steering
+
+    computers: dict[str, StepSignalComputer] = {}
     with model.context(RuntimeConfig(n_ctx=n_ctx, n_threads=n_threads), tap_layers=layers) as ctx:
         for rec in records:
             if rec.get("error") or not rec.get("steps"):
                 continue
+            traced = rec.get("signal_config")
+            cfg = SignalConfig.from_mapping(traced) if isinstance(traced, dict) else (signal_cfg or SignalConfig())
+            key = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+            computer = computers.setdefault(key, StepSignalComputer(cfg))
+            steer = rec.get("steer") or {}
+            apply_steering(ctx, steer.get("file") or None, float(steer.get("scale", 1.0)),
+                           str(steer.get("where", "all")), cfg.delimiter)
             yield rec, replay_record(model, ctx, computer, rec, early_tokens=early_tokens, early_every=early_every)
 
 

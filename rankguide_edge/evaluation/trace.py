@@ -52,6 +52,11 @@ class TraceConfig:
         return SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
 
 
+def _config_dict(cfg: SignalConfig) -> dict[str, Any]:
+    """The signal config as JSON-ready data (``SignalConfig.from_mapping`` rebuilds it; replay uses it)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
 def _finite(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
@@ -88,6 +93,8 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
                 "signals": {k: _finite(float(v)) for k, v in signals.items()},
             })
             used += st.n_tokens
+        elif st.text and steps:  # end right after a delimiter token whose text ran on: keep that text
+            steps[-1]["text"] += st.text
         if st.ended_by == "eog":
             finished = True
             break
@@ -100,7 +107,7 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
         "prediction": prediction, "correct": bool(check_answer(prediction, problem.gold, problem.kind)),
         "finished": finished, "n_tokens": used, "n_steps": len(steps),
         "seconds": round(time.perf_counter() - t0, 3), "model": model_name, "layers": list(ctx.layers),
-        "text": text, "steps": steps,
+        "text": text, "steps": steps, "signal_config": _config_dict(signal_cfg),
         **({"steer": {"file": cfg.steer, "scale": cfg.steer_scale, "where": cfg.steer_where}} if cfg.steer else {}),
     }
 
