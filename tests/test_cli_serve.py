@@ -18,7 +18,7 @@ import openai
 from click.testing import CliRunner
 from rankguide_edge.cli.main import main
 
-from rankguide_edge.errors import ConfigError, ModelError
+from rankguide_edge.errors import ConfigError, UnknownModelError
 from rankguide_edge.server.bench import main as bench_main
 
 
@@ -42,7 +42,7 @@ def test_serve_refuses_bad_settings_in_one_line(tmp_path: Path, tiny_gguf: Path)
     res = _run(["serve", "--srm", str(tiny_gguf), "--policy", "judge", "--decide", "pre"])
     assert res.exit_code == 2 and "cannot decide" in res.stderr
     res = _run(["serve", "--srm", str(tmp_path / "missing.gguf"), "--lrm", "", "--port", "0"])
-    assert res.exit_code == ModelError.exit_code and "no such file" in res.stderr
+    assert res.exit_code == UnknownModelError.exit_code == 2 and "no such file" in res.stderr
 
 
 def _free_port() -> int:
@@ -97,6 +97,6 @@ def test_bench_reports_overhead_and_concurrency(tiny_gguf: Path, capsys) -> None
     assert conc["ok"] == 3 and conc["completion_tokens"] > 0 and conc["throughput_tok_s"] > 0
     assert conc["latency_p50_s"] <= conc["latency_p95_s"] <= conc["wall_s"] + 1e-6
     res = _run(["bench", "serve", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--only", "concurrency",
-                "--clients", "2", "--max-tokens", "8", "--n-ctx", "256", "--threads", "1"])
+                "--clients", "2", "--max-tokens", "8", "--n-ctx", "256", "--threads", "1", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["concurrency"]["ok"] == 2
