@@ -165,3 +165,18 @@ def test_a_problem_a_method_failed_on_is_left_out_and_named(tmp_path) -> None:
     assert s["methods"]["srm"]["n"] == 3 and s["methods"]["rankguide"]["correct"] == 3
     assert "Left out, because a method failed on them" in summary_markdown(s)
     assert summarize(path, methods=["srm", "lrm"])["problems"] == 4  # without rankguide, p1 counts again
+
+
+def test_problems_whose_records_come_from_different_sessions_are_counted(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "0011000000", "lrm": "1111111000", "rankguide": "1011100000"})
+    assert summarize(path)["mixed_session_problems"] == 0  # no record names a session: nothing to say
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in recs:  # one session wrote everything, then lrm's last 3 problems came from a resumed run
+        late = r["method"] == "lrm" and r["id"] in ("p7", "p8", "p9")
+        r["session"] = "2026-11-30T06:00:00Z" if late else "2026-11-29T20:00:00Z"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = summarize(path)
+    assert s["mixed_session_problems"] == 3
+    assert "On 3 of these problems the methods ran in different bench sessions" in summary_markdown(s)
+    assert summarize(path, methods=["srm", "rankguide"])["mixed_session_problems"] == 0

@@ -127,6 +127,9 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     problems where its answer is the LRM alone's, character for character (greedy speculative decoding is
     lossless in exact arithmetic; batched verification can still flip a near-tie).
 
+    ``mixed_session_problems`` counts compared problems whose records come from more than one bench session
+    (records carry ``session``; wall times then include the machine's drift between sessions).
+
     Top level: ``profile`` (the chosen one's name), ``profiles`` (their rates after fitting), ``fit`` (the
     measured fit) and ``profile_check`` (``measured`` against the run's total wall time, 10% tolerance).
     """
@@ -194,7 +197,10 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     for m in methods:
         table[m]["pgr_ci95"] = (_pgr_interval([by_id[i] for i in common], m, srm_m, lrm_m)
                                 if table[m]["pgr"] is not None else None)
+    # records of one problem written in different bench sessions: wall times then carry the machine's drift
+    mixed = sum(len({by_id[i][m].get("session") for m in methods}) > 1 for i in common)
     return {"results": str(path), "problems": len(common), "short_methods": short,
+            "mixed_session_problems": mixed,
             "errors": {m: failed[m] for m in methods if m in failed},
             "problems_per_method": ran, "methods": table, "profile": chosen.name,
             "profiles": {name: {"description": descriptions.get(name, ""), **res.to_dict()}
@@ -268,6 +274,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary.get("errors"):
         lines.append("Left out, because a method failed on them (see the records' `error`): "
                      + "; ".join(f"{m}: {', '.join(ids)}" for m, ids in summary["errors"].items()) + ".")
+    if summary.get("mixed_session_problems"):
+        lines.append(f"On {summary['mixed_session_problems']} of these problems the methods ran in different bench "
+                     "sessions (run.json lists them), and this machine's speed drifts between sessions: the "
+                     "measured seconds and their speedups compare across sessions, while the profile columns "
+                     "price every record at one set of fitted rates.")
     lines += ["",
              f"| method | n | accuracy | 95% CI | mean s | median s | speedup vs lrm | latency s ({prof}) | "
              f"speedup ({prof}) | LRM step share | LRM token share | LRM calls | SRM tokens thrown away | "
