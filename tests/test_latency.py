@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation._bench_report import summarize
+from rankguide_edge.evaluation._bench_report import summarize, summary_markdown
 from rankguide_edge.evaluation.latency import (
     SHIPPED_PROFILES,
     TokenCounts,
@@ -140,3 +140,28 @@ def test_profile_files_and_bad_profiles(tmp_path) -> None:
     clash.write_text(json.dumps({"lrm": {"decode_tok_s": 30}}))
     with pytest.raises(ConfigError, match="shipped profile"):
         load_profile(str(clash))
+
+
+def test_records_from_a_stopped_or_busy_machine_do_not_bend_the_fit(tmp_path) -> None:
+    recs = _synthetic(tmp_path / "results.jsonl", n_problems=20)
+    slow = [(recs[i]["id"], recs[i]["method"]) for i in (3, 40, 77)]
+    for i in (3, 40, 77):  # SIGSTOPped mid-record: 30x the time its work takes, all of it inside the SRM
+        extra = 29 * recs[i]["timing"]["srm"]
+        recs[i]["timing"]["srm"] += extra
+        recs[i]["seconds"] += extra
+    fit = fit_measured(recs)
+    assert sorted(fit.outliers) == sorted(slow)
+    assert fit.srm.decode_s == pytest.approx(TRUE["srm"][0], rel=0.05)
+    assert fit.srm.prefill_s == pytest.approx(TRUE["srm"][1], rel=0.15)
+    assert fit.to_dict()["outliers"][0] == {"id": slow[0][0], "method": slow[0][1]}
+    check = profile_check(recs, resolve(load_profile("measured"), fit), exclude=fit.outliers)
+    assert check["ok"] and check["excluded_records"] == 3 and check["all_records_rel_error"] < -0.3
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    md = summary_markdown(summarize(tmp_path / "results.jsonl"))
+    assert "3 records took more than 2× what their work predicts" in md
+
+
+def test_a_clean_run_has_no_outliers(tmp_path) -> None:
+    recs = _synthetic(tmp_path / "results.jsonl", noise=0.15)
+    fit = fit_measured(recs)
+    assert fit.outliers == () and profile_check(recs, resolve(load_profile("measured"), fit))["excluded_records"] == 0

@@ -17,6 +17,8 @@ from typing import Any
 
 from ..errors import DependencyError, InvalidInputError
 from .latency import (
+    OUTLIER_FLOOR_S,
+    OUTLIER_RATIO,
     SHIPPED_PROFILES,
     HardwareProfile,
     counts_of,
@@ -205,7 +207,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
             "problems_per_method": ran, "methods": table, "profile": chosen.name,
             "profiles": {name: {"description": descriptions.get(name, ""), **res.to_dict()}
                          for name, res in profiles.items()},
-            "fit": fit.to_dict(), "profile_check": profile_check(recs, profiles["measured"])}
+            "fit": fit.to_dict(), "profile_check": profile_check(recs, profiles["measured"], exclude=fit.outliers)}
 
 
 def _method_row(rows: list[dict[str, Any]], profiles: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,6 +326,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                       f"{'within' if check['ok'] else 'OUTSIDE'} {100 * check['tolerance']:.0f} %). Per method: "
                       + ", ".join(f"{m} {100 * e:+.1f} %" for m, e in check.get("per_method_rel_error", {}).items())
                       + "."]
+        if check.get("excluded_records"):
+            lines.append(f"{check['excluded_records']} records took more than {OUTLIER_RATIO:g}× what their work "
+                         f"predicts (+{OUTLIER_FLOOR_S:g} s) in a model (a stopped process or a busy machine): the fit "
+                         "and this check leave them out (`fit.outliers` in summary.json names them); counting them, "
+                         f"the error is {100 * check['all_records_rel_error']:+.1f} %. They stay in the mean s and "
+                         "median s columns: delete their lines from results.jsonl and resume the run to measure "
+                         "them again.")
     accept = {m: r["acceptance"] for m, r in summary["methods"].items() if r.get("acceptance") is not None}
     if accept:
         lines += ["", "Speculative decoding, share of drafted tokens the LRM accepted: "

@@ -15,7 +15,10 @@ overhead is the record's measured time outside both models (signals, policy, boo
 measured under every profile. A value ``None`` (``"measured"`` in a profile file) is taken from
 :func:`fit_measured`: a non-negative least-squares fit, per model, of the seconds each record spent in that
 model (``timing.srm``; ``timing.lrm`` + ``timing.judge``) on its counts -- SRM: ``seconds ~ a * decode + b *
-prefill``; LRM: ``seconds ~ a * decode + b * prefill + c * calls``. The shipped profiles:
+prefill``; LRM: ``seconds ~ a * decode + b * prefill + c * calls``. The fit leaves out, and names, records
+whose time in a model exceeds :data:`OUTLIER_RATIO` times what their work predicts plus
+:data:`OUTLIER_FLOOR_S` (a process stopped or sharing the cores: one such record can move a least-squares
+fit more than hundreds of clean ones), refitting until that set settles. The shipped profiles:
 
 * ``measured`` -- everything fitted: reproduces the run's own latency (checked by :func:`profile_check`);
 * ``laptop+gpu-server`` -- the SRM as measured; the LRM remote on a GPU server: 60 tok/s decode, 3000 tok/s
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,10 @@ from ..config import bounded, from_mapping, validate
 from ..errors import ConfigError
 
 MEASURED = "measured"
+
+#: a record's time in one model above OUTLIER_RATIO x its predicted time + OUTLIER_FLOOR_S seconds is not fitted
+OUTLIER_RATIO = 2.0
+OUTLIER_FLOOR_S = 2.0
 
 #: the shipped hardware profiles (values in tokens/s and seconds; "measured" = fitted from the run)
 SHIPPED_PROFILES: dict[str, dict[str, Any]] = {
@@ -223,11 +230,14 @@ class MeasuredFit:
     n_lrm: int = 0
     srm_rel_residual: float = 0.0
     lrm_rel_residual: float = 0.0
+    #: (id, method) of the records left out of either model's fit as too slow for their work
+    outliers: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"srm": self.srm.as_rates(), "lrm": self.lrm.as_rates(), "n_srm_records": self.n_srm,
                 "n_lrm_records": self.n_lrm, "srm_rel_residual": round(self.srm_rel_residual, 4),
-                "lrm_rel_residual": round(self.lrm_rel_residual, 4)}
+                "lrm_rel_residual": round(self.lrm_rel_residual, 4),
+                "outliers": [{"id": i, "method": m} for i, m in self.outliers]}
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -247,23 +257,45 @@ def _nnls(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, float(np.linalg.norm(x @ coef - y)) / den if den else 0.0
 
 
+def _robust_nnls(x: np.ndarray, y: np.ndarray, rounds: int = 20) -> tuple[np.ndarray, float, np.ndarray]:
+    """:func:`_nnls` refitted without the rows slower than ``OUTLIER_RATIO * predicted + OUTLIER_FLOOR_S``
+    until that set stops changing: coefficients, relative residual over the kept rows, kept mask ``(n,)``."""
+    keep = np.ones(len(y), dtype=bool)
+    coef, rel = _nnls(x, y)
+    for _ in range(rounds):
+        new = y <= OUTLIER_RATIO * (x @ coef) + OUTLIER_FLOOR_S
+        if new.sum() < max(2, len(y) // 2) or (new == keep).all():  # never fit on a minority of the run
+            break
+        keep = new
+        coef, rel = _nnls(x[keep], y[keep])
+    return coef, rel, keep
+
+
 def fit_measured(records: Iterable[Mapping[str, Any]]) -> MeasuredFit:
-    """Fit seconds per SRM decode/prefill token and per LRM decode/prefill token and call on ``records``."""
-    srm_x, srm_y, lrm_x, lrm_y = [], [], [], []
+    """Fit seconds per SRM decode/prefill token and per LRM decode/prefill token and call on ``records``,
+    leaving out records too slow for their work (see the module docstring; named in ``outliers``)."""
+    srm_x, srm_y, srm_k, lrm_x, lrm_y, lrm_k = [], [], [], [], [], []
     for rec in records:
         c = counts_of(rec)
         srm_s, lrm_s = model_seconds(rec)
+        key = (str(rec.get("id")), str(rec.get("method")))
         if c.srm_decode or c.srm_prefill:
             srm_x.append([c.srm_decode, c.srm_prefill])
             srm_y.append(srm_s)
+            srm_k.append(key)
         if c.lrm_decode or c.lrm_prefill or c.lrm_calls:
             lrm_x.append([c.lrm_decode, c.lrm_prefill, c.lrm_calls])
             lrm_y.append(lrm_s)
-    sc, sr = _nnls(np.asarray(srm_x, dtype=np.float64).reshape(-1, 2), np.asarray(srm_y, dtype=np.float64))
-    lc, lr = _nnls(np.asarray(lrm_x, dtype=np.float64).reshape(-1, 3), np.asarray(lrm_y, dtype=np.float64))
+            lrm_k.append(key)
+    sc, sr, s_keep = _robust_nnls(np.asarray(srm_x, dtype=np.float64).reshape(-1, 2),
+                                  np.asarray(srm_y, dtype=np.float64))
+    lc, lr, l_keep = _robust_nnls(np.asarray(lrm_x, dtype=np.float64).reshape(-1, 3),
+                                  np.asarray(lrm_y, dtype=np.float64))
+    out = [k for k, kept in zip(srm_k, s_keep) if not kept] + [k for k, kept in zip(lrm_k, l_keep) if not kept]
     return MeasuredFit(srm=UnitCosts(float(sc[0]), float(sc[1]), 0.0),
                        lrm=UnitCosts(float(lc[0]), float(lc[1]), float(lc[2])),
-                       n_srm=len(srm_y), n_lrm=len(lrm_y), srm_rel_residual=sr, lrm_rel_residual=lr)
+                       n_srm=int(s_keep.sum()), n_lrm=int(l_keep.sum()), srm_rel_residual=sr, lrm_rel_residual=lr,
+                       outliers=tuple(dict.fromkeys(out)))
 
 
 # ------------------------------------------------------------------------------------------------ pricing
@@ -307,19 +339,30 @@ def record_seconds(rec: Mapping[str, Any], profile: ResolvedProfile) -> float:
     return predict_seconds(counts_of(rec), profile, overhead_seconds(rec))
 
 
-def profile_check(records: Iterable[Mapping[str, Any]], measured: ResolvedProfile, tolerance: float = 0.10
-                  ) -> dict[str, Any]:
+def profile_check(records: Iterable[Mapping[str, Any]], measured: ResolvedProfile, tolerance: float = 0.10,
+                  exclude: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
     """How well ``measured`` (the fitted profile) reproduces the run: total measured vs predicted seconds over
-    ``records``, overall and per method; ``ok`` when the overall relative error is within ``tolerance``."""
+    ``records`` but the ``exclude``d ``(id, method)`` pairs (the fit's outliers), overall and per method; ``ok``
+    when the overall relative error is within ``tolerance``. ``all_records_rel_error`` counts every record."""
     per: dict[str, list[float]] = {}
+    every = [0.0, 0.0]
+    skipped = 0
+    left_out = set(exclude)
     for rec in records:
+        seconds, predicted = float(rec.get("seconds", 0.0)), record_seconds(rec, measured)
+        every[0] += seconds
+        every[1] += predicted
+        if (str(rec.get("id")), str(rec.get("method"))) in left_out:
+            skipped += 1
+            continue
         acc = per.setdefault(str(rec.get("method", "")), [0.0, 0.0])
-        acc[0] += float(rec.get("seconds", 0.0))
-        acc[1] += record_seconds(rec, measured)
+        acc[0] += seconds
+        acc[1] += predicted
     tot_m = sum(v[0] for v in per.values())
     tot_p = sum(v[1] for v in per.values())
     rel = (tot_p - tot_m) / tot_m if tot_m else 0.0
     return {"measured_total_s": round(tot_m, 3), "predicted_total_s": round(tot_p, 3),
             "rel_error": round(rel, 4), "tolerance": tolerance,
-            "ok": bool(math.isfinite(rel) and abs(rel) <= tolerance),
+            "ok": bool(math.isfinite(rel) and abs(rel) <= tolerance), "excluded_records": skipped,
+            "all_records_rel_error": round((every[1] - every[0]) / every[0], 4) if every[0] else 0.0,
             "per_method_rel_error": {m: round((p - s) / s, 4) if s else 0.0 for m, (s, p) in per.items()}}
