@@ -190,17 +190,19 @@ def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
               help="Report only these methods (labels as in results.jsonl); the problems compared are those "
                    "they all ran.  [default: every method in the file]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Write summary.json, summary.md and pareto.png here instead of DIR (created).")
-@click.option("--no-plot", "--no-plots", "no_plot", is_flag=True, help="Skip pareto.png (no matplotlib needed).")
+              help="Write summary.json, summary.md and the plots here instead of DIR (created).")
+@click.option("--no-plot", "--no-plots", "no_plot", is_flag=True,
+              help="Skip pareto.png and share.png (no matplotlib needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None, no_plot: bool,
            as_json: bool) -> None:
-    """Summarise DIR/results.jsonl into summary.json, summary.md and pareto.png (accuracy vs latency)."""
+    """Summarise DIR/results.jsonl into summary.json, summary.md, pareto.png (accuracy vs latency) and
+    share.png (accuracy vs LRM token share: policies compared at matched LRM use)."""
     import json
     import os
 
-    from rankguide_edge.evaluation.bench import summarize, summary_markdown, write_pareto
+    from rankguide_edge.evaluation.bench import summarize, summary_markdown, write_pareto, write_share_plot
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     summary = summarize(os.path.join(run_dir, "results.jsonl"), profile=profile, methods=chosen)
@@ -212,9 +214,10 @@ def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None,
             fh.write(text)
         os.replace(tmp, os.path.join(target, name))
     if not no_plot:
-        tmp = os.path.join(target, ".pareto.tmp.png")
-        write_pareto(summary, tmp)
-        os.replace(tmp, os.path.join(target, "pareto.png"))
+        for name, draw in (("pareto.png", write_pareto), ("share.png", write_share_plot)):
+            tmp = os.path.join(target, f".{name}.tmp.png")
+            draw(summary, tmp)
+            os.replace(tmp, os.path.join(target, name))
     if as_json:
         emit_json(summary)
     else:

@@ -161,6 +161,7 @@ def test_sweeps_specdec_judge_and_matched_random(tiny_gguf, tmp_path) -> None:
     assert summary["profile"] == "slow" and "profile_check" in summary and "fit" in summary
     assert not (out / "summary.json").exists() and (rep / "summary.json").exists()
     assert (rep / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (rep / "share.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for label in labels:
         row = summary["methods"][label]
         assert set(row["latency_s"]) == {"measured", "laptop+gpu-server", "gpu", "slow"}

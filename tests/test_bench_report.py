@@ -9,7 +9,13 @@ from math import comb
 import pytest
 
 from rankguide_edge.errors import InvalidInputError
-from rankguide_edge.evaluation._bench_report import _sign_test, summarize, summary_markdown, write_pareto
+from rankguide_edge.evaluation._bench_report import (
+    _sign_test,
+    summarize,
+    summary_markdown,
+    write_pareto,
+    write_share_plot,
+)
 
 
 def _usage(srm: int, lrm: int) -> dict[str, int]:
@@ -80,6 +86,8 @@ def test_pareto_draws_a_method_with_no_correct_answer(tmp_path) -> None:
     assert s["methods"]["srm"]["accuracy_ci95"][0] == 0.0
     png = write_pareto(s, tmp_path / "pareto.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    share = write_share_plot(s, tmp_path / "share.png")  # accuracy against LRM token share
+    assert share.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_method_selection_and_the_methods_that_limit_the_set(tmp_path) -> None:

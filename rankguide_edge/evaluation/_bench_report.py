@@ -352,24 +352,39 @@ def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile:
     """Accuracy (with 95% CI bars) against mean latency under ``profile`` (default: the summary's), one point
     per method; unsteered methods of one policy and decision point (a sweep) are joined in threshold order.
     PNG."""
+    prof = profile or summary.get("profile", "measured")
+    return _plot_accuracy(summary, path, lambda r: r.get("latency_s", {}).get(prof, r["mean_s"]),
+                          f"mean latency per problem, s (profile: {prof})", "accuracy vs latency")
+
+
+def write_share_plot(summary: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Accuracy (with 95% CI bars) against the LRM token share, one point per method, sweeps joined: how
+    policies compare at matched LRM use, whatever the hardware. specdec (no token share) is left out. PNG."""
+    return _plot_accuracy(summary, path, lambda r: r.get("lrm_token_share"),
+                          "LRM token share (LRM tokens / all kept tokens)", "accuracy vs LRM share")
+
+
+def _plot_accuracy(summary: dict[str, Any], path: str | os.PathLike[str], x_of: Any, xlabel: str,
+                   title: str) -> Path:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise DependencyError("matplotlib is needed for pareto.png; pip install 'rankguide-edge[plot]' "
+        raise DependencyError("matplotlib is needed for the plots; pip install 'rankguide-edge[plot]' "
                               "or pass --no-plot") from None
-    prof = profile or summary.get("profile", "measured")
     fig = Figure(figsize=(7.5, 5.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     groups: dict[tuple[str, str], list[tuple[float, float, float, float, str, float]]] = {}
     for m, r in summary["methods"].items():
-        x = r.get("latency_s", {}).get(prof, r["mean_s"])
+        x = x_of(r)
+        if x is None:
+            continue
         lo, hi = r["accuracy_ci95"]
         order = float(r.get("k") or r.get("threshold") or 0.0)
         variant = _unsteered(m) or "^" in m  # steered or plan-first: a point of its own, not on the sweep line
         key = (m, "") if variant else (r.get("policy", m), r.get("decide") or "")
-        groups.setdefault(key, []).append((x, r["accuracy"], lo, hi, m, order))
+        groups.setdefault(key, []).append((float(x), r["accuracy"], lo, hi, m, order))
     for (policy, decide), pts in groups.items():
         pts.sort(key=lambda p: p[5])
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
@@ -378,12 +393,12 @@ def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile:
         ax.errorbar(xs, ys, yerr=yerr, fmt="o-" if len(pts) > 1 else "o", capsize=3, alpha=0.85, label=name)
         for x, y, *_rest, label, _order in pts:
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel(f"mean latency per problem, s (profile: {prof})")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"accuracy vs latency ({summary['problems']} problems)")
+    ax.set_title(f"{title} ({summary['problems']} problems)")
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)

@@ -47,7 +47,7 @@ from ..collab.reasoner import Reasoner, ReasonerConfig
 from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError, RankGuideError
-from ._bench_report import summarize, summary_markdown, write_pareto
+from ._bench_report import summarize, summary_markdown, write_pareto, write_share_plot
 from ._bench_settings import file_digest, model_identity, start_session
 from ._jsonl import read_for_resume
 from .answers import check_answer, extract_answer, prompt_for
@@ -407,4 +407,5 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
 
 
 __all__ = ["Method", "RANDOM_FALLBACK_P", "SPECDEC", "expand_sweeps", "method_list", "parse_methods", "run_bench",
-           "summarize", "summary_markdown", "write_pareto"]
+           "summarize", "summary_markdown", "write_pareto",
+           "write_share_plot"]
