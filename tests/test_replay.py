@@ -1,5 +1,6 @@
 """Replay (teacher forcing a trace) must show each early checkpoint what the live reasoner's early check saw:
-the same checkpoints and the same draft text (with text carried over from the previous delimiter token)."""
+the same checkpoints, the same draft text (with text carried over from the previous delimiter token) and the
+same entropies (an 80-token step fed as one batch rounded differently from generation)."""
 
 from __future__ import annotations
 
@@ -73,5 +74,8 @@ def test_replay_sees_what_the_live_early_check_saw(smollm2, probe: _Probe) -> No
         got_text, got = replayed[(i, n)]
         assert got_text == text, (i, n)
         assert got["text.n_chars"] == sig["text.n_chars"], (i, n)
+        # the same numbers too: replay feeds tokens in chunks small enough to round like generation
+        for key in ("text.entropy_max", "text.entropy_mean"):
+            assert got[key] == pytest.approx(sig[key], abs=1e-4), (i, n, key)
     for st, traced in zip(steps, rec["steps"]):  # a step that ran to end-of-generation is checked at its end
         assert st.checkpoints == early_checkpoints(st.n_tokens, 8, 4, traced["ended_by"])

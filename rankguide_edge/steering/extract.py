@@ -303,7 +303,7 @@ def _teacher_force(model: Any, ctx: Any, rec: Mapping[str, Any], text: str, thou
     forced = _Forced(hidden={}, prompt_last=prompt_last, delim_tokens=delim)
     if need_stats or (model.n_layer - 1) in ctx.layers:
         # every row's logits are needed (token statistics; the last layer's rows exist only where logits do)
-        forced.entropy, forced.top_logprobs, forced.hidden = ctx.teacher_force(gen)
+        forced.entropy, forced.top_logprobs, forced.hidden = ctx.teacher_force(gen, chunk=ctx.n_batch)
         forced.pieces = [p.decode("utf-8", "replace") for p in pieces[: len(gen)]]
     else:
         forced.hidden = ctx.eval(gen, logits="last")
