@@ -407,5 +407,4 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
 
 
 __all__ = ["Method", "RANDOM_FALLBACK_P", "SPECDEC", "expand_sweeps", "method_list", "parse_methods", "run_bench",
-           "summarize", "summary_markdown", "write_pareto",
-           "write_share_plot"]
+           "summarize", "summary_markdown", "write_pareto", "write_share_plot"]

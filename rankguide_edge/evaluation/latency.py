@@ -104,6 +104,11 @@ def counts_of(rec: Mapping[str, Any]) -> TokenCounts:
         srm_discarded=int(u.get("srm_discarded_tokens", 0)), lrm_discarded=int(u.get("lrm_discarded_tokens", 0)))
 
 
+def _record_key(rec: Mapping[str, Any]) -> tuple[str, str]:
+    """``(id, method)``: how the fit names an outlier and how the check finds it again."""
+    return str(rec.get("id")), str(rec.get("method"))
+
+
 def model_seconds(rec: Mapping[str, Any]) -> tuple[float, float]:
     """Measured seconds of a record in the SRM and in the LRM (``timing.lrm`` + ``timing.judge``)."""
     t = rec.get("timing") or {}
@@ -278,7 +283,7 @@ def fit_measured(records: Iterable[Mapping[str, Any]]) -> MeasuredFit:
     for rec in records:
         c = counts_of(rec)
         srm_s, lrm_s = model_seconds(rec)
-        key = (str(rec.get("id")), str(rec.get("method")))
+        key = _record_key(rec)
         if c.srm_decode or c.srm_prefill:
             srm_x.append([c.srm_decode, c.srm_prefill])
             srm_y.append(srm_s)
@@ -352,7 +357,7 @@ def profile_check(records: Iterable[Mapping[str, Any]], measured: ResolvedProfil
         seconds, predicted = float(rec.get("seconds", 0.0)), record_seconds(rec, measured)
         every[0] += seconds
         every[1] += predicted
-        if (str(rec.get("id")), str(rec.get("method"))) in left_out:
+        if _record_key(rec) in left_out:
             skipped += 1
             continue
         acc = per.setdefault(str(rec.get("method", "")), [0.0, 0.0])
