@@ -27,6 +27,9 @@ from ._common import emit_json, handle_errors
               help="Thresholds only, or also fit logistic weights of step signals to trace outcomes.")
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
               help="SRM that wrote the traces (replayed to calibrate the early decision point).")
+@click.option("--lrm-first", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Write into the router that the LRM writes the first N steps (the plan) before the thresholds "
+                   "decide; solve, chat, serve use it unless --lrm-first is given there.")
 @click.option("--no-early", is_flag=True, help="Skip the replay; early gets the post threshold.")
 @click.option("--holdout", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.9),
               help="Keep this share of the traces (the last ones) out of the fit and report held-out AUROCs.")
@@ -35,8 +38,8 @@ from ._common import emit_json, handle_errors
 @click.option("--json", "as_json", is_flag=True, help="Print the router config as JSON.")
 @handle_errors
 def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency_ratio: float | None,
-              profile: str | None, policy: str, fit: str, srm: str, no_early: bool, holdout: float, limit: int | None,
-              threads: int, as_json: bool) -> None:
+              profile: str | None, policy: str, fit: str, srm: str, lrm_first: int, no_early: bool, holdout: float,
+              limit: int | None, threads: int, as_json: bool) -> None:
     """Choose routing thresholds from SOURCE and write a router config that solve, chat, serve and bench load
     with --router.
 
@@ -49,7 +52,8 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
     from rankguide_edge.errors import InvalidInputError
 
     cfg = CalibrateConfig(policy=policy, target_lrm_share=target_lrm_share, max_latency_ratio=max_latency_ratio,
-                          fit=fit, early=not no_early, holdout=holdout, profile=profile or "")
+                          fit=fit, early=not no_early, holdout=holdout, profile=profile or "",
+                          lrm_first=lrm_first)
     command = "rankguide-edge calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if os.path.isdir(source):
         from rankguide_edge.evaluation._bench_report import load_results
@@ -79,7 +83,8 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
         return
     th = router.thresholds
     click.echo(f"wrote {out}: policy {router.policy}, thresholds post {th['post']:.3f}, early {th['early']:.3f}, "
-               f"pre {th['pre']:.3f}" + (", logistic weights" if router.logistic else ""))
+               f"pre {th['pre']:.3f}" + (", logistic weights" if router.logistic else "")
+               + (f", the LRM writes the first {router.lrm_first} step(s)" if router.lrm_first else ""))
     ho = router.meta.get("holdout")
     if ho:
         click.echo(f"held out {ho['n']} traces ({ho['wrong']} wrong), AUROC for 'ends wrong' (mean over steps): "

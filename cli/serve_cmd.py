@@ -28,6 +28,9 @@ POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
               help="Default decision point [post].")
 @click.option("--router", default=None, type=click.Path(dir_okay=False),
               help="Router file from `rankguide-edge calibrate` [the shipped default].")
+@click.option("--lrm-first", default=None, type=click.IntRange(0, 1000),
+              help="Default number of first steps (the plan) the LRM writes [the router's: 1 in the shipped "
+                   "one, for its policy].")
 @click.option("--api-key", default=None, envvar="RANKGUIDE_EDGE_API_KEY",
               help="Require 'Authorization: Bearer KEY' on /v1/* (or $RANKGUIDE_EDGE_API_KEY).")
 @click.option("--model-name", default=None, help="Model id clients send [rankguide-edge].")

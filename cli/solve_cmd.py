@@ -31,8 +31,9 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "on GSM8K train traces of the default SRM]."),
         click.option("--decide", default="post", show_default=True, type=click.Choice(["post", "early", "pre"]),
                      help="Judge the finished step (post), its first tokens (early) or predict it (pre)."),
-        click.option("--lrm-first", default=0, show_default=True, type=click.IntRange(0, 1000),
-                     help="The LRM writes the first N steps (the plan) whatever the score."),
+        click.option("--lrm-first", default=None, type=click.IntRange(0, 1000),
+                     help="The LRM writes the first N steps (the plan) whatever the score [default: the "
+                          "router's value (1 in the shipped router) when the policy is the router's, else 0]."),
         click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144),
                      help="Token budget of the whole answer."),
         click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
@@ -53,7 +54,7 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float,
                 policy: str, threshold: float | None, decide: str, max_tokens: int, temperature: float, seed: int,
                 n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
-                steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int = 0):  # noqa: ANN201
+                steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int | None = None):  # noqa: ANN201
     from rankguide_edge.api import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.config import RuntimeConfig
@@ -182,10 +183,13 @@ def chat(**opts: Any) -> None:
                     click.echo(f"error: {exc}")
                 continue
             history.append(("user", line))
-            sys.stdout.write(_marker("srm") + " ")
+            srm_marked = [False]  # the [SRM] marker goes out with the first SRM token after an LRM step (or none)
 
             def on_event(kind: str, payload: Any) -> None:
                 if kind == "token":
+                    if not srm_marked[0]:
+                        sys.stdout.write(_marker("srm") + " ")
+                        srm_marked[0] = True
                     sys.stdout.write(payload)
                 elif kind == "discard":
                     sys.stdout.write(click.style(" ↩ routed\n", fg="yellow"))
@@ -193,7 +197,7 @@ def chat(**opts: Any) -> None:
                     sys.stdout.write(f"{_marker('lrm')} {payload.text}")
                     if not payload.text.endswith("\n"):
                         sys.stdout.write("\n")
-                    sys.stdout.write(_marker("srm") + " ")
+                    srm_marked[0] = False
                 sys.stdout.flush()
 
             try:

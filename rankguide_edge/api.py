@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .collab.backends import LRMBackend, make_backend
-from .collab.reasoner import EventSink, Reasoner, ReasonerConfig, SolveResult, check_question, check_reasoner_config
+from .collab.reasoner import (EventSink, Reasoner, ReasonerConfig, SolveResult, check_question,
+                              check_reasoner_config, plan_steps)
 from .config import RuntimeConfig
 from .engine import load_model
 from .engine.models import DEFAULT_LRM, DEFAULT_SRM
@@ -49,7 +50,7 @@ class Solver:
         self.config = check_reasoner_config(config or ReasonerConfig())  # before any model loads
         self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
         self.srm_name = os.fspath(srm)
-        self.lrm_name = lrm if (lrm and (self.config.policy != "srm" or self.config.lrm_first)) else None
+        self.lrm_name = lrm if (lrm and (self.config.policy != "srm" or plan_steps(self.config))) else None
         self.srm = load_model(srm, self.runtime, progress=progress)
         self.lrm: LRMBackend | None = None
         try:

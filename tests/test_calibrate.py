@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
-from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
+from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig, plan_steps
 from rankguide_edge.collab.router import Logistic, Router, load_router, parse_router, save_router
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
@@ -37,11 +37,12 @@ def test_upper_quantile_routes_the_target_share() -> None:
 def test_router_round_trip_and_bad_files(tmp_path) -> None:
     default = load_router()
     assert default.policy == "rankguide" and set(default.thresholds) == {"post", "early", "pre"}
+    assert default.lrm_first == 1  # the shipped router lets the LRM write the plan (docs/BENCHMARKS.md)
     r = parse_router({"format": "rankguide-edge/router", "version": 1, "policy": "rankguide",
                       "thresholds": {"post": 0.3, "early": 0.5, "pre": 0.4},
                       "logistic": {"features": ["a", "b"], "mean": [0, 1], "scale": [1, 2], "weights": [2, -1],
-                                   "bias": 0.5}, "note": "kept"})
-    assert r.threshold("early") == 0.5
+                                   "bias": 0.5}, "note": "kept", "lrm_first": 2})
+    assert r.threshold("early") == 0.5 and r.lrm_first == 2 and "lrm_first" not in r.meta
     # sigmoid(0.5 + 2*(1-0)/1 - 1*(3-1)/2) = sigmoid(1.5); a missing feature counts as its mean
     assert r.logistic.score({"a": 1.0, "b": 3.0}) == pytest.approx(1 / (1 + np.exp(-1.5)))
     assert r.logistic.score({"a": 1.0}) == pytest.approx(1 / (1 + np.exp(-2.5)))
@@ -53,6 +54,9 @@ def test_router_round_trip_and_bad_files(tmp_path) -> None:
     bad = [{"format": "x"}, {"format": "rankguide-edge/router", "version": 2, "thresholds": {"post": 0.1}},
            {"format": "rankguide-edge/router", "version": 1, "thresholds": {"mid": 0.1}},
            {"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 1.5}},
+           {"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 0.5}, "lrm_first": -1},
+           {"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 0.5}, "lrm_first": 1.5},
+           {"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 0.5}, "lrm_first": True},
            {"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 0.5},
             "logistic": {"features": ["a"], "mean": [0], "scale": [0], "weights": [1], "bias": 0}}]
     for data in bad:
@@ -221,6 +225,23 @@ def test_reasoner_takes_thresholds_from_the_router(tiny_gguf, tmp_path) -> None:
             assert r.threshold == ReasonerConfig.FALLBACK_THRESHOLD  # the router calibrated another policy
 
 
+def test_the_plan_length_comes_from_the_router_unless_given(tmp_path) -> None:
+    path = tmp_path / "router.json"
+    save_router(parse_router({"format": "rankguide-edge/router", "version": 1, "policy": "rankguide",
+                              "thresholds": {"post": 0.2}, "lrm_first": 2}), path)
+    assert plan_steps(ReasonerConfig(router=str(path))) == 2
+    assert plan_steps(ReasonerConfig(router=str(path), lrm_first=0)) == 0  # an explicit value wins
+    assert plan_steps(ReasonerConfig(router=str(path), policy="entropy")) == 0  # the router fitted rankguide
+    for pure in ("srm", "lrm"):
+        assert plan_steps(ReasonerConfig(policy=pure)) == 0  # the baselines stay pure unless told
+    assert plan_steps(ReasonerConfig(policy="srm", lrm_first=1)) == 1
+    assert plan_steps(ReasonerConfig()) == 1  # the shipped router
+    # a router file without the key (written before it existed) plans nothing
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "rankguide-edge/router", "version": 1, "thresholds": {"post": 0.3}}))
+    assert plan_steps(ReasonerConfig(router=str(old))) == 0
+
+
 def test_calibrate_cli(tmp_path) -> None:
     traces = tmp_path / "t.jsonl"
     traces.write_text("".join(json.dumps(r) + "\n" for r in _records(30)))
@@ -228,7 +249,11 @@ def test_calibrate_cli(tmp_path) -> None:
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--no-early",
                                     "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    assert load_router(out).to_dict() == json.loads(res.output)
+    assert load_router(out).to_dict() == json.loads(res.output) and load_router(out).lrm_first == 0
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--no-early",
+                                    "--lrm-first", "1", "--out", str(out)])
+    assert res.exit_code == 0 and "the LRM writes the first 1 step" in res.output
+    assert load_router(out).lrm_first == 1
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--out", str(out)])
     assert res.exit_code == 2 and "exactly one" in res.output
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--max-latency-ratio", "0.5", "--out", str(out)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import click
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
@@ -63,3 +64,13 @@ def test_chat_commands_and_turns(tiny_gguf) -> None:
 def test_chat_leaves_cleanly_on_end_of_input(tiny_gguf) -> None:
     res = _run(["chat", "--srm", str(tiny_gguf), "--policy", "srm", "--n-ctx", "256"], input="")
     assert res.exit_code == 0
+
+
+def test_chat_streams_the_shipped_plan_step_first(tiny_gguf) -> None:
+    """The shipped router lets the LRM write step 0: chat shows it as [LRM] with no empty [SRM] marker before."""
+    res = _run(["chat", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--threshold", "1.0", "--max-tokens", "24",
+                "--n-ctx", "256"], input="say hi\n/stats\n/quit\n")
+    assert res.exit_code == 0, res.output
+    answer = click.unstyle(res.stdout).split("you> ")[1]
+    assert answer.lstrip().startswith("[LRM]") and "[SRM] [LRM]" not in answer
+    assert "lrm_steps 0" not in res.stdout

@@ -51,7 +51,7 @@ def test_policy_lrm_reproduces_the_lrm_alone(smol) -> None:
 def test_routing_every_step_and_never(smol, tiny) -> None:
     with LocalBackend(tiny, RT) as lrm:  # another tokenizer: steps travel as text
         every = _solve(smol, lrm, policy="rankguide", threshold=0.0)
-        never = _solve(smol, lrm, policy="rankguide", threshold=1.0, revalidation_k=0)
+        never = _solve(smol, lrm, policy="rankguide", threshold=1.0, revalidation_k=0, lrm_first=0)
     assert every.steps and all(s.source == "lrm" for s in every.steps)
     assert every.usage["srm_discarded_tokens"] == sum(s.srm_tokens for s in every.steps) > 0
     assert never.answer_text == _greedy(smol)
@@ -130,7 +130,7 @@ def test_an_lrm_that_ends_the_answer_at_once_ends_it_and_is_no_failure(smol) -> 
     with MiniServer(smol, RT, mode="done") as server:
         remote = RemoteBackend(server.url, template_model=smol, timeout=30, retries=0)
         lrm = _solve(smol, remote, policy="lrm")
-        routed = _solve(smol, remote, policy="rankguide", threshold=0.0)
+        routed = _solve(smol, remote, policy="rankguide", threshold=0.0, lrm_first=0)  # a draft, then routed
         remote.close()
     for res in (lrm, routed):
         assert res.finished and res.answer_text == "" and res.steps == []

@@ -19,6 +19,11 @@ def test_server_config_bounds_unknown_keys_and_secrets() -> None:
     cfg = ServerConfig.from_mapping({"port": 9000, "parallel": 2, "threshold": 0.3}, api_key="k", host=None)
     assert (cfg.port, cfg.parallel, cfg.threshold, cfg.api_key, cfg.host) == (9000, 2, 0.3, "k", "127.0.0.1")
     assert cfg.reasoner_config().threshold == 0.3 and cfg.runtime_config().n_ctx == cfg.n_ctx
+    # the plan length: the router's unless the operator sets one (0 turns the shipped plan off)
+    assert cfg.reasoner_config().lrm_first is None
+    assert ServerConfig.from_mapping({"lrm_first": 0}).reasoner_config().lrm_first == 0
+    with pytest.raises(ConfigError, match="lrm_first"):
+        ServerConfig.from_mapping({"lrm_first": -1})
     assert cfg.public_dict()["api_key"] == "***" and cfg.public_dict()["lrm_api_key"] == ""
     with pytest.raises(ConfigError, match="unknown ServerConfig key"):
         ServerConfig.from_mapping({"prot": 1})

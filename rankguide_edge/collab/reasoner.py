@@ -52,8 +52,9 @@ class ReasonerConfig:
     max_tokens: int = bounded(768, lo=8, hi=262144, help="token budget of the whole answer")
     max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
     max_lrm_share: float = bounded(1.0, lo=0.0, hi=1.0, help="stop routing once this share of steps is LRM's")
-    lrm_first: int = bounded(0, lo=0, hi=1000, help="the LRM writes the first N steps (the plan) whatever the "
-                                                   "score; the policy decides from then on")
+    lrm_first: int | None = bounded(None, lo=0, hi=1000, help="the LRM writes the first N steps (the plan) "
+                                    "whatever the score, then the policy decides; None: the router's value when "
+                                    "the policy is the router's (the shipped router: 1), else 0")
     temperature: float = bounded(0.0, lo=0.0, hi=10.0)
     top_p: float = bounded(1.0, lo=0.0, hi=1.0)
     seed: int = bounded(0, lo=0, hi=2**31 - 1)
@@ -75,6 +76,15 @@ def check_reasoner_config(cfg: ReasonerConfig, *, decide_option: str = "--decide
     InvalidInputError. ``decide_option`` is how the fix names the decision point (``decide`` for the server)."""
     Reasoner._make_policy(cfg, load_router(cfg.router), decide_option)
     return cfg
+
+
+def plan_steps(cfg: ReasonerConfig, router: Router | None = None) -> int:
+    """How many first steps the LRM writes under ``cfg``: the explicit ``lrm_first``, else the router's (None:
+    the file ``cfg.router`` names) when the policy is the router's, else 0 (srm and lrm stay pure unless told)."""
+    if cfg.lrm_first is not None:
+        return cfg.lrm_first
+    router = router or load_router(cfg.router)
+    return router.lrm_first if cfg.policy == router.policy else 0
 
 
 def check_question(question: str) -> str:
@@ -112,6 +122,7 @@ class SolveResult:
     threshold: float
     decide: str
     steering: dict[str, Any] | None = None  # {"file", "layers", "scale", "where"} when the SRM was steered
+    lrm_first: int = 0  # the first steps handed to the LRM before the policy decided (the plan)
 
     @property
     def lrm_share(self) -> float:
@@ -179,6 +190,11 @@ class Reasoner:
             return self.router.threshold(cfg.decide)
         return ReasonerConfig.FALLBACK_THRESHOLD
 
+    @property
+    def lrm_first(self) -> int:
+        """How many first steps the LRM writes (see :func:`plan_steps`)."""
+        return plan_steps(self.config, self.router)
+
     @staticmethod
     def _steering_key(cfg: ReasonerConfig) -> tuple[str, float, str]:
         return (cfg.steer, cfg.steer_scale, cfg.steer_where)
@@ -210,7 +226,7 @@ class Reasoner:
         msgs = [("user", messages)] if isinstance(messages, str) else list(messages)
         check_question(msgs[-1][1] if msgs else "")
         cfg = self.config
-        threshold = self.threshold
+        threshold, lrm_first = self.threshold, self.lrm_first
         emit = on_event or (lambda kind, payload: None)
         t_start = time.perf_counter()
         timing = {"srm": 0.0, "lrm": 0.0, "signals": 0.0}
@@ -259,7 +275,7 @@ class Reasoner:
             reason = "policy"
             signals: dict[str, float] = {}
             # the plan goes to the LRM, no draft (policy srm too: "the LRM plans, the SRM executes")
-            first = can_route and len(steps) < cfg.lrm_first
+            first = can_route and len(steps) < lrm_first
             if first:
                 reason = "first"
             elif cfg.decide == "pre":
@@ -370,7 +386,7 @@ class Reasoner:
         return SolveResult(answer_text=prefix, steps=steps, finished=finished,
                            timing={k: round(v, 4) for k, v in timing.items()}, usage=usage,
                            policy=cfg.policy, threshold=threshold, decide=cfg.decide,
-                           steering=self._steer_state)
+                           steering=self._steer_state, lrm_first=lrm_first)
 
     def _signals(self, draft: DraftStep, timing: dict[str, float]) -> dict[str, float]:
         s0 = time.perf_counter()

@@ -3,11 +3,13 @@
 A router file is JSON written by ``rankguide-edge calibrate``::
 
     {"format": "rankguide-edge/router", "version": 1, "policy": "rankguide",
-     "thresholds": {"post": 0.46, "early": 0.61, "pre": 0.46},
+     "thresholds": {"post": 0.46, "early": 0.61, "pre": 0.46}, "lrm_first": 1,
      "logistic": null | {"features": [...], "mean": [...], "scale": [...], "weights": [...], "bias": b},
      "target_lrm_share": 0.25, "fitted_on": {...}, "command": "rankguide-edge calibrate ..."}
 
-``thresholds[decide]`` is the default threshold of that decision point (an explicit ``--threshold`` wins).
+``thresholds[decide]`` is the default threshold of that decision point (an explicit ``--threshold`` wins);
+``lrm_first`` (optional, default 0) is how many first steps the LRM writes before the policy decides (an
+explicit ``--lrm-first`` wins). Both apply only when the run's policy is the router's.
 With ``logistic``, the rankguide policy scores ``sigmoid(bias + weights . (x - mean) / scale)`` over the
 named signals instead of the hand-set ``fail.route`` (a missing signal counts as its mean). The package ships
 ``routers/default.json``; ``docs/BENCHMARKS.md`` has the command that produced it.
@@ -60,6 +62,7 @@ class Router:
     policy: str = "rankguide"
     thresholds: dict[str, float] = field(default_factory=lambda: {"post": 0.46, "early": 0.46, "pre": 0.46})
     logistic: Logistic | None = None
+    lrm_first: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = "<built-in>"
 
@@ -68,7 +71,8 @@ class Router:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, "policy": self.policy, "thresholds": dict(self.thresholds),
-                "logistic": self.logistic.to_dict() if self.logistic else None, **self.meta}
+                "lrm_first": self.lrm_first, "logistic": self.logistic.to_dict() if self.logistic else None,
+                **self.meta}
 
 
 def _bad(path: str, what: str) -> ConfigError:
@@ -106,9 +110,13 @@ def parse_router(data: Any, source: str = "<dict>") -> Router:
         if any(len(c) != len(feats) for c in cols) or any(s <= 0 for s in cols[1]):
             raise _bad(source, "logistic lists must have one entry per feature and positive scales")
         logistic = Logistic(feats, cols[0], cols[1], cols[2], bias)
-    known = {"format", "version", "policy", "thresholds", "logistic"}
+    first = data.get("lrm_first", 0)
+    if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first <= 1000:
+        raise _bad(source, f"lrm_first={first!r} must be a whole number in [0, 1000]")
+    known = {"format", "version", "policy", "thresholds", "logistic", "lrm_first"}
     meta = {k: v for k, v in data.items() if k not in known}
-    return Router(policy=policy, thresholds=thresholds, logistic=logistic, meta=meta, source=source)
+    return Router(policy=policy, thresholds=thresholds, logistic=logistic, lrm_first=first, meta=meta,
+                  source=source)
 
 
 def load_router(path: str | os.PathLike[str] | None = None) -> Router:

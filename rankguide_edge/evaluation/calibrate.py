@@ -63,6 +63,8 @@ class CalibrateConfig:
                                                        "and used to report held-out AUROCs")
     profile: str = bounded("", help="bench dir: hardware profile (name or file) that prices latency for "
                                     "max_latency_ratio; '' = the measured wall seconds")
+    lrm_first: int = bounded(0, lo=0, hi=1000, help="written to the router: the LRM writes the first N steps "
+                                                   "(the plan) before the thresholds decide")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -196,7 +198,7 @@ def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
         "command": command,
     })
     return Router(policy=cfg.policy, thresholds={k: round(v, 6) for k, v in thresholds.items()},
-                  logistic=logistic, meta=meta)
+                  logistic=logistic, lrm_first=cfg.lrm_first, meta=meta)
 
 
 def holdout_report(records: list[dict[str, Any]], router_score: Callable[[dict[str, Any]], float]
@@ -286,7 +288,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
             "profile": cfg.profile or "wall seconds",
             "fitted_on": {"source": source, "results": len(results), "date": _dt.date.today().isoformat()},
             "candidates": table, "command": command}
-    return Router(policy=cfg.policy, thresholds=chosen, logistic=logistic, meta=meta)
+    return Router(policy=cfg.policy, thresholds=chosen, logistic=logistic, lrm_first=cfg.lrm_first, meta=meta)
 
 
 def _bench_logistic(records: list[dict[str, Any]]) -> Logistic | None:

@@ -45,6 +45,8 @@ class ServerConfig:
     threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="default routing threshold; None = router's")
     router: str = bounded("", help="router file from `rankguide-edge calibrate`; '' = the shipped default")
     decide: str = bounded("post", choices=("post", "early", "pre"), help="default decision point")
+    lrm_first: int | None = bounded(None, lo=0, hi=1000, help="default number of first steps (the plan) the LRM "
+                                    "writes; None = the router's when the policy is the router's")
     max_tokens: int = bounded(512, lo=8, hi=262144, help="answer budget when a request gives none")
     max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
     n_ctx: int = bounded(4096, lo=64, hi=262144, help="context window of each worker's SRM (and local LRM)")
@@ -106,6 +108,8 @@ class ServerConfig:
             data["threshold"] = self.threshold
         if self.router:
             data["router"] = self.router
+        if self.lrm_first is not None:
+            data["lrm_first"] = self.lrm_first
         # a missing or malformed router file, or a policy that cannot decide there, is an error now
         return check_reasoner_config(from_mapping(ReasonerConfig, data))
 
