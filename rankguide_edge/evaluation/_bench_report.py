@@ -364,6 +364,23 @@ def write_share_plot(summary: dict[str, Any], path: str | os.PathLike[str]) -> P
                           "LRM token share (LRM tokens / all kept tokens)", "accuracy vs LRM share")
 
 
+def _place_labels(ax: Any, labels: list[tuple[float, float, str]], dpi: float, size: float = 7.0) -> None:
+    """Annotate each point (x, y) with its label, up and right of it, moving a label up or down in steps of one
+    line when its box would overlap a label already placed (methods with close accuracy and latency)."""
+    ax.autoscale_view()
+    px = dpi / 72.0  # pixels per point
+    placed: list[tuple[float, float, float, float]] = []  # label boxes in display pixels
+    for x, y, label in sorted(labels, key=lambda t: (t[0], t[1])):
+        bx, by = ax.transData.transform((x, y))
+        w, h = 0.6 * size * len(label) * px, 1.3 * size * px
+        for dy in (4, -12, 13, -21, 22, -30, 31):
+            x0, y0 = bx + 4 * px, by + dy * px
+            if not any(x0 < b[2] and b[0] < x0 + w and y0 < b[3] and b[1] < y0 + h for b in placed):
+                break
+        placed.append((x0, y0, x0 + w, y0 + h))
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, dy), fontsize=size)
+
+
 def _plot_accuracy(summary: dict[str, Any], path: str | os.PathLike[str], x_of: Any, xlabel: str,
                    title: str) -> Path:
     try:
@@ -376,6 +393,7 @@ def _plot_accuracy(summary: dict[str, Any], path: str | os.PathLike[str], x_of: 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     groups: dict[tuple[str, str], list[tuple[float, float, float, float, str, float]]] = {}
+    labels: list[tuple[float, float, str]] = []
     for m, r in summary["methods"].items():
         x = x_of(r)
         if x is None:
@@ -391,8 +409,8 @@ def _plot_accuracy(summary: dict[str, Any], path: str | os.PathLike[str], x_of: 
         yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]  # >= 0: _wilson is exact at the ends
         name = policy if decide in ("", "post") or policy in ("srm", "lrm", "specdec") else f"{policy}@{decide}"
         ax.errorbar(xs, ys, yerr=yerr, fmt="o-" if len(pts) > 1 else "o", capsize=3, alpha=0.85, label=name)
-        for x, y, *_rest, label, _order in pts:
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        labels += [(x, y, label) for x, y, *_rest, label, _order in pts]
+    _place_labels(ax, labels, dpi=fig.dpi)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
