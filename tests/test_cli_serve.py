@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import socket
@@ -93,7 +92,9 @@ def test_bench_reports_overhead_and_concurrency(tiny_gguf: Path, capsys) -> None
     assert code == 0
     over, conc = out["overhead"], out["concurrency"]
     assert over["same_text"] is True and len(over["api_s"]) == len(over["server_s"]) == 2
-    assert math.isclose(over["ratio"], over["server_median_s"] / over["api_median_s"], rel_tol=0.02)
+    # the medians are rounded to 0.1 ms: on the tiny model (a few ms) that alone moves their ratio by ~1 %
+    rounding = over["ratio"] * (5e-5 / over["api_median_s"] + 5e-5 / over["server_median_s"]) + 5e-5
+    assert abs(over["ratio"] - over["server_median_s"] / over["api_median_s"]) <= rounding
     assert conc["ok"] == 3 and conc["completion_tokens"] > 0 and conc["throughput_tok_s"] > 0
     assert conc["latency_p50_s"] <= conc["latency_p95_s"] <= conc["wall_s"] + 1e-6
     res = _run(["bench", "serve", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--only", "concurrency",
