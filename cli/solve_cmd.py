@@ -183,13 +183,14 @@ def chat(**opts: Any) -> None:
                     click.echo(f"error: {exc}")
                 continue
             history.append(("user", line))
-            srm_marked = [False]  # the [SRM] marker goes out with the first SRM token after an LRM step (or none)
+            srm_marked = False  # the [SRM] marker goes out with the first SRM token after an LRM step (or none)
 
             def on_event(kind: str, payload: Any) -> None:
+                nonlocal srm_marked
                 if kind == "token":
-                    if not srm_marked[0]:
+                    if not srm_marked:
                         sys.stdout.write(_marker("srm") + " ")
-                        srm_marked[0] = True
+                        srm_marked = True
                     sys.stdout.write(payload)
                 elif kind == "discard":
                     sys.stdout.write(click.style(" ↩ routed\n", fg="yellow"))
@@ -197,7 +198,7 @@ def chat(**opts: Any) -> None:
                     sys.stdout.write(f"{_marker('lrm')} {payload.text}")
                     if not payload.text.endswith("\n"):
                         sys.stdout.write("\n")
-                    srm_marked[0] = False
+                    srm_marked = False
                 sys.stdout.flush()
 
             try:

@@ -404,10 +404,10 @@ class Context:
         parts: dict[int, list[np.ndarray]] = {il: [] for il in self.layers}
         step = max(1, min(self.n_batch, int(chunk)))
         for start in range(0, len(toks), step):
-            chunk = toks[start:start + step]
+            batch = toks[start:start + step]
             rows = [prev]
-            states = self.eval(chunk, logits="all")
-            rows += [_native.logits_row(self.ptr, i, self.model.n_vocab) for i in range(len(chunk))]
+            states = self.eval(batch, logits="all")
+            rows += [_native.logits_row(self.ptr, i, self.model.n_vocab) for i in range(len(batch))]
             prev = rows.pop()
             for j, row in enumerate(rows):
                 logp = _log_softmax(row)
