@@ -1,10 +1,11 @@
-"""Loading the real benchmark files (read by path from ../shared/data) and handling malformed records."""
+"""Loading the benchmark files shipped in the package (gzip) and handling malformed records."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -13,34 +14,89 @@ from rankguide_edge.config import from_mapping
 from rankguide_edge.errors import ConfigError, DatasetError, InvalidInputError
 from rankguide_edge.evaluation.answers import check_answer, extract_answer, gold_answer
 from rankguide_edge.evaluation.datasets import (
+    DATASET_ALIASES,
     DatasetConfig,
     LoadReport,
     Problem,
+    default_data_dir,
     iter_problems,
     load_problems,
+    packaged_data_dir,
+    packaged_files,
     resolve_dataset_path,
 )
 
 
-def _data_dir() -> Path:
-    here = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    if here.is_dir():
-        return here.resolve()
-    env = os.environ.get("RANKGUIDE_EDGE_DATA")
-    assert env and Path(env).is_dir(), (
-        "benchmark data not found: expected ../shared/data next to the repo or $RANKGUIDE_EDGE_DATA"
-    )
-    return Path(env)
+@pytest.fixture(autouse=True)
+def _packaged_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short names resolve to the installed package's copies, whatever the developer's environment says."""
+    monkeypatch.delenv("RANKGUIDE_EDGE_DATA", raising=False)
 
 
 @pytest.fixture(scope="module")
 def data() -> Path:
-    return _data_dir()
+    return packaged_data_dir()
 
 
 @pytest.fixture(scope="module")
 def gsm8k_train(data: Path) -> list[Problem]:
-    return load_problems(data / "gsm8k" / "train.jsonl")
+    return load_problems(data / "gsm8k" / "train.jsonl.gz")
+
+
+# ------------------------------------------------------------------------------------ packaged files
+
+
+def test_packaged_files_match_their_provenance(data: Path) -> None:
+    """Every short name resolves inside the installed package, each file is intact, decompresses to the
+    source bytes the provenance note records, and sits next to its licence."""
+    assert default_data_dir() == data
+    assert "site-packages" in str(data) or "dist-packages" in str(data)  # the installed copy, not the checkout
+    prov = json.loads((data / "provenance.json").read_text(encoding="utf-8"))["files"]
+    assert {rel + ".gz" for rel in DATASET_ALIASES.values()} == set(prov)
+    for f in packaged_files():
+        assert f.present and f.intact, f.name
+        assert f.aliases and f.licence.startswith("MIT")
+        raw = gzip.decompress((data / f.name).read_bytes())
+        assert hashlib.sha256(raw).hexdigest() == prov[f.name]["sha256"]
+        assert (data / prov[f.name]["licence_file"]).read_text(encoding="utf-8").startswith("MIT License")
+    for alias, rel in DATASET_ALIASES.items():
+        assert resolve_dataset_path(alias) == data / (rel + ".gz")
+    counts = {f.name: f.records for f in packaged_files()}
+    assert counts == {"gsm8k/train.jsonl.gz": 7473, "gsm8k/test_public.jsonl.gz": 1119,
+                      "math500/test_public.jsonl.gz": 400, "svamp/SVAMP.json.gz": 1000}
+
+
+def test_data_env_overrides_short_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "svamp").mkdir()
+    own = tmp_path / "svamp" / "SVAMP.json"
+    own.write_text(json.dumps([{"ID": "mine-1", "Body": "Tom has 3.", "Question": "How many?", "Answer": 3}]),
+                   encoding="utf-8")
+    monkeypatch.setenv("RANKGUIDE_EDGE_DATA", str(tmp_path))
+    assert resolve_dataset_path("svamp") == own
+    assert [p.id for p in DatasetConfig(path="svamp").load()] == ["mine-1"]
+    # a folder without the file is an error naming the variable, not a silent fall-back to the package
+    with pytest.raises(DatasetError, match="RANKGUIDE_EDGE_DATA"):
+        resolve_dataset_path("math500")
+
+
+def test_gzip_and_plain_copies_load_alike(tmp_path: Path, data: Path) -> None:
+    plain = tmp_path / "gsm8k" / "test_public.jsonl"
+    plain.parent.mkdir()
+    plain.write_bytes(gzip.decompress((data / "gsm8k" / "test_public.jsonl.gz").read_bytes()))
+    a = load_problems(plain, offset=3, limit=4)
+    b = load_problems(data / "gsm8k" / "test_public.jsonl.gz", offset=3, limit=4)
+    assert [(p.id, p.question, p.gold, p.kind) for p in a] == [(p.id, p.question, p.gold, p.kind) for p in b]
+
+
+def test_damaged_gzip_is_a_dataset_error(tmp_path: Path, data: Path) -> None:
+    cut = tmp_path / "train.jsonl.gz"
+    cut.write_bytes((data / "gsm8k" / "train.jsonl.gz").read_bytes()[:5000])
+    with pytest.raises(DatasetError, match="cannot read"):
+        load_problems(cut)
+    notgz = tmp_path / "svamp.json.gz"
+    notgz.write_text("[]", encoding="utf-8")
+    with pytest.raises(DatasetError, match="cannot read"):
+        load_problems(notgz)
 
 
 # ------------------------------------------------------------------------------------ real files
@@ -53,7 +109,7 @@ def test_gsm8k_train_all_records_and_gold(gsm8k_train: list[Problem], data: Path
     assert first.id == "gsm8k-train-1"
     assert first.gold == "72"
     assert first.question.startswith("Natalia sold clips")
-    assert first.source == f"{data / 'gsm8k' / 'train.jsonl'}:1"
+    assert first.source == f"{data / 'gsm8k' / 'train.jsonl.gz'}:1"
     assert first.meta["solution"].endswith("#### 72")
     assert len({p.id for p in gsm8k_train}) == 7473
     assert gsm8k_train[-1].id == "gsm8k-train-7473"
@@ -67,14 +123,14 @@ def test_gsm8k_train_all_records_and_gold(gsm8k_train: list[Problem], data: Path
 
 
 def test_gsm8k_train_ids_are_line_numbers_stable_under_offset(gsm8k_train: list[Problem], data: Path) -> None:
-    window = load_problems(data / "gsm8k" / "train.jsonl", offset=100, limit=5)
+    window = load_problems(data / "gsm8k" / "train.jsonl.gz", offset=100, limit=5)
     assert [p.id for p in window] == [f"gsm8k-train-{n}" for n in range(101, 106)]
     assert window == gsm8k_train[100:105]
 
 
 def test_gsm8k_test_public(data: Path) -> None:
     report = LoadReport()
-    probs = load_problems(data / "gsm8k" / "test_public.jsonl", report=report)
+    probs = load_problems(data / "gsm8k" / "test_public.jsonl.gz", report=report)
     assert len(probs) == 1119
     assert report.kind == "gsm8k" and report.loaded == 1119 and report.skipped == 0
     assert probs[0].id == "gsm8k-test-472"
@@ -84,7 +140,7 @@ def test_gsm8k_test_public(data: Path) -> None:
 
 
 def test_math500(data: Path) -> None:
-    probs = load_problems(data / "math500" / "test_public.jsonl")
+    probs = load_problems(data / "math500" / "test_public.jsonl.gz")
     assert len(probs) == 400
     p = probs[0]
     assert p.kind == "math"
@@ -99,14 +155,14 @@ def test_math500(data: Path) -> None:
 
 
 def test_math500_first_20_solutions_check_against_gold(data: Path) -> None:
-    for p in load_problems(data / "math500" / "test_public.jsonl", limit=20):
+    for p in load_problems(data / "math500" / "test_public.jsonl.gz", limit=20):
         extracted = extract_answer(p.meta["solution"], "math")
         assert extracted is not None, p.id
         assert check_answer(extracted, p.gold, "math"), (p.id, extracted, p.gold)
 
 
 def test_svamp(data: Path) -> None:
-    probs = load_problems(data / "svamp" / "SVAMP.json")
+    probs = load_problems(data / "svamp" / "SVAMP.json.gz")
     assert len(probs) == 1000
     p = probs[0]
     assert p.kind == "svamp"
@@ -117,13 +173,13 @@ def test_svamp(data: Path) -> None:
         "How much do you have to pay to buy each pack?"
     )
     assert p.meta["Equation"] == "( 76.0 - 25.0 )" and p.meta["Type"] == "Subtraction"
-    assert p.source.endswith("SVAMP.json[0]")
+    assert p.source.endswith("SVAMP.json.gz[0]")
     assert all("." not in q.gold or not q.gold.endswith(".0") for q in probs)
     assert len({q.id for q in probs}) == 1000
 
 
 def test_limit_offset_and_iterator(data: Path) -> None:
-    path = data / "svamp" / "SVAMP.json"
+    path = data / "svamp" / "SVAMP.json.gz"
     first5 = load_problems(path, limit=5)
     assert [p.id for p in first5] == [f"chal-{i}" for i in range(1, 6)]
     it = iter_problems(path, offset=2, limit=2)
@@ -135,9 +191,8 @@ def test_limit_offset_and_iterator(data: Path) -> None:
         load_problems(path, offset=5000)
 
 
-def test_aliases_and_config(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANKGUIDE_EDGE_DATA", str(data))
-    assert resolve_dataset_path("math500") == data / "math500" / "test_public.jsonl"
+def test_aliases_and_config(data: Path) -> None:
+    assert resolve_dataset_path("math500") == data / "math500" / "test_public.jsonl.gz"
     cfg = from_mapping(DatasetConfig, {"path": "gsm8k-train", "limit": 3, "offset": 1})
     probs = cfg.load()
     assert [p.id for p in probs] == ["gsm8k-train-2", "gsm8k-train-3", "gsm8k-train-4"]
@@ -151,7 +206,7 @@ def test_aliases_and_config(data: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_forced_kind_overrides_detection(data: Path) -> None:
     # a GSM8K file read as generic keeps the whole worked solution as gold text
-    probs = load_problems(data / "gsm8k" / "test_public.jsonl", kind="generic", limit=2)
+    probs = load_problems(data / "gsm8k" / "test_public.jsonl.gz", kind="generic", limit=2)
     assert probs[0].kind == "generic" and probs[0].gold.endswith("#### 6")
     assert probs[0].id == "gsm8k-test-472"
 

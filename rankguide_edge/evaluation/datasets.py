@@ -1,7 +1,10 @@
 """Benchmark problems read from JSONL or JSON-array files (GSM8K, MATH500, SVAMP, or any question/answer set).
 
-The data files live outside the repository (by default ``../shared/data`` seen from the project root, or
-the directory named by ``RANKGUIDE_EDGE_DATA``); they are read by path and never copied.
+The benchmark files the commands name (GSM8K train and test_public, MATH500 test_public, SVAMP) ship inside
+the package, gzip-compressed, with their licences and ``provenance.json`` (source sha256, upstream, record
+counts) in ``rankguide_edge/data``. A short name (``gsm8k-test``, ``gsm8k-train``, ``math500``, ``svamp``)
+resolves there, unless ``$RANKGUIDE_EDGE_DATA`` names another folder of the same layout. Any ``.jsonl``,
+``.json`` or gzip-compressed ``.jsonl.gz``/``.json.gz`` file can also be given by path.
 
 Formats understood (``kind="auto"`` recognises them from the first record, then from the file name):
 
@@ -20,12 +23,14 @@ window such as "records 0-99" names the same problems whatever ``on_error`` is.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..config import bounded, validate
 from ..errors import ConfigError, DatasetError
@@ -111,33 +116,87 @@ class DatasetConfig:
 # --------------------------------------------------------------------------------------------- locating
 
 
-def default_data_dir() -> Path | None:
-    """The benchmark data directory: ``$RANKGUIDE_EDGE_DATA``, else ``../shared/data`` from the working
-    directory or from the source checkout; None if none exists."""
+def packaged_data_dir() -> Path:
+    """The folder of the benchmark files shipped inside the package (``rankguide_edge/data``)."""
+    return Path(str(resources.files("rankguide_edge").joinpath("data")))
+
+
+def default_data_dir() -> Path:
+    """Where short names resolve: ``$RANKGUIDE_EDGE_DATA`` when set, else :func:`packaged_data_dir`."""
     env = os.environ.get(DATA_ENV)
-    candidates = [Path(env)] if env else []
-    candidates += [Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[3] / "shared" / "data"]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
+    return Path(env).expanduser().resolve() if env else packaged_data_dir()
+
+
+def _in_data_dir(root: Path, rel: str) -> Path | None:
+    """``root/rel`` or its gzip-compressed ``root/rel.gz``, whichever exists first; None if neither."""
+    for candidate in (root / rel, root / (rel + ".gz")):
+        if candidate.is_file():
+            return candidate
     return None
 
 
 def resolve_dataset_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """An existing file path as is, or a short name (``gsm8k``, ``gsm8k-train``, ``math500``, ``svamp``)
-    resolved in :func:`default_data_dir`; raise DatasetError if neither exists."""
+    """An existing file path as is, or a short name (``gsm8k-test``, ``gsm8k-train``, ``math500``, ``svamp``)
+    resolved in :func:`default_data_dir` (plain or ``.gz``); raise DatasetError if neither exists."""
     p = Path(name_or_path)
     if p.is_file():
         return p
     alias = DATASET_ALIASES.get(str(name_or_path))
     if alias is not None:
         root = default_data_dir()
-        if root is not None and (root / alias).is_file():
-            return root / alias
-        raise DatasetError(f"dataset {name_or_path!r} ({alias}) not found; set {DATA_ENV} to the benchmark "
-                           "data directory or pass a file path")
+        found = _in_data_dir(root, alias)
+        if found is not None:
+            return found
+        if os.environ.get(DATA_ENV):
+            raise DatasetError(f"dataset {name_or_path!r} not found: ${DATA_ENV} is {root}, which has no {alias} "
+                               f"(or {alias}.gz); unset {DATA_ENV} to use the packaged copy or pass a file path")
+        raise DatasetError(f"dataset {name_or_path!r} ({alias}.gz) is missing from the installed package at "
+                           f"{root}; reinstall rankguide-edge (pip install --force-reinstall .) or pass a file path")
     raise DatasetError(f"dataset file {str(name_or_path)!r} not found; pass an existing .jsonl/.json file "
                        f"or one of {', '.join(DATASET_ALIASES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackagedFile:
+    """One benchmark file shipped in the package, as ``provenance.json`` describes it and as found on disk."""
+
+    name: str  #: path under :func:`packaged_data_dir`, e.g. ``gsm8k/train.jsonl.gz``
+    aliases: tuple[str, ...]
+    records: int
+    licence: str
+    present: bool
+    intact: bool  #: the packaged file's sha256 is the recorded one
+
+
+def packaged_files() -> list[PackagedFile]:
+    """Every file ``provenance.json`` lists, checked against its recorded sha256 (reads ~1.7 MB); raise
+    DatasetError when the provenance note itself is missing or unreadable."""
+    import hashlib
+
+    root = packaged_data_dir()
+    try:
+        entries = json.loads((root / "provenance.json").read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{root / 'provenance.json'} is missing or unreadable ({exc}); reinstall rankguide-edge "
+                           "(pip install --force-reinstall .)") from None
+    out = []
+    for name, e in entries.items():
+        path = root / name
+        present = path.is_file()
+        intact = present and hashlib.sha256(path.read_bytes()).hexdigest() == e.get("gz_sha256")
+        aliases = tuple(a for a, rel in DATASET_ALIASES.items() if rel + ".gz" == name)
+        out.append(PackagedFile(name, aliases, int(e.get("records", 0)), str(e.get("licence", "")), present, intact))
+    return out
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed when its name ends in ``.gz``."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _base_name(path: Path) -> Path:
+    """``path`` without a ``.gz`` suffix: what ids and format detection look at."""
+    return path.with_suffix("") if path.suffix == ".gz" else path
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -180,7 +239,7 @@ def _number_text(value: Any, what: str) -> str:
 
 def _detect_kind(path: Path, first: Mapping[str, Any] | None) -> str:
     """Record format from the first record; the file name breaks ties for plain question/answer files."""
-    name = str(path).lower()
+    name = str(_base_name(path)).lower()
     if first is not None:
         if "Body" in first and "Question" in first:
             return "svamp"
@@ -201,7 +260,7 @@ def _make_problem(rec: Any, kind: str, path: Path, where: str, pos: int, fields:
         raise _BadRecord(f"record is a {type(rec).__name__}, not a JSON object")
     qf, af, idf = fields["question"], fields["answer"], fields["id"]
     source = f"{path}{where}"
-    stem = path.stem
+    stem = _base_name(path).stem
     meta: dict[str, Any]
     if kind == "svamp":
         # SVAMP splits the problem into a context ("Body") and the asked question ("Question")
@@ -244,32 +303,45 @@ def _make_problem(rec: Any, kind: str, path: Path, where: str, pos: int, fields:
     return Problem(id=pid_text, question=question, gold=gold, kind=kind, source=source, meta=meta)
 
 
+def _unreadable(path: Path, exc: Exception) -> DatasetError:
+    return DatasetError(f"{path}: cannot read the file ({exc}); replace it with an intact copy")
+
+
 def _jsonl_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """(line number, parsed record or None, error or None) for every non-blank line."""
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line), None
-            except json.JSONDecodeError as exc:
-                yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+    try:
+        with _open_binary(path) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    yield lineno, None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    yield lineno, json.loads(line), None
+                except json.JSONDecodeError as exc:
+                    yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+    except (OSError, EOFError) as exc:  # a damaged or truncated .gz
+        raise _unreadable(path, exc) from None
 
 
 def _is_json_array(path: Path) -> bool:
-    with path.open("rb") as fh:
-        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    try:
+        with _open_binary(path) as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except (OSError, EOFError) as exc:
+        raise _unreadable(path, exc) from None
     return head.startswith(b"[")
 
 
 def _read_array(path: Path) -> list[Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        with _open_binary(path) as fh:
+            data = json.loads(fh.read().decode("utf-8-sig"))
+    except (OSError, EOFError) as exc:
+        raise _unreadable(path, exc) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: not a valid JSON array ({exc}); fix the file or convert it to JSONL") from exc
     if not isinstance(data, list):
@@ -309,8 +381,8 @@ def iter_problems(
     want = _check_args(kind, limit, offset, on_error)
     p = Path(path)
     if not p.is_file():
-        raise DatasetError(f"dataset file {str(p)!r} not found; check the path (benchmark data lives in "
-                           f"../shared/data or ${DATA_ENV})")
+        raise DatasetError(f"dataset file {str(p)!r} not found; check the path, or use a short name "
+                           f"({', '.join(DATASET_ALIASES)})")
     rep = report if report is not None else LoadReport()
     rep.path = str(p)
     fields = {"question": question_field, "answer": answer_field, "id": id_field}
@@ -393,9 +465,12 @@ __all__ = [
     "DATA_ENV",
     "DatasetConfig",
     "LoadReport",
+    "PackagedFile",
     "Problem",
     "default_data_dir",
     "iter_problems",
     "load_problems",
+    "packaged_data_dir",
+    "packaged_files",
     "resolve_dataset_path",
 ]
