@@ -58,6 +58,7 @@ def test_errors_are_one_line_with_the_fix(cache: Path) -> None:
     assert code == 0 and "no model is pulled" in out
 
 
+@pytest.mark.network
 def test_pull_path_and_verify(cache: Path) -> None:
     code, out = run("pull", "--quiet", TEST_MODEL)
     assert code == 0, out

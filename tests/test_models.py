@@ -258,6 +258,7 @@ def test_checksum_or_size_mismatch_leaves_nothing_behind(
     assert not M.is_pulled("smol-wrong")
 
 
+@pytest.mark.network
 def test_missing_member_is_a_download_error(fresh_cache: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     extra = tmp_path / "manifests"
