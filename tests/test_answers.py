@@ -121,6 +121,27 @@ def test_numbers_match_tolerance() -> None:
     assert not numbers_match(Fraction(0), Fraction("0.001"))
 
 
+@pytest.mark.parametrize("gold", [0, 1, -7, 72, 1000, 1_000_000, 10**12, 123_456_789_012_345])
+def test_integer_golds_compare_exactly(gold: int) -> None:
+    """An integer gold accepts only itself: no neighbour, however large the gold, and no near-integer."""
+    g = Fraction(gold)
+    assert numbers_match(g, g)
+    for near in (g + 1, g - 1, g + Fraction(1, 10**7), g - Fraction(1, 10**12)):
+        assert not numbers_match(near, g), (near, gold)
+    text = format_number(g)
+    assert check_answer(f"The answer is {text}.", text, "gsm8k")
+    assert not check_answer(f"The answer is {format_number(g + 1)}.", text, "gsm8k")
+
+
+def test_the_issue_example_and_non_integer_tolerance() -> None:
+    assert not check_answer("The answer is 1,000,001.", "1000000", "gsm8k")
+    assert not check_answer("1000000.5", "1000000", "svamp")
+    assert check_answer("The answer is 1,000,000.00.", "1000000", "gsm8k")  # the same integer, written as a decimal
+    # a non-integer gold keeps the relative tolerance (rounded repeating decimals)
+    assert check_answer("0.3333333", "1/3", "generic")
+    assert not check_answer("0.33", "1/3", "generic")
+
+
 # ------------------------------------------------------------------------------------ numeric checking
 
 

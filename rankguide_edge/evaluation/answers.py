@@ -8,8 +8,8 @@ Two families of problems:
   normalised: thousands commas (``1,000``), currency (``$5``), trailing zeros and periods (``5.00``, ``5.``),
   percent signs (``25%`` is 25), signs (``-3``, unicode minus) and simple fractions (``1/2``,
   ``\\frac{1}{2}``) are read exactly as rationals and printed canonically (``1000``, ``5``, ``0.5``,
-  ``1/3`` when the decimal does not terminate). Two numbers match when they differ by at most 1e-6
-  relative (or 1e-9 absolute).
+  ``1/3`` when the decimal does not terminate). An integer gold matches only the same integer; any other
+  gold matches a number within 1e-6 relative (or 1e-9 absolute) of it.
 * ``math`` (MATH500): the answer is the LaTeX inside the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced
   braces). Answers are compared with the optional ``math-verify`` package; if it is missing or fails,
   a normalised string comparison is used instead. Checking never raises on odd model output.
@@ -170,10 +170,14 @@ def format_number(value: Fraction) -> str:
     return f"{sign}{digits[:-places]}.{digits[-places:]}"
 
 
-def numbers_match(a: Fraction, b: Fraction) -> bool:
-    """True when ``a`` and ``b`` differ by at most 1e-6 relative or 1e-9 absolute (exact arithmetic)."""
-    diff = abs(a - b)
-    return diff <= ABS_TOL or diff <= REL_TOL * max(abs(a), abs(b))
+def numbers_match(prediction: Fraction, gold: Fraction) -> bool:
+    """Whether ``prediction`` states ``gold``: exactly, when the gold is an integer (1,000,001 is not
+    1,000,000, and 5.0000001 is not 5); otherwise within 1e-6 relative or 1e-9 absolute (a gold of 1/3
+    accepts 0.333333), in exact arithmetic."""
+    if gold.denominator == 1:
+        return prediction == gold
+    diff = abs(prediction - gold)
+    return diff <= ABS_TOL or diff <= REL_TOL * max(abs(prediction), abs(gold))
 
 
 # --------------------------------------------------------------------------------------------- boxes
