@@ -23,7 +23,7 @@ from ._common import emit_json, handle_errors
 @click.option("--threshold", "thresholds", type=float, multiple=True,
               help="Absolute fail.* threshold for the first-crossing features (repeatable); default: each "
                    "score's pooled median and 75th percentile.")
-@click.option("--no-plots", "--no-plot", "no_plots", is_flag=True, help="Skip roc.png and trajectories.png (no matplotlib needed).")
+@click.option("--no-plots", "--no-plot", "no_plots", is_flag=True, help="Skip roc.png and trajectories.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON digest (the full result is analysis.json).")
 @handle_errors
 def analyze(traces: Path, out_dir: Path, strict: bool, min_traces: int | None, bootstrap: int | None,
@@ -41,6 +41,8 @@ def analyze(traces: Path, out_dir: Path, strict: bool, min_traces: int | None, b
     if res.counts["malformed"]:
         first = f"; first: {res.warnings[0]}" if res.warnings else ""
         click.echo(f"warning: skipped {res.counts['malformed']} malformed line(s){first}", err=True)
+    for note in res.plot_notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
         emit_json(res.summary())
         return

@@ -192,7 +192,7 @@ def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write summary.json, summary.md and the plots here instead of DIR (created).")
 @click.option("--no-plot", "--no-plots", "no_plot", is_flag=True,
-              help="Skip pareto.png and share.png (no matplotlib needed).")
+              help="Skip pareto.png and share.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None, no_plot: bool,
@@ -213,11 +213,13 @@ def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None,
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, os.path.join(target, name))
-    if not no_plot:
+    if not no_plot:  # after the text and JSON: a figure that cannot be drawn is one line, never a failed report
+        from rankguide_edge.evaluation._figures import draw_png
+
         for name, draw in (("pareto.png", write_pareto), ("share.png", write_share_plot)):
-            tmp = os.path.join(target, f".{name}.tmp.png")
-            draw(summary, tmp)
-            os.replace(tmp, os.path.join(target, name))
+            note = draw_png(lambda p, draw=draw: draw(summary, p), os.path.join(target, name))
+            if note:
+                click.echo(f"note: {note}", err=True)
     if as_json:
         emit_json(summary)
     else:

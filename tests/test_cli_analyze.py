@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.analyze_cmd import analyze
@@ -44,6 +46,21 @@ def test_analyze_writes_report_and_prints_reading(tmp_path: Path) -> None:
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
     doc = json.loads((out / "analysis.json").read_text())
     assert doc["config"]["bootstrap"] == 100 and doc["counts"]["traces"] == 40
+
+
+def test_analyze_without_matplotlib_writes_report_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A figure that cannot be drawn (matplotlib hidden from the import system, as when it is absent) is one
+    note per figure; the report, the JSON and the exit code are those of a full run."""
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)
+    out = tmp_path / "res"
+    res = _run(str(_traces(tmp_path / "t.jsonl")), "--out", str(out), "--bootstrap", "50")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "report.md"]
+    notes = res.stderr.strip().splitlines()
+    assert [n.split(":")[1].strip() for n in notes] == ["roc.png not drawn", "trajectories.png not drawn"]
+    doc = json.loads((out / "analysis.json").read_text())
+    assert len(doc["plot_notes"]) == 2 and set(doc["files"]) == {"analysis", "report"}
 
 
 def test_analyze_json_digest_thresholds_and_no_plots(tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """Figures of ``rankguide-edge analyze``: ROC curves and per-step trajectories (matplotlib, Agg canvas).
 
-matplotlib is imported inside the functions, and figures are drawn on their own Agg canvas without pyplot,
-so no global backend is switched and nothing happens at import time.
+Figures come from :func:`._figures.agg_figure` (own Agg canvas, no pyplot, matplotlib imported on first use).
 """
 
 from __future__ import annotations
@@ -11,23 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DependencyError
+from ._figures import agg_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analyze import AnalysisResult
-
-
-def _figure(width: float, height: float) -> Any:
-    """A matplotlib Figure attached to an Agg canvas."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise DependencyError("matplotlib is needed for the plots; pip install 'rankguide-edge[plot]' "
-                              "or pass --no-plots") from None
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def plot_roc(result: AnalysisResult, path: str | os.PathLike[str]) -> None:
@@ -36,7 +22,7 @@ def plot_roc(result: AnalysisResult, path: str | os.PathLike[str]) -> None:
     Signals whose low values go with failure are drawn negated ("low" in the legend), so every curve
     bends above the diagonal and the legend's AUROC is the oriented one.
     """
-    fig = _figure(7.5, 6.5)
+    fig = agg_figure(7.5, 6.5)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls=":")
     special = {"fail.route:max": ("black", "-", 2.2), "text.entropy_max:max": ("tab:red", "--", 2.0),
@@ -61,7 +47,7 @@ def plot_trajectories(result: AnalysisResult, path: str | os.PathLike[str]) -> N
     sig = result.trajectories.get("signals", {})
     steps = np.asarray(result.trajectories.get("steps", []), dtype=float)
     keys = list(sig) or ["(no trajectory signal present)"]
-    fig = _figure(4.2 * len(keys), 3.8)
+    fig = agg_figure(4.2 * len(keys), 3.8)
     for i, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
         ax.set_title(key, fontsize=9)

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DependencyError, InvalidInputError
+from ..errors import InvalidInputError
+from ._figures import agg_figure
 from .latency import (
     OUTLIER_FLOOR_S,
     OUTLIER_RATIO,
@@ -383,14 +384,7 @@ def _place_labels(ax: Any, labels: list[tuple[float, float, str]], dpi: float, s
 
 def _plot_accuracy(summary: dict[str, Any], path: str | os.PathLike[str], x_of: Any, xlabel: str,
                    title: str) -> Path:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise DependencyError("matplotlib is needed for the plots; pip install 'rankguide-edge[plot]' "
-                              "or pass --no-plot") from None
-    fig = Figure(figsize=(7.5, 5.5), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = agg_figure(7.5, 5.5)
     ax = fig.add_subplot(1, 1, 1)
     groups: dict[tuple[str, str], list[tuple[float, float, float, float, str, float]]] = {}
     labels: list[tuple[float, float, str]] = []

@@ -59,7 +59,7 @@ class AnalyzeConfig:
     folds: int = bounded(5, lo=2, hi=20, help="cross-validation folds of the logistic regressions")
     l2: float = bounded(1.0, lo=1e-6, hi=1e6, help="L2 penalty of the logistic regressions (standardised features)")
     strict: bool = bounded(False, help="stop at the first malformed line instead of skipping it")
-    plots: bool = bounded(True, help="write roc.png and trajectories.png (needs matplotlib)")
+    plots: bool = bounded(True, help="write roc.png and trajectories.png")
     top_roc: int = bounded(8, lo=1, hi=30, help="signals drawn in roc.png besides route, entropy and length")
     trajectory_steps: int = bounded(15, lo=2, hi=500, help="step indices drawn in trajectories.png")
 
@@ -97,6 +97,8 @@ class AnalysisResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    #: one line per figure that could not be drawn (why); the text and JSON outputs are written regardless
+    plot_notes: list[str] = dataclasses.field(default_factory=list)
 
     def feature(self, name: str) -> dict[str, Any] | None:
         """The row of feature ``signal:agg`` (e.g. ``"fail.route:max"``, ``"n_tokens"``), None if absent."""
@@ -115,7 +117,7 @@ class AnalysisResult:
                          "verdict": cb.get("verdict"), "verdict_length_strat": cb.get("verdict_length_strat")},
             "logistic": {k: v.get("auroc") for k, v in models.items()},
             "step_level": self.step_level.get("available", False),
-            "warnings": self.warnings, "seconds": self.seconds})
+            "warnings": self.warnings, "plot_notes": self.plot_notes, "seconds": self.seconds})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict without NaN or infinity (anything not finite becomes null)."""
@@ -493,12 +495,17 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, pl
         raise InvalidInputError(f"output path {str(out)!r} is a file; pass a directory name to --out")
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
-    if plots:
+    if plots:  # a figure that cannot be drawn is named in plot_notes; the report and JSON are written anyway
         from ._analyze_plots import plot_roc, plot_trajectories
+        from ._figures import draw_png
 
-        _atomic_write(out / "roc.png", lambda p: plot_roc(result, p))
-        _atomic_write(out / "trajectories.png", lambda p: plot_trajectories(result, p))
-        files.update({"roc": str(out / "roc.png"), "trajectories": str(out / "trajectories.png")})
+        for key, draw in (("roc", plot_roc), ("trajectories", plot_trajectories)):
+            png = out / f"{key}.png"
+            note = draw_png(lambda p, draw=draw: draw(result, p), png)
+            if note is None:
+                files[key] = str(png)
+            else:
+                result.plot_notes.append(note)
     from ._analyze_report import render_report
 
     files = {"analysis": str(out / "analysis.json"), "report": str(out / "report.md"), **files}
@@ -519,7 +526,8 @@ def analyze(traces_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     Keyword arguments other than ``config`` override its fields (None keeps them). ``thresholds`` are
     absolute fail.* thresholds for the first-crossing features (default: pooled median and 75th
     percentile of each score). Raises InvalidInputError for a missing/empty file, a malformed line under
-    ``strict``, too few usable traces or a single class; DependencyError if plots need matplotlib.
+    ``strict``, too few usable traces or a single class. A figure that cannot be drawn is left out and
+    named in ``plot_notes``; it never fails the analysis.
     """
     cfg = config or AnalyzeConfig()
     over = {"min_traces": min_traces, "strict": strict, "plots": plots,
