@@ -73,6 +73,17 @@ def steer_options() -> list[Callable[[F], F]]:
     ]
 
 
+def gpu_option(default: int | None = 0) -> Callable[[F], F]:
+    """``--n-gpu-layers N`` (every command that loads a model): ``RuntimeConfig.n_gpu_layers``. ``default``
+    None leaves the value to a config file (serve)."""
+    shown = "" if default is not None else "  [default: 0]"
+    return click.option("--n-gpu-layers", "n_gpu_layers", default=default, show_default=default is not None,
+                        type=click.IntRange(-1, 10000),
+                        help="Model layers offloaded to the GPU: 0 = none, -1 = all. Needs llama-cpp-python "
+                             "built for CUDA, Metal, Vulkan... (README, \"On a GPU\"); a CPU-only build runs "
+                             "everything on the CPU whatever the value." + shown)
+
+
 def field_options() -> list[Callable[[F], F]]:
     """``--question-field/--answer-field/--id-field``: field names of a generic JSONL dataset (trace, bench run,
     steer extract); the values go to :class:`~rankguide_edge.evaluation.datasets.DatasetConfig`."""

@@ -6,7 +6,8 @@ import click
 
 from rankguide_edge.config import RuntimeConfig
 
-from ._common import apply_options, emit_json, field_options, handle_errors, on_error_option, remote_lrm_options
+from ._common import (apply_options, emit_json, field_options, gpu_option, handle_errors, on_error_option,
+                      remote_lrm_options)
 
 
 @click.group()
@@ -26,9 +27,11 @@ def bench() -> None:
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(1, 100),
               help="Rounds; each decodes N tokens with every way, alternating the order.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@gpu_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int, as_json: bool) -> None:
+def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int, n_gpu_layers: int,
+            as_json: bool) -> None:
     """Decode N tokens greedily with no tap, the native tap and the Python tap, alternating for R rounds,
     and report tokens/s (median over rounds) and the taps' slowdowns against no tap."""
     from tqdm import tqdm
@@ -38,7 +41,7 @@ def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int
     from rankguide_edge.evaluation.capture_bench import run_capture_bench
 
     check_layer_spec(layers)  # syntax now; the range once the model is loaded
-    cfg = RuntimeConfig(n_ctx=max(512, tokens + 256), n_threads=threads)
+    cfg = RuntimeConfig(n_ctx=max(512, tokens + 256), n_threads=threads, n_gpu_layers=n_gpu_layers)
     with load_model(model_name, cfg) as model:
         tapped = parse_layer_spec(layers, model.n_layer)
         bar = tqdm(total=rounds * 3, desc="capture", unit="run", disable=as_json, leave=False)
@@ -104,6 +107,7 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144),
               help="Context window in tokens (SRM, and a local LRM).")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@gpu_option()
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
               help="Seed of sampling and of the random policy.")
 @click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -119,7 +123,7 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, question_field: str | None,
         answer_field: str | None, id_field: str | None, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
         lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float, max_tokens: int,
-        random_p: float | None, n_ctx: int, threads: int, seed: int, router: str | None,
+        random_p: float | None, n_ctx: int, threads: int, n_gpu_layers: int, seed: int, router: str | None,
         steer_specs: tuple[str, ...], steer_where: str, out: str) -> None:
     """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`.
 
@@ -144,7 +148,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
     problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
                              question_field=question_field, answer_field=answer_field, id_field=id_field).load()
-    rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
+    rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed, n_gpu_layers=n_gpu_layers)
     with load_model(srm, rt) as model:
         backend = None
         if any(m.policy != "srm" or m.lrm_first for m in ms):

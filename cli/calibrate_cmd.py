@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ._common import emit_json, handle_errors
+from ._common import emit_json, gpu_option, handle_errors
 
 
 @click.command()
@@ -35,11 +35,12 @@ from ._common import emit_json, handle_errors
               help="Keep this share of the traces (the last ones) out of the fit and report held-out AUROCs.")
 @click.option("--limit", type=click.IntRange(1), help="Use only the first N traces.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@gpu_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the router config as JSON.")
 @handle_errors
 def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency_ratio: float | None,
               profile: str | None, policy: str, fit: str, srm: str, lrm_first: int, no_early: bool, holdout: float,
-              limit: int | None, threads: int, as_json: bool) -> None:
+              limit: int | None, threads: int, n_gpu_layers: int, as_json: bool) -> None:
     """Choose routing thresholds from SOURCE and write a router config that solve, chat, serve and bench load
     with --router.
 
@@ -75,7 +76,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
             records = records[:limit]
         replay = None
         if cfg.early:
-            replay = _replayer(srm, records, threads, progress=not as_json)
+            replay = _replayer(srm, records, threads, progress=not as_json, n_gpu_layers=n_gpu_layers)
         router = calibrate_traces(records, cfg, replay=replay, source=source, command=command)
     save_router(router, out)
     if as_json:
@@ -92,7 +93,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
                    f"entropy_max {ho['auroc.text.entropy_max.mean']}")
 
 
-def _replayer(srm: str, records: list, threads: int, progress: bool):  # noqa: ANN202
+def _replayer(srm: str, records: list, threads: int, progress: bool, n_gpu_layers: int = 0):  # noqa: ANN202
     def replay(recs: list):  # noqa: ANN202
         from tqdm import tqdm
 
@@ -102,7 +103,7 @@ def _replayer(srm: str, records: list, threads: int, progress: bool):  # noqa: A
 
         usable = [r for r in recs if r.get("steps") and not r.get("error")]
         layers = sorted({int(x) for r in usable for x in (r.get("layers") or [])})
-        with load_model(srm, RuntimeConfig(n_threads=threads), progress=progress) as model:
+        with load_model(srm, RuntimeConfig(n_threads=threads, n_gpu_layers=n_gpu_layers), progress=progress) as model:
             if not layers:
                 from rankguide_edge.engine.runtime import parse_layer_spec
                 layers = parse_layer_spec("auto", model.n_layer)

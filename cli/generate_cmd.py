@@ -9,7 +9,7 @@ import click
 
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
 
-from ._common import emit_json, handle_errors
+from ._common import emit_json, gpu_option, handle_errors
 
 
 @click.command()
@@ -25,11 +25,12 @@ from ._common import emit_json, handle_errors
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
 @click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(16, 262144))
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@gpu_option()
 @click.option("--raw", is_flag=True, help="Send PROMPT as is, without the chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end instead of streaming.")
 @handle_errors
 def generate(prompt: str, model_name: str, layers: str, max_tokens: int, temperature: float, top_p: float,
-             seed: int, n_ctx: int, threads: int, raw: bool, as_json: bool) -> None:
+             seed: int, n_ctx: int, threads: int, n_gpu_layers: int, raw: bool, as_json: bool) -> None:
     """Stream the model's answer to PROMPT, tapping the residual stream of the chosen layers per token.
 
     A summary (tokens, speed, tapped states) goes to stderr, or everything to stdout with --json.
@@ -43,7 +44,7 @@ def generate(prompt: str, model_name: str, layers: str, max_tokens: int, tempera
     if not prompt.strip():
         raise InvalidInputError("the prompt is empty: give the text to answer")
     check_layer_spec(layers, extra_words=("none",))  # syntax now; the range once the model is loaded
-    rcfg = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed)
+    rcfg = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed, n_gpu_layers=n_gpu_layers)
     scfg = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     with load_model(model_name, rcfg, progress=not as_json) as model:
         tapped = [] if layers.strip().lower() == "none" else parse_layer_spec(layers, model.n_layer)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ._common import handle_errors, load_config_file
+from ._common import gpu_option, handle_errors, load_config_file
 
 POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
 
@@ -43,6 +43,7 @@ POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
 @click.option("--n-ctx", default=None, type=click.IntRange(64, 262144), help="Context window [4096].")
 @click.option("--threads", "n_threads", default=None, type=click.IntRange(0, 1024),
               help="CPU threads per context (0: all) [0].")
+@gpu_option(default=None)
 @click.option("--request-timeout", default=None, type=click.FloatRange(0, 86400),
               help="Seconds a request may take, queue wait included; 0 = no limit [600].")
 @click.option("--steer-dir", default=None, type=click.Path(exists=True, file_okay=False),
@@ -93,12 +94,13 @@ def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
 @click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144),
               help="Context window in tokens.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@gpu_option()
 @click.option("--only", default=None, type=click.Choice(["overhead", "concurrency"]),
               help="Run only this benchmark.  [default: both]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the per-run timings).")
 @handle_errors
 def bench_serve(srm: str, lrm: str, policy: str, n: int, clients: int, parallel: int, max_tokens: int, n_ctx: int,
-                threads: int, only: str | None, as_json: bool) -> None:
+                threads: int, n_gpu_layers: int, only: str | None, as_json: bool) -> None:
     """Server benchmarks: HTTP overhead over the Python API, and throughput/latency of concurrent streams.
 
     Prints one line per benchmark, or with --json one object: {"overhead": {...medians, ratio...},
@@ -112,7 +114,7 @@ def bench_serve(srm: str, lrm: str, policy: str, n: int, clients: int, parallel:
 
     require_server_deps()
     settings = ServerConfig(srm=srm, lrm=lrm, policy=policy, n_ctx=n_ctx, n_threads=threads, parallel=parallel,
-                            port=0)
+                            n_gpu_layers=n_gpu_layers, port=0)
     report = {}
     if only in (None, "overhead"):
         report["overhead"] = bench_overhead(settings, n=n, max_tokens=max_tokens)

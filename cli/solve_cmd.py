@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ._common import emit_json, handle_errors, remote_lrm_options, steer_options
+from ._common import emit_json, gpu_option, handle_errors, remote_lrm_options, steer_options
 
 POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
 
@@ -44,6 +44,7 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Context window in tokens (SRM, and a local LRM)."),
         click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
                      help="CPU threads (0: all)."),
+        gpu_option(),
         *steer_options(),
     ]
     for opt in reversed(opts):
@@ -54,7 +55,8 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float,
                 policy: str, threshold: float | None, decide: str, max_tokens: int, temperature: float, seed: int,
                 n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
-                steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int | None = None):  # noqa: ANN201
+                steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int | None = None,
+                n_gpu_layers: int = 0):  # noqa: ANN201
     from rankguide_edge.api import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.config import RuntimeConfig
@@ -63,7 +65,8 @@ def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | No
                          steer=steer or "", steer_scale=steer_scale, steer_where=steer_where, router=router or "",
                          lrm_first=lrm_first,
                          **({} if threshold is None else {"threshold": threshold}))
-    return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed),
+    return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed,
+                                                                           n_gpu_layers=n_gpu_layers),
                   lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, progress=progress)
 
 

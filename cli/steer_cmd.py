@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ._common import apply_options, emit_json, field_options, handle_errors, load_config_file, on_error_option
+from ._common import (apply_options, emit_json, field_options, gpu_option, handle_errors, load_config_file,
+                      on_error_option)
 
 
 @click.group()
@@ -57,6 +58,7 @@ def steer() -> None:
               help="Context window in tokens (tracing and teacher forcing).  [default: n_ctx of --config, else 4096]")
 @click.option("--threads", default=None, type=click.IntRange(0, 1024),
               help="CPU threads, 0 = all.  [default: n_threads of --config, else 0]")
+@gpu_option(default=None)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON or TOML file of ExtractConfig keys (options given here win).")
 @click.option("--signals-config", type=click.Path(exists=True, dir_okay=False),
@@ -67,8 +69,8 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
             on_error: str, question_field: str | None, answer_field: str | None, id_field: str | None, srm: str,
             layers: str | None, filter_: str | None, signal: str | None, fail_side: str | None, band: float | None,
             signal_source: str | None, anchor: str | None, trace_layers: str, max_tokens: int,
-            n_ctx: int | None, threads: int | None, config_file: str | None, signals_config: str | None,
-            as_json: bool) -> None:
+            n_ctx: int | None, threads: int | None, n_gpu_layers: int | None, config_file: str | None,
+            signals_config: str | None, as_json: bool) -> None:
     """Extract a steering vector: mean state of execution thoughts minus that of reflection/transition
     thoughts at the steering layers, after the rank-signal filter; write it to OUT as a control vector.
 
@@ -87,7 +89,8 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
         raise ConfigError("give --data (a dataset to trace first) or --traces (a traces JSONL to read)")
     cfg = ExtractConfig.from_mapping(load_config_file(config_file) if config_file else None, layers=layers,
                                      filter=filter_, signal=signal, fail_side=fail_side, band=band,
-                                     signal_source=signal_source, anchor=anchor, n_ctx=n_ctx, n_threads=threads)
+                                     signal_source=signal_source, anchor=anchor, n_ctx=n_ctx, n_threads=threads,
+                                     n_gpu_layers=n_gpu_layers)
     check_steering_layers(cfg.layers)
     signal_cfg = SignalConfig.from_mapping(load_config_file(signals_config) if signals_config else None)
     traces_path = Path(traces) if traces else Path(out).with_suffix(".traces.jsonl")

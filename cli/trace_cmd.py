@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
-from ._common import apply_options, emit_json, field_options, handle_errors, on_error_option, steer_options
+from ._common import (apply_options, emit_json, field_options, gpu_option, handle_errors, on_error_option,
+                      steer_options)
 
 
 @click.command()
@@ -26,6 +29,7 @@ from ._common import apply_options, emit_json, field_options, handle_errors, on_
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
 @click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
+@gpu_option()
 @click.option("--window", default=None, type=click.IntRange(2, 4096),
               help="Sliding rank window W (tokens).  [default: 32, or the --signals-config value]")
 @click.option("--delimiter", default=None, help="Step delimiter (default: a blank line).")
@@ -38,7 +42,8 @@ from ._common import apply_options, emit_json, field_options, handle_errors, on_
 @handle_errors
 def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_error: str, question_field: str | None,
           answer_field: str | None, id_field: str | None, srm: str, layers: str,
-          max_tokens: int, temperature: float, seed: int, n_ctx: int, threads: int, window: int | None,
+          max_tokens: int, temperature: float, seed: int, n_ctx: int, threads: int, n_gpu_layers: int,
+          window: int | None,
           delimiter: str | None, max_step_tokens: int | None, signals_config: str | None, as_json: bool,
           steer: str | None, steer_scale: float, steer_where: str) -> None:
     """Run the SRM alone on a dataset and write one JSON object per problem to OUT: id, question, gold,
@@ -63,7 +68,9 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     cfg = TraceConfig(layers=layers, max_tokens=max_tokens, temperature=temperature, n_ctx=n_ctx,
                       n_threads=threads, seed=seed, steer=steer or "", steer_scale=steer_scale,
                       steer_where=steer_where)
-    with load_model(srm, cfg.runtime(), progress=not as_json) as model:
+    # a model setting, not a trace setting: contexts ignore it, so it stays out of TraceConfig and the trace file
+    loaded = dataclasses.replace(cfg.runtime(), n_gpu_layers=n_gpu_layers)
+    with load_model(srm, loaded, progress=not as_json) as model:
         parse_layer_spec(layers, model.n_layer)  # fail fast on a bad layer list
         bar = tqdm(total=len(problems), desc="trace", unit="problem", disable=as_json)
         stats = {"ok": 0, "n": 0}

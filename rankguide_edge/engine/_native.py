@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import logging
 import os
 import pathlib
 import sys
@@ -34,6 +35,8 @@ import numpy as np
 
 from .. import LLAMA_CPP_PYTHON_VERSION
 from ..errors import DependencyError, NativeError
+
+_log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {}
@@ -155,6 +158,43 @@ def ggml() -> GgmlFns:
     _STATE["ggml_lib"] = base
     _STATE["ggml"] = fns
     return fns
+
+
+_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "integrated GPU", 3: "accelerator"}
+
+
+def build_info() -> dict[str, Any]:
+    """What this llama.cpp build can do: versions, the ggml backends compiled in (CPU, CUDA, Metal, Vulkan...),
+    the devices they found, whether layers can be offloaded, and llama.cpp's system-info line."""
+    ll = lib()
+    h = ctypes.CDLL(ll._lib._name)  # libllama's handle also finds libggml's symbols (see ggml())
+    vp, text = ctypes.c_void_p, ctypes.c_char_p
+
+    def call(name: str, restype: Any, *args: Any, argtypes: tuple[Any, ...] = ()) -> Any:
+        fn = getattr(h, name)
+        fn.restype, fn.argtypes = restype, list(argtypes)
+        return fn(*args)
+
+    def version(name: str) -> str:
+        try:
+            return (call(name, text) or b"").decode()
+        except AttributeError:  # symbol absent in this build
+            return ""
+
+    regs = [call("ggml_backend_reg_name", text, call("ggml_backend_reg_get", vp, i, argtypes=(ctypes.c_size_t,)),
+                 argtypes=(vp,)).decode()
+            for i in range(call("ggml_backend_reg_count", ctypes.c_size_t))]
+    devices = []
+    for i in range(call("ggml_backend_dev_count", ctypes.c_size_t)):
+        dev = call("ggml_backend_dev_get", vp, i, argtypes=(ctypes.c_size_t,))
+        kind = int(call("ggml_backend_dev_type", ctypes.c_int, dev, argtypes=(vp,)))
+        devices.append({"name": call("ggml_backend_dev_name", text, dev, argtypes=(vp,)).decode(),
+                        "description": call("ggml_backend_dev_description", text, dev, argtypes=(vp,)).decode(),
+                        "type": _DEVICE_TYPES.get(kind, f"type {kind}")})
+    return {"llama_cpp_python": check_llama_cpp_version(), "llama_cpp": version("llama_version"),
+            "ggml": version("ggml_version"), "ggml_commit": version("ggml_commit"), "backends": regs,
+            "devices": devices, "gpu_offload": bool(ll.llama_supports_gpu_offload()),
+            "system_info": ll.llama_print_system_info().decode(errors="replace").strip()}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -354,16 +394,23 @@ def make_tap(kind: str, n_embd: int, n_layer: int, layers: list[int], max_rows: 
 # --------------------------------------------------------------------------------------------------------------
 
 
-def load_model(path: str, n_gpu_layers: int, extra_buffers: bool = False) -> int:
-    """Load a GGUF. ``extra_buffers`` enables llama.cpp's extra CPU buffer types (AMX, repacked weights):
-    off by default because with llama-cpp-python 0.3.36 built natively on an AMX CPU they crash in
-    ``ggml_backend_amx_mul_mat`` (seen on this project's machines, with and without an eval callback)."""
+def load_model(path: str, n_gpu_layers: int, extra_buffers: bool = False) -> tuple[int, dict[str, Any]]:
+    """Load a GGUF: the model pointer (0 on failure) and the load parameters as llama.cpp received them.
+
+    ``n_gpu_layers`` layers go to the first GPU backend, ``-1`` all of them; a build without a GPU backend
+    keeps every layer on the CPU whatever the value. ``extra_buffers`` enables llama.cpp's extra CPU buffer
+    types (AMX, repacked weights): off by default because with llama-cpp-python 0.3.36 built natively on an
+    AMX CPU they crash in ``ggml_backend_amx_mul_mat`` (seen on this project's machines, with and without an
+    eval callback)."""
     ll = lib()
     params = ll.llama_model_default_params()
     params.n_gpu_layers = n_gpu_layers
     params.use_extra_bufts = extra_buffers
+    sent = {"n_gpu_layers": int(params.n_gpu_layers), "use_extra_bufts": bool(params.use_extra_bufts)}
+    _log.debug("llama_model_load_from_file(%s, n_gpu_layers=%d, use_extra_bufts=%s)", path, sent["n_gpu_layers"],
+               sent["use_extra_bufts"])
     ptr = ll.llama_model_load_from_file(os.fsencode(path), params)
-    return ptr or 0
+    return ptr or 0, sent
 
 
 def free_model(ptr: int) -> None:

@@ -55,7 +55,8 @@ class TokenEvent:
 
 
 class Model:
-    """A loaded GGUF model. ``n_layer``, ``n_embd``, ``n_vocab``, ``arch``, ``chat_template`` describe it."""
+    """A loaded GGUF model. ``n_layer``, ``n_embd``, ``n_vocab``, ``arch``, ``chat_template`` describe it;
+    ``load_params`` holds the load parameters as llama.cpp received them (``n_gpu_layers``, ``use_extra_bufts``)."""
 
     def __init__(self, path: str | os.PathLike[str], *, n_gpu_layers: int = 0, extra_buffers: bool = False) -> None:
         path = os.fspath(path)
@@ -64,7 +65,7 @@ class Model:
         from .models import check_gguf
 
         check_gguf(Path(path))
-        ptr = _native.load_model(path, n_gpu_layers, extra_buffers)
+        ptr, self.load_params = _native.load_model(path, n_gpu_layers, extra_buffers)
         if not ptr:
             raise ModelLoadError(f"llama.cpp could not load {path} (corrupt or unsupported GGUF): "
                                  "re-pull it with `rankguide-edge models pull NAME --force`")

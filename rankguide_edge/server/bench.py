@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to a GPU; -1 = all")
     ap.add_argument("--only", choices=["overhead", "concurrency"], default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -241,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = ServerConfig(srm=args.srm, lrm=args.lrm, policy=args.policy, n_ctx=args.n_ctx,
-                                n_threads=args.threads, parallel=args.parallel, port=0)
+                                n_threads=args.threads, n_gpu_layers=args.n_gpu_layers, parallel=args.parallel,
+                                port=0)
         report: dict[str, Any] = {}
         if args.only in (None, "overhead"):
             report["overhead"] = bench_overhead(settings, n=args.n, max_tokens=args.max_tokens)

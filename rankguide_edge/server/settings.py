@@ -51,6 +51,7 @@ class ServerConfig:
     max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
     n_ctx: int = bounded(4096, lo=64, hi=262144, help="context window of each worker's SRM (and local LRM)")
     n_threads: int = bounded(0, lo=0, hi=1024, help="CPU threads per context; 0 = all cores")
+    n_gpu_layers: int = bounded(0, lo=-1, hi=10000, help="layers of each local model offloaded to a GPU; -1 = all")
     seed: int = bounded(0, lo=0, hi=2**31 - 1, help="default sampling seed")
     parallel: int = bounded(1, lo=1, hi=64, help="workers, each with its own SRM context (models are shared)")
     queue_size: int = bounded(16, lo=0, hi=100000, help="requests allowed to wait for a worker")
@@ -115,7 +116,8 @@ class ServerConfig:
 
     def runtime_config(self) -> RuntimeConfig:
         """The llama.cpp context settings of every worker."""
-        return RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed)
+        return RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed,
+                             n_gpu_layers=self.n_gpu_layers)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with secrets masked (for logs and /health)."""

@@ -80,6 +80,7 @@ class ExtractConfig:
     n_batch: int = bounded(512, lo=8, hi=65536, help="prefill chunk in tokens")
     logits_chunk: int = bounded(64, lo=1, hi=4096, help="tokens per decode when every row's logits are needed")
     n_threads: int = bounded(0, lo=0, hi=1024, help="CPU threads; 0 = all cores")
+    n_gpu_layers: int = bounded(0, lo=-1, hi=10000, help="model layers offloaded to a GPU; -1 = all")
 
     def __post_init__(self) -> None:
         for name in ("reflection_words", "transition_words"):
@@ -96,7 +97,8 @@ class ExtractConfig:
         return from_mapping(cls, data, **overrides)
 
     def runtime(self) -> RuntimeConfig:
-        return RuntimeConfig(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads)
+        return RuntimeConfig(n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads,
+                             n_gpu_layers=self.n_gpu_layers)
 
     def resolved(self, signal_layers: Sequence[int]) -> ExtractConfig:
         """This config with ``Llast`` in ``signal`` replaced by the last of ``signal_layers`` (``L23`` for the
