@@ -31,8 +31,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import (analyze_cmd, bench_cmd, calibrate_cmd, generate_cmd, models_cmd, serve_cmd, solve_cmd,
-                   steer_cmd, trace_cmd)
+    from . import (analyze_cmd, bench_cmd, calibrate_cmd, doctor_cmd, generate_cmd, models_cmd, serve_cmd,
+                   solve_cmd, steer_cmd, trace_cmd)
 
     main.add_command(solve_cmd.solve)
     main.add_command(solve_cmd.chat)
@@ -44,6 +44,7 @@ def _register() -> None:
     main.add_command(calibrate_cmd.calibrate)
     main.add_command(steer_cmd.steer)
     main.add_command(serve_cmd.serve)
+    main.add_command(doctor_cmd.doctor)
     bench_cmd.bench.add_command(serve_cmd.bench_serve)
 
 

@@ -257,6 +257,12 @@ def tap_library() -> Any | None:
         return tl
 
 
+def tap_info() -> dict[str, Any]:
+    """The tap a context gets by default: ``{"kind": "native" | "python", "library": path or None}``."""
+    path = _tap_library_path()
+    return {"kind": "native" if tap_library() is not None else "python", "library": str(path) if path else None}
+
+
 class NativeTap:
     """An ``rg_tap`` owned from Python: buffer ``(n_slots, max_rows, n_embd)`` float32, rows ``(n_slots,)`` int32.
 
