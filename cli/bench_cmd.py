@@ -188,8 +188,9 @@ def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
 @bench.command("report")
 @click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
 @click.option("--profile", default="measured", show_default=True, metavar="NAME|FILE",
-              help="Hardware profile for latency and pareto.png: measured, laptop+gpu-server, gpu, or a "
-                   ".toml/.json file with [srm]/[lrm] decode_tok_s, prefill_tok_s, call_s (\"measured\" allowed).")
+              help="Hardware profile for latency and pareto.png: measured, laptop+gpu-server, gpu-large-ratio, "
+                   "rtx4090 (rates from each model's GGUF size), or a .toml/.json file with [srm]/[lrm] "
+                   "decode_tok_s, prefill_tok_s, call_s (\"measured\" allowed).")
 @click.option("--methods", default=None, metavar="LABEL,...",
               help="Report only these methods (labels as in results.jsonl); the problems compared are those "
                    "they all ran.  [default: every method in the file]")
@@ -201,7 +202,7 @@ def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
 @handle_errors
 def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None, no_plot: bool,
            as_json: bool) -> None:
-    """Summarise DIR/results.jsonl into summary.json, summary.md, pareto.png (accuracy vs latency) and
+    """Summarise DIR/results.jsonl (or a committed results.jsonl.gz) into summary.json, summary.md, pareto.png (accuracy vs latency) and
     share.png (accuracy vs LRM token share: policies compared at matched LRM use)."""
     import json
     import os
@@ -209,7 +210,10 @@ def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None,
     from rankguide_edge.evaluation.bench import summarize, summary_markdown, write_pareto, write_share_plot
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    summary = summarize(os.path.join(run_dir, "results.jsonl"), profile=profile, methods=chosen)
+    results = os.path.join(run_dir, "results.jsonl")
+    if not os.path.exists(results) and os.path.exists(results + ".gz"):  # a committed, compressed run
+        results += ".gz"
+    summary = summarize(results, profile=profile, methods=chosen)
     target = out_dir or run_dir
     os.makedirs(target, exist_ok=True)
     for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_markdown(summary))):

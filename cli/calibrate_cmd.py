@@ -20,7 +20,8 @@ from ._common import emit_json, gpu_option, handle_errors
               help="Bench dir only: the most accurate threshold whose mean latency is at most R x the LRM's.")
 @click.option("--profile", default=None, metavar="NAME|FILE",
               help="Bench dir only: price latency for --max-latency-ratio under this hardware profile "
-                   "(measured, laptop+gpu-server, gpu or a TOML/JSON file).  [default: wall seconds]")
+                   "(measured, laptop+gpu-server, gpu-large-ratio or a TOML/JSON file; the GPU-size profiles "
+                   "such as rtx4090 price runs in `bench report`).  [default: wall seconds]")
 @click.option("--policy", default="rankguide", show_default=True,
               type=click.Choice(["rankguide", "entropy", "keywords", "judge"]), help="Policy to calibrate.")
 @click.option("--fit", default="quantile", show_default=True, type=click.Choice(["quantile", "logistic"]),

@@ -164,7 +164,7 @@ def test_sweeps_specdec_judge_and_matched_random(tiny_gguf, tmp_path) -> None:
     assert (rep / "share.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for label in labels:
         row = summary["methods"][label]
-        assert set(row["latency_s"]) == {"measured", "laptop+gpu-server", "gpu", "slow"}
+        assert set(row["latency_s"]) == {"measured", "laptop+gpu-server", "gpu-large-ratio", "rtx4090", "slow"}
         assert {"lrm_token_share", "lrm_calls", "mean_steps", "mean_tokens", "pgr", "speedup_vs_lrm",
                 "speedup_vs_lrm_by_profile"} <= set(row)
     spec_row = summary["methods"]["specdec:3"]

@@ -73,7 +73,7 @@ def test_paired_comparisons_and_token_cap(tmp_path) -> None:
     assert header.count("|") == row.count("|")
     # one table prices every method under every profile, lrm at 1.00x in each
     per_profile = md.split("under each hardware profile:")[1]
-    assert "| method | measured | laptop+gpu-server | gpu |" in per_profile
+    assert "| method | measured | laptop+gpu-server | gpu-large-ratio |" in per_profile
     lrm_row = next(line for line in per_profile.splitlines() if line.startswith("| lrm |"))
     assert lrm_row.count("(1.00×)") == 3
 

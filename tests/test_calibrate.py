@@ -258,7 +258,7 @@ def test_calibrate_cli(tmp_path) -> None:
     assert res.exit_code == 2 and "exactly one" in res.output
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--max-latency-ratio", "0.5", "--out", str(out)])
     assert res.exit_code == 2 and "bench dir" in res.output
-    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--profile", "gpu",
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--profile", "gpu-large-ratio",
                                     "--no-early", "--out", str(out)])
     assert res.exit_code == 2 and "bench dir" in res.output
 

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation._bench_report import summarize, summary_markdown
+from rankguide_edge.evaluation._bench_report import load_results, summarize, summary_markdown
+from rankguide_edge.evaluation._bench_settings import identity_bytes, model_identity, run_model_bytes
 from rankguide_edge.evaluation.latency import (
+    GPUS,
     SHIPPED_PROFILES,
     TokenCounts,
     counts_of,
     fit_measured,
+    gpu_rates,
     load_profile,
     overhead_seconds,
     predict_seconds,
@@ -53,9 +56,9 @@ def test_hand_computed_latency() -> None:
     assert overhead_seconds(rec) == pytest.approx(1.0)
     # 40/20 + 100/200 + 30/10 + 50/100 + 3 * 0.5 + 1.0 overhead
     assert record_seconds(rec, res) == pytest.approx(2.0 + 0.5 + 3.0 + 0.5 + 1.5 + 1.0)
-    assert predict_seconds(TokenCounts(srm_decode=300), resolve(load_profile("gpu"), fit_measured([]))) == \
-        pytest.approx(1.0)  # the gpu profile's SRM decodes 300 tok/s
-    gpu = SHIPPED_PROFILES["gpu"]
+    large = resolve(load_profile("gpu-large-ratio"), fit_measured([]))
+    assert predict_seconds(TokenCounts(srm_decode=300), large) == pytest.approx(1.0)  # its SRM decodes 300 tok/s
+    gpu = SHIPPED_PROFILES["gpu-large-ratio"]
     assert gpu["srm"]["decode_tok_s"] == 6 * gpu["lrm"]["decode_tok_s"]
     assert gpu["lrm"]["prefill_tok_s"] == 20 * gpu["lrm"]["decode_tok_s"]
 
@@ -103,16 +106,17 @@ def test_measured_fit_recovers_the_costs(tmp_path) -> None:
 
 def test_summary_prices_every_profile(tmp_path) -> None:
     recs = _synthetic(tmp_path / "results.jsonl")
-    s = summarize(tmp_path / "results.jsonl", profile="gpu")
-    assert s["profile"] == "gpu" and s["profile_check"]["ok"]
-    assert set(s["profiles"]) == set(SHIPPED_PROFILES)
+    s = summarize(tmp_path / "results.jsonl", profile="gpu-large-ratio")
+    assert s["profile"] == "gpu-large-ratio" and s["profile_check"]["ok"]
+    assert set(s["profiles"]) == set(SHIPPED_PROFILES)  # no run.json, so no model sizes: GPU profiles unpriced
+    assert set(s["unpriced_profiles"]) == set(GPUS) and "GGUF size" in s["unpriced_profiles"]["rtx4090"]
     row = s["methods"]["lrm"]
     assert set(row["latency_s"]) == set(SHIPPED_PROFILES)
     lrm_recs = [r for r in recs if r["method"] == "lrm"]
     want = np.mean([sum(r["usage"][k] for k in ("lrm_tokens",)) / 50 + r["usage"]["lrm_prefill_tokens"] / 1000
                     + r["usage"]["srm_prefill_tokens"] / 6000 + 0.2 for r in lrm_recs])
-    assert row["latency_s"]["gpu"] == pytest.approx(want, rel=1e-3)
-    assert row["speedup_vs_lrm_by_profile"]["gpu"] == pytest.approx(1.0)
+    assert row["latency_s"]["gpu-large-ratio"] == pytest.approx(want, rel=1e-3)
+    assert row["speedup_vs_lrm_by_profile"]["gpu-large-ratio"] == pytest.approx(1.0)
     assert s["methods"]["rankguide:0.2"]["threshold"] == 0.2 and s["methods"]["srm"]["lrm_calls"] == 0
 
 
@@ -136,7 +140,7 @@ def test_profile_files_and_bad_profiles(tmp_path) -> None:
     broken.write_text("[srm\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_profile(str(broken))
-    clash = tmp_path / "gpu.json"  # named after a shipped profile by its stem
+    clash = tmp_path / "rtx4090.json"  # named after a shipped profile by its stem
     clash.write_text(json.dumps({"lrm": {"decode_tok_s": 30}}))
     with pytest.raises(ConfigError, match="shipped profile"):
         load_profile(str(clash))
@@ -165,3 +169,70 @@ def test_a_clean_run_has_no_outliers(tmp_path) -> None:
     recs = _synthetic(tmp_path / "results.jsonl", noise=0.15)
     fit = fit_measured(recs)
     assert fit.outliers == () and profile_check(recs, resolve(load_profile("measured"), fit))["excluded_records"] == 0
+
+
+# ------------------------------------------------------------------------------------------ GPU profiles
+
+#: GGUF sizes of the default pair (bench100's run.json)
+SRM_BYTES, LRM_BYTES = 491_400_064, 1_117_320_768
+
+
+@pytest.mark.parametrize("name", sorted(GPUS))
+def test_gpu_rates_reproduce_their_published_points_and_follow_size(name: str) -> None:
+    spec = GPUS[name]
+    assert gpu_rates(spec, spec.decode_ref_bytes)["decode_tok_s"] == pytest.approx(spec.decode_ref_tok_s)
+    assert gpu_rates(spec, spec.prefill_ref_bytes)["prefill_tok_s"] == pytest.approx(spec.prefill_ref_tok_s)
+    sizes = [1e8, SRM_BYTES, LRM_BYTES, 4e9, 2e10]
+    rates = [gpu_rates(spec, b) for b in sizes]
+    for small, big, b in zip(rates, rates[1:], sizes[1:]):
+        assert small["decode_tok_s"] > big["decode_tok_s"] and small["prefill_tok_s"] > big["prefill_tok_s"]
+        # never faster than reading the weights at the stated share of the bandwidth
+        assert big["decode_tok_s"] <= spec.efficiency * spec.bandwidth_gb_s * 1e9 / b
+    assert all(r["call_s"] == 0.0 for r in rates) and spec.token_overhead_s > 0
+
+
+def test_on_a_gpu_the_default_pair_is_not_six_times_apart() -> None:
+    """Decode time grows with the weights read: 491 MB against 1.12 GB is a ~1.7x ratio on an RTX 4090 (the
+    fixed per-token overhead shrinks it further), far from gpu-large-ratio's 6x."""
+    p = load_profile("rtx4090", {"srm": SRM_BYTES, "lrm": LRM_BYTES})
+    ratio = p.srm.decode_tok_s / p.lrm.decode_tok_s
+    assert 1.4 < ratio < LRM_BYTES / SRM_BYTES
+    large = SHIPPED_PROFILES["gpu-large-ratio"]
+    assert large["srm"]["decode_tok_s"] / large["lrm"]["decode_tok_s"] == 6
+
+
+def test_run_json_sizes_price_the_gpu_profiles(tmp_path) -> None:
+    recs = _synthetic(tmp_path / "results.jsonl")
+    srm = tmp_path / "s.gguf"
+    srm.write_bytes(b"x" * 1000)
+    assert identity_bytes(model_identity(srm)) == 1000 and identity_bytes("http://host/v1") is None
+    (tmp_path / "run.json").write_text(json.dumps({"settings": {
+        "srm": f"srm.gguf ({SRM_BYTES} bytes)", "lrm": f"lrm.gguf ({LRM_BYTES} bytes)"}, "sessions": []}))
+    assert run_model_bytes(tmp_path) == {"srm": SRM_BYTES, "lrm": LRM_BYTES}
+    s = summarize(tmp_path / "results.jsonl", profile="rtx4090")
+    assert s["profile"] == "rtx4090" and not s["unpriced_profiles"] and "rtx4090" in s["profiles"]
+    rates = gpu_rates(GPUS["rtx4090"], LRM_BYTES)
+    assert s["profiles"]["rtx4090"]["lrm"]["decode_tok_s"] == pytest.approx(rates["decode_tok_s"])
+    lrm = [r for r in recs if r["method"] == "lrm"]
+    want = np.mean([r["usage"]["lrm_tokens"] / rates["decode_tok_s"]
+                    + r["usage"]["lrm_prefill_tokens"] / rates["prefill_tok_s"]
+                    + r["usage"]["srm_prefill_tokens"] / gpu_rates(GPUS["rtx4090"], SRM_BYTES)["prefill_tok_s"]
+                    + 0.2 for r in lrm])
+    assert s["methods"]["lrm"]["latency_s"]["rtx4090"] == pytest.approx(want, rel=1e-3)
+    # an LRM given as a URL has no size: the report says so, and choosing the profile is an error
+    (tmp_path / "run.json").write_text(json.dumps({"settings": {"srm": f"srm.gguf ({SRM_BYTES} bytes)",
+                                                                "lrm": "http://10.0.0.2:8080/v1"}}))
+    s = summarize(tmp_path / "results.jsonl")
+    assert "size of the LRM is unknown" in s["unpriced_profiles"]["rtx4090"]
+    assert "Not priced under `rtx4090`" in summary_markdown(s)
+    with pytest.raises(ConfigError, match="size of the LRM is unknown"):
+        summarize(tmp_path / "results.jsonl", profile="rtx4090")
+
+
+def test_a_compressed_results_file_reads_like_the_plain_one(tmp_path) -> None:
+    import gzip
+
+    recs = _synthetic(tmp_path / "results.jsonl")
+    with gzip.open(tmp_path / "results.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in recs))
+    assert load_results(tmp_path / "results.jsonl.gz") == load_results(tmp_path / "results.jsonl") == recs

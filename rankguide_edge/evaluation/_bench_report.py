@@ -15,17 +15,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
+from ._bench_settings import run_model_bytes
 from ._figures import agg_figure
 from .latency import (
     OUTLIER_FLOOR_S,
     OUTLIER_RATIO,
-    SHIPPED_PROFILES,
     HardwareProfile,
     counts_of,
     fit_measured,
     load_profile,
     profile_check,
+    profile_names,
     record_seconds,
     resolve,
 )
@@ -87,13 +88,20 @@ def _check_record(rec: Any) -> str | None:
 
 
 def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a results.jsonl (a torn last line is ignored: a run may be writing it). InvalidInputError
-    when the file is missing, holds no complete record, or a record lacks a field the report needs."""
+    """The records of a results.jsonl, or of a gzip-compressed results.jsonl.gz (a torn last line is ignored: a
+    run may be writing it). InvalidInputError when the file is missing, holds no complete record, or a record
+    lacks a field the report needs."""
     path = Path(results)
     if not path.exists():
         raise InvalidInputError(f"{path} does not exist: run `rankguide-edge bench run` first")
     recs = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".gz":
+        import gzip
+
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
     for n, line in enumerate(lines):
         if not line.strip():
             continue
@@ -145,12 +153,18 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
             failed.setdefault(str(r["method"]), []).append(str(r.get("id")))
     if not recs:
         raise InvalidInputError(f"every record of {path} is an error: see their 'error' fields")
-    chosen = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
+    sizes = run_model_bytes(path.parent)  # GPU profiles price each model from its GGUF size
+    chosen = profile if isinstance(profile, HardwareProfile) else load_profile(profile, sizes)
     fit = fit_measured(recs)
-    profiles = {name: resolve(load_profile(name), fit) for name in SHIPPED_PROFILES}
-    profiles[chosen.name] = resolve(chosen, fit)
-    descriptions = {name: str(SHIPPED_PROFILES[name].get("description", "")) for name in SHIPPED_PROFILES}
-    descriptions.setdefault(chosen.name, chosen.description)
+    loaded, unpriced = {}, {}
+    for name in profile_names():
+        try:
+            loaded[name] = load_profile(name, sizes)
+        except ConfigError as exc:  # a GPU profile when a model's size is unknown (an LRM URL)
+            unpriced[name] = str(exc)
+    loaded[chosen.name] = chosen
+    profiles = {name: resolve(p, fit) for name, p in loaded.items()}
+    descriptions = {name: p.description for name, p in loaded.items()}
     in_file = list(dict.fromkeys(r["method"] for r in every))
     if methods:
         missing = [m for m in methods if m not in in_file]
@@ -205,7 +219,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     return {"results": str(path), "problems": len(common), "short_methods": short,
             "mixed_session_problems": mixed,
             "errors": {m: failed[m] for m in methods if m in failed},
-            "problems_per_method": ran, "methods": table, "profile": chosen.name,
+            "problems_per_method": ran, "methods": table, "profile": chosen.name, "unpriced_profiles": unpriced,
             "profiles": {name: {"description": descriptions.get(name, ""), **res.to_dict()}
                          for name, res in profiles.items()},
             "fit": fit.to_dict(), "profile_check": profile_check(recs, profiles["measured"], exclude=fit.outliers)}
@@ -346,6 +360,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             s, q = p["srm"], p["lrm"]
             lines.append(f"| {name} | {f(s['decode_tok_s'], 1)} | {f(s['prefill_tok_s'], 1)} | "
                          f"{f(q['decode_tok_s'], 1)} | {f(q['prefill_tok_s'], 1)} | {f(q['call_s'], 3)} |")
+    for name, why in (summary.get("unpriced_profiles") or {}).items():
+        lines += ["", f"Not priced under `{name}`: {why}."]
     return "\n".join(lines) + "\n"
 
 

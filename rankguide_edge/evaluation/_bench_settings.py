@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,22 @@ def model_identity(path: str | os.PathLike[str]) -> str:
         return f"{p.name} ({p.stat().st_size} bytes)"
     except OSError:
         return p.name
+
+
+def identity_bytes(identity: Any) -> int | None:
+    """The size a :func:`model_identity` names (``"x.gguf (491400064 bytes)"`` -> 491400064); None for a URL,
+    a missing model or a name without a size."""
+    m = re.fullmatch(r".*\((\d+) bytes\)", str(identity or ""))
+    return int(m.group(1)) if m else None
+
+
+def run_model_bytes(run_dir: str | os.PathLike[str]) -> dict[str, int | None]:
+    """``{"srm": bytes, "lrm": bytes}`` from a bench folder's run.json (None where unknown or no run.json)."""
+    try:
+        settings = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"srm": None, "lrm": None}
+    return {role: identity_bytes(settings.get(role)) for role in ("srm", "lrm")}
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:

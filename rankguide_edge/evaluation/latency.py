@@ -23,8 +23,15 @@ fit more than hundreds of clean ones), refitting until that set settles. The shi
 * ``measured`` -- everything fitted: reproduces the run's own latency (checked by :func:`profile_check`);
 * ``laptop+gpu-server`` -- the SRM as measured; the LRM remote on a GPU server: 60 tok/s decode, 3000 tok/s
   prefill, 50 ms per call;
-* ``gpu`` -- both on one GPU, no call cost: SRM 300 tok/s decode (a 0.5B model on a consumer GPU) and 6000
-  tok/s prefill; the LRM 6x slower per token (50 tok/s decode, 1000 tok/s prefill); prefill 20x decode.
+* ``rtx4090`` (and any entry of :data:`GPUS`) -- both models on one named consumer GPU, no call cost, each
+  model's rates derived from its own GGUF size (:func:`gpu_rates`): decoding reads every weight once per
+  token, so a token costs ``size / (efficiency * bandwidth)`` plus a fixed per-token overhead (kernel
+  launches, synchronisation) fitted to a published llama.cpp result for a small model on that GPU; prefill
+  is compute-bound and scaled by size from a published ``pp512`` result. Resolving it needs the run's model
+  sizes (``run.json``); sources in docs/BENCHMARKING.md;
+* ``gpu-large-ratio`` -- the paper's setting, not this project's default pair: both on one GPU, SRM 300
+  tok/s decode and 6000 tok/s prefill, the LRM 6x slower per token (50 and 1000 tok/s), as for a 1.5B/32B
+  pair; no call cost.
 """
 
 from __future__ import annotations
@@ -60,9 +67,9 @@ SHIPPED_PROFILES: dict[str, dict[str, Any]] = {
         "srm": {"decode_tok_s": MEASURED, "prefill_tok_s": MEASURED, "call_s": 0.0},
         "lrm": {"decode_tok_s": 60.0, "prefill_tok_s": 3000.0, "call_s": 0.05},
     },
-    "gpu": {
-        "description": "both models on one GPU: SRM 300 tok/s decode, LRM 6x slower per token, prefill 20x "
-                       "faster than decode, no call cost",
+    "gpu-large-ratio": {
+        "description": "a large pair on one GPU (the paper's 1.5B/32B-like setting, not the default pair): SRM "
+                       "300 tok/s decode, LRM 6x slower per token, prefill 20x decode, no call cost",
         "srm": {"decode_tok_s": 300.0, "prefill_tok_s": 6000.0, "call_s": 0.0},
         "lrm": {"decode_tok_s": 50.0, "prefill_tok_s": 1000.0, "call_s": 0.0},
     },
@@ -174,16 +181,21 @@ def profile_from_mapping(data: Mapping[str, Any], name: str = "custom") -> Hardw
 
 
 def profile_names() -> list[str]:
-    return list(SHIPPED_PROFILES)
+    """Every profile a name selects: the fixed ones, then one per :data:`GPUS` entry."""
+    return [*SHIPPED_PROFILES, *GPUS]
 
 
-def load_profile(spec: str) -> HardwareProfile:
-    """A shipped profile by name, or a TOML/JSON profile file (see :data:`SHIPPED_PROFILES` for the keys)."""
+def load_profile(spec: str, model_bytes: Mapping[str, int | None] | None = None) -> HardwareProfile:
+    """A shipped profile by name, a GPU profile (needs ``model_bytes``, ``{"srm": bytes, "lrm": bytes}``: the
+    run's GGUF sizes), or a TOML/JSON profile file (see :data:`SHIPPED_PROFILES` for the keys)."""
     if spec in SHIPPED_PROFILES:
         return profile_from_mapping(SHIPPED_PROFILES[spec], spec)
+    if spec in GPUS:
+        sizes = model_bytes or {}
+        return gpu_profile(spec, sizes.get("srm"), sizes.get("lrm"))
     path = Path(spec)
     if not path.is_file():
-        raise ConfigError(f"unknown profile {spec!r}: use {', '.join(SHIPPED_PROFILES)} or a .toml/.json file")
+        raise ConfigError(f"unknown profile {spec!r}: use {', '.join(profile_names())} or a .toml/.json file")
     try:
         if path.suffix.lower() == ".toml":
             try:
@@ -199,10 +211,73 @@ def load_profile(spec: str) -> HardwareProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"profile file {path} must hold a table with srm and lrm")
     name = data.get("name") or path.stem
-    if name in SHIPPED_PROFILES:  # it would silently replace the shipped one in every report table
+    if name in profile_names():  # it would silently replace the shipped one in every report table
         raise ConfigError(f"profile file {path} is named {name!r} like a shipped profile: set another name "
                           "(name = \"...\") or rename the file")
     return profile_from_mapping(data, name)
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """A consumer GPU as the latency model sees it: its memory bandwidth, the share of it llama.cpp's decode
+    kernels reach on large models, and one published llama.cpp result each for decoding a small model and
+    prefilling (``*_ref_bytes``: that model's GGUF size; ``*_ref_tok_s``: its tokens/s)."""
+
+    description: str
+    bandwidth_gb_s: float
+    efficiency: float
+    decode_ref_bytes: float
+    decode_ref_tok_s: float
+    prefill_ref_bytes: float
+    prefill_ref_tok_s: float
+    source: str
+
+    @property
+    def token_overhead_s(self) -> float:
+        """Seconds per decoded token beyond reading the weights, so that the decode reference is reproduced."""
+        return max(0.0, 1.0 / self.decode_ref_tok_s - self.decode_ref_bytes / self._bytes_per_s)
+
+    @property
+    def _bytes_per_s(self) -> float:
+        return self.efficiency * self.bandwidth_gb_s * 1e9
+
+
+_MIB, _GIB = float(1 << 20), float(1 << 30)
+
+#: GPUs a profile can be named after (``--profile rtx4090``); docs/BENCHMARKING.md cites the sources
+GPUS: dict[str, GpuSpec] = {
+    "rtx4090": GpuSpec(
+        description="both models on one NVIDIA RTX 4090 (1008 GB/s), rates from each model's GGUF size, no call "
+                    "cost",
+        bandwidth_gb_s=1008.0, efficiency=0.80,
+        # TinyLlama 1.1B Q4_K_M (636.18 MiB): tg128 762.37 t/s; Llama 3.2 3B Q4_K_M (1.87 GiB): pp512 20323 t/s
+        decode_ref_bytes=636.18 * _MIB, decode_ref_tok_s=762.37,
+        prefill_ref_bytes=1.87 * _GIB, prefill_ref_tok_s=20323.29,
+        source="llama-bench, llama.cpp build 086a63e3a (7340), Vulkan, ngl 99: github.com/geerlingguy/"
+               "ai-benchmarks/issues/43 (2025-12-09)"),
+}
+
+
+def gpu_rates(spec: GpuSpec, model_bytes: float) -> dict[str, float]:
+    """``decode_tok_s``, ``prefill_tok_s`` and ``call_s`` (0) of a model of ``model_bytes`` on ``spec``."""
+    if model_bytes <= 0:
+        raise ConfigError(f"a model size must be positive, got {model_bytes}")
+    decode_s = model_bytes / spec._bytes_per_s + spec.token_overhead_s
+    return {"decode_tok_s": 1.0 / decode_s,
+            "prefill_tok_s": spec.prefill_ref_tok_s * spec.prefill_ref_bytes / model_bytes, "call_s": 0.0}
+
+
+def gpu_profile(name: str, srm_bytes: float | None, lrm_bytes: float | None) -> HardwareProfile:
+    """The :data:`GPUS` profile ``name`` for a pair of models of these GGUF sizes; ConfigError naming the
+    missing size when one is unknown (an LRM given as a URL, or a run.json without sizes)."""
+    spec = GPUS[name]
+    missing = [role for role, b in (("SRM", srm_bytes), ("LRM", lrm_bytes)) if not b]
+    if missing:
+        raise ConfigError(f"profile {name} prices each model from its GGUF size, but the size of the "
+                          f"{' and '.join(missing)} is unknown (an LRM given as a URL, or no run.json beside the "
+                          "results): use a profile file with fixed rates")
+    rates = {"srm": gpu_rates(spec, float(srm_bytes or 0)), "lrm": gpu_rates(spec, float(lrm_bytes or 0))}
+    return profile_from_mapping({"description": spec.description, **rates}, name)
 
 
 # ------------------------------------------------------------------------------------------------ fitting
