@@ -6,7 +6,7 @@ import click
 
 from rankguide_edge.config import RuntimeConfig
 
-from ._common import apply_options, emit_json, field_options, handle_errors, on_error_option, remote_lrm_options
+from ._common import apply_options, dataset_options, emit_json, handle_errors, remote_lrm_options
 
 
 @click.group()
@@ -76,14 +76,7 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 
 
 @bench.command("run")
-@click.option("--data", required=True, help="Dataset file or short name (gsm8k-test, gsm8k-train, math500, svamp).")
-@click.option("--limit", type=click.IntRange(1), help="First N problems (file order).")
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many records.")
-@click.option("--kind", default="auto", show_default=True,
-              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]),
-              help="Record format and answer kind (auto: detected from the first record).")
-@on_error_option()
-@apply_options(field_options())
+@apply_options(dataset_options("Dataset file or short name (gsm8k-test, gsm8k-train, math500, svamp)."))
 @click.option("--methods", default="srm,lrm,rankguide", show_default=True,
               help="Comma list of policy[@post|early|pre][:threshold] (rankguide, entropy, keywords, judge, srm, "
                    "lrm), random[:p] (no p: matched to rankguide's LRM step share) and specdec[:k], e.g. "
