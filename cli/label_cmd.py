@@ -20,7 +20,7 @@ from ._common import apply_options, dataset_options, emit_json, handle_errors
                    "the rest.")
 @click.option("--max-cf-steps", default=8, show_default=True, type=click.IntRange(0, 1000),
               help="Counterfactuals (LRM writes the step, SRM continues, answer graded) for the first K SRM steps.")
-@click.option("--cf-right-share", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--cf-right-share", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Share of right-answered problems that get counterfactuals (every wrong one does; seeded by id).")
 @click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768),
               help="Token budget of one answer.")

@@ -109,3 +109,16 @@ def test_errors_name_the_fix() -> None:
         fit_router(HEADER, no_gain, FitConfig())
     with pytest.raises(InvalidInputError, match="no SRM step"):
         load_steps([{"id": "a", "steps": [{"index": 0, "source": "lrm", "text": "all", "n_tokens": 3}]}])
+
+
+def test_steps_of_right_answers_are_known_not_to_need_the_lrm() -> None:
+    """Routing cannot fix an answer that is already right: such steps count as "does not help" without a
+    counterfactual; a wrong answer's step without one stays unknown."""
+    recs = _records(4)
+    recs[0]["correct"] = True
+    for st in recs[0]["steps"][1:] + recs[1]["steps"][1:]:
+        st.pop("cf")
+    steps = load_steps(recs)
+    per = {p: steps.helps[steps.problem == p] for p in ("p0", "p1", "p2")}
+    assert (per["p0"] == 0).all() and np.isnan(per["p1"]).all() and np.isfinite(per["p2"]).all()
+    assert np.isnan(steps.gain[steps.problem == "p0"]).all()

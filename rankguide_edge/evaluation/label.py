@@ -57,7 +57,7 @@ class LabelConfig:
 
     lrm_first: int = bounded(1, lo=0, hi=1000, help="the LRM writes the first N steps (the regime served)")
     max_cf_steps: int = bounded(8, lo=0, hi=1000, help="counterfactuals for the first K SRM steps of a trace")
-    cf_right_share: float = bounded(0.5, lo=0.0, hi=1.0, help="share of right-ending traces that get "
+    cf_right_share: float = bounded(0.2, lo=0.0, hi=1.0, help="share of right-ending traces that get "
                                     "counterfactuals (every wrong-ending one does)")
     max_tokens: int = bounded(768, lo=8, hi=32768, help="token budget of one answer")
     max_step_tokens: int = bounded(256, lo=4, hi=32768, help="a step ends after this many tokens")

@@ -4,7 +4,9 @@ Every SRM step of a label file is a row: its SRM-side features (what a router ca
 LRM) and its labels. Two targets:
 
 * ``gain`` -- "routing helps": the counterfactual in which the LRM wrote this step ends right where the
-  un-intervened answer ended wrong (``gain == +1``), over the steps that have a counterfactual;
+  un-intervened answer ended wrong (``gain == +1``). Known for the steps with a counterfactual, and for every
+  step of a right-answered problem without one (routing cannot fix an answer that is already right; only
+  its harm, gain -1 against 0, is then unknown);
 * ``disagree`` -- a dense proxy every SRM step has: the LRM's teacher-forced check flags the step
   (``lrm.risk >= disagree_level``, see :mod:`rankguide_edge.collab.disagreement`).
 
@@ -81,6 +83,7 @@ class Steps:
     signals: list[dict[str, float]]
     lrm: list[dict[str, float]]
     gain: np.ndarray             # float (n,): -1, 0, +1, NaN without a counterfactual
+    helps: np.ndarray            # float (n,): 1 routing fixes the answer, 0 it does not, NaN unknown
     n_tokens: np.ndarray         # int (n,): the SRM step's tokens
     lrm_tokens: np.ndarray       # float (n,): the LRM's tokens for this step in the counterfactual (NaN: none)
     pooled: list[np.ndarray | None]
@@ -94,7 +97,7 @@ class Steps:
 
 def load_steps(records: Sequence[dict[str, Any]]) -> Steps:
     """Rows of every SRM step with signals in label ``records`` (error records are left out)."""
-    prob, sigs, lrms, gain, ntok, ltok, pooled = [], [], [], [], [], [], []
+    prob, sigs, lrms, gain, helps, ntok, ltok, pooled = [], [], [], [], [], [], [], []
     plan: dict[str, int] = {}
     srm: dict[str, int] = {}
     last = 0
@@ -114,6 +117,7 @@ def load_steps(records: Sequence[dict[str, Any]]) -> Steps:
             cf = s.get("cf") or {}
             g = cf.get("gain")
             gain.append(float(g) if g is not None else math.nan)
+            helps.append(float(g == 1) if g is not None else (0.0 if rec.get("correct") else math.nan))
             ntok.append(int(s["n_tokens"]))
             ltok.append(float(cf["lrm_tokens"]) if "lrm_tokens" in cf else math.nan)
             pooled.append(decode_vector(s["pooled"]) if s.get("pooled") else None)
@@ -123,7 +127,8 @@ def load_steps(records: Sequence[dict[str, Any]]) -> Steps:
     if not prob:
         raise InvalidInputError("the label file holds no SRM step with signals: label more problems "
                                 "(every answer so far was written by the LRM's plan alone)")
-    return Steps(np.array(prob), sigs, lrms, np.array(gain), np.array(ntok), np.array(ltok), pooled, plan, srm, last)
+    return Steps(np.array(prob), sigs, lrms, np.array(gain), np.array(helps), np.array(ntok), np.array(ltok), pooled,
+                 plan, srm, last)
 
 
 def group_features(steps: Steps, groups: Sequence[str]) -> tuple[str, ...]:
@@ -177,7 +182,7 @@ def _probe(steps: Steps, train: np.ndarray, dims: int) -> np.ndarray:
 def target_labels(steps: Steps, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(y, usable)``: bool ``(n,)`` labels of ``cfg.target`` and which rows carry one."""
     if cfg.target == "gain":
-        return steps.gain == 1, np.isfinite(steps.gain)
+        return steps.helps == 1, np.isfinite(steps.helps)
     risk = np.array([r.get("lrm.risk", math.nan) for r in steps.lrm])
     return risk >= cfg.disagree_level, np.isfinite(risk)
 
@@ -233,8 +238,8 @@ class Score:
 
 def score_on_gain(name: str, scores: np.ndarray, steps: Steps, n_boot: int, seed: int) -> Score:
     """AUROC (with a bootstrap-over-problems 95 % interval) and AUPRC of ``scores`` for "routing helps"."""
-    keep = np.isfinite(steps.gain) & np.isfinite(scores)
-    s, y, p = scores[keep], steps.gain[keep] == 1, steps.problem[keep]
+    keep = np.isfinite(steps.helps) & np.isfinite(scores)
+    s, y, p = scores[keep], steps.helps[keep] == 1, steps.problem[keep]
     ci = None
     if n_boot and y.any() and not y.all():
         ids, inv = np.unique(p, return_inverse=True)
@@ -293,12 +298,13 @@ class FitResult:
     positives: int
     negatives: int
     harmful: int
+    counterfactuals: int
     share_at_threshold: float
     routed_share: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "problems": self.problems, "gain_positive": self.positives,
-                "gain_zero": self.negatives, "gain_negative": self.harmful,
+        return {"rows": self.rows, "problems": self.problems, "helps": self.positives,
+                "does_not_help": self.negatives, "counterfactuals": self.counterfactuals, "harms": self.harmful,
                 "fitted": self.fitted.to_dict(), "ablations": [a.to_dict() for a in self.ablations],
                 "references": [r.to_dict() for r in self.references],
                 "weights": [{"feature": f, "weight": w} for f, w in self.weights],
@@ -337,11 +343,12 @@ def fit_router(header: dict[str, Any], records: Sequence[dict[str, Any]], cfg: F
                     meta=meta)
     order = np.argsort(-np.abs(model.weights))
     has_gain = np.isfinite(steps.gain)
+    known = np.isfinite(steps.helps)
     return FitResult(router=router, ablations=ablations, references=refs, fitted=fitted,
                      weights=[(feats[i], round(float(model.weights[i]), 4)) for i in order[:15]],
                      rows=len(steps), problems=int(len(np.unique(steps.problem))),
-                     positives=int((steps.gain[has_gain] == 1).sum()), negatives=int((steps.gain[has_gain] == 0).sum()),
-                     harmful=int((steps.gain[has_gain] == -1).sum()),
+                     positives=int((steps.helps[known] == 1).sum()), negatives=int((steps.helps[known] == 0).sum()),
+                     harmful=int((steps.gain[has_gain] == -1).sum()), counterfactuals=int(has_gain.sum()),
                      share_at_threshold=round(lrm_token_share(steps, routed), 4),
                      routed_share=round(float(routed.mean()), 4))
 
@@ -361,16 +368,18 @@ def fit_markdown(res: FitResult, header: dict[str, Any]) -> str:
             out.append(f"| {s.name} | {_fmt(s.auroc)} | {ci} | {_fmt(s.auprc)} | {s.n} | {s.positives} |")
         return out
 
-    base_rate = res.positives / max(1, res.positives + res.negatives + res.harmful)
+    base_rate = res.positives / max(1, res.positives + res.negatives)
     lines = [
         f"# Router fit on {fitted_on.get('labels', 'labels')}", "",
         f"Label file: {header.get('selection', '')}.", "",
-        f"{res.rows} SRM steps of {res.problems} problems; with a counterfactual: {res.positives} where the "
-        f"LRM's step fixes the answer (+1), {res.negatives} where it changes nothing (0), {res.harmful} where it "
-        f"breaks a right answer (−1). Base rate of \"routing helps\": {base_rate:.3f} (the AUPRC of a random score).",
+        f"{res.rows} SRM steps of {res.problems} problems. \"Routing helps\" is known for "
+        f"{res.positives + res.negatives} of them: {res.positives} where the LRM's step fixes the answer, "
+        f"{res.negatives} where it does not (steps of right answers included: routing cannot fix those). "
+        f"{res.counterfactuals} steps have a counterfactual; in {res.harmful} of them the LRM's step breaks a "
+        f"right answer (−1). Base rate of \"routing helps\": {base_rate:.3f} (the AUPRC of a random score).",
         "",
         f"Target `{fitted_on.get('target')}`, L2 {fitted_on.get('l2')}, folds by problem. Held-out scores of "
-        "logistic models on each feature group, judged on \"routing helps\" (gain +1 against 0 or −1):", "",
+        "logistic models on each feature group, judged on \"routing helps\":", "",
         *table(res.ablations), "",
         "Single signals on the same steps (`-` = low values route; `lrm.*` need the LRM's check, the rest are "
         "SRM-side):", "",
