@@ -84,6 +84,22 @@ def gpu_option(default: int | None = 0) -> Callable[[F], F]:
                              "everything on the CPU whatever the value." + shown)
 
 
+def dataset_options(data_help: str) -> list[Callable[[F], F]]:
+    """``--data/--limit/--offset/--kind/--on-error`` and the generic-JSONL field names: which problems a
+    dataset command (trace, label, bench run) works on; the values go to
+    :class:`~rankguide_edge.evaluation.datasets.DatasetConfig`."""
+    return [
+        click.option("--data", required=True, help=data_help),
+        click.option("--limit", type=click.IntRange(1), help="Use at most this many problems (file order)."),
+        click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many records."),
+        click.option("--kind", default="auto", show_default=True,
+                     type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]),
+                     help="Record format and answer kind (auto: detected from the first record)."),
+        on_error_option(),
+        *field_options(),
+    ]
+
+
 def field_options() -> list[Callable[[F], F]]:
     """``--question-field/--answer-field/--id-field``: field names of a generic JSONL dataset (trace, bench run,
     steer extract); the values go to :class:`~rankguide_edge.evaluation.datasets.DatasetConfig`."""

@@ -6,7 +6,7 @@ import click
 
 from rankguide_edge.config import RuntimeConfig
 
-from ._common import (apply_options, emit_json, field_options, gpu_option, handle_errors, on_error_option,
+from ._common import (apply_options, dataset_options, emit_json, gpu_option, handle_errors,
                       remote_lrm_options)
 
 
@@ -79,14 +79,7 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 
 
 @bench.command("run")
-@click.option("--data", required=True, help="Dataset file or short name (gsm8k-test, gsm8k-train, math500, svamp).")
-@click.option("--limit", type=click.IntRange(1), help="First N problems (file order).")
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many records.")
-@click.option("--kind", default="auto", show_default=True,
-              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]),
-              help="Record format and answer kind (auto: detected from the first record).")
-@on_error_option()
-@apply_options(field_options())
+@apply_options(dataset_options("Dataset file or short name (gsm8k-test, gsm8k-train, math500, svamp)."))
 @click.option("--methods", default="srm,lrm,rankguide", show_default=True,
               help="Comma list of policy[@post|early|pre][:threshold] (rankguide, entropy, keywords, judge, srm, "
                    "lrm), random[:p] (no p: matched to rankguide's LRM step share) and specdec[:k], e.g. "
@@ -112,6 +105,9 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
               help="Seed of sampling and of the random policy.")
 @click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Router config (thresholds per decision point) for methods without an explicit threshold.")
+@click.option("--router-file", "router_specs", multiple=True, metavar="NAME=FILE",
+              help="Declare a router file (e.g. from `rankguide-edge router fit`) for methods written "
+                   "rankguide~NAME (repeatable); FILE alone is named after its stem.")
 @click.option("--steer", "steer_specs", multiple=True, metavar="NAME=FILE",
               help="Declare a control vector for methods written +NAME[*SCALE][/all|/boundary] (repeatable); "
                    "FILE alone is named after its stem.")
@@ -124,7 +120,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
         answer_field: str | None, id_field: str | None, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
         lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float, max_tokens: int,
         random_p: float | None, n_ctx: int, threads: int, n_gpu_layers: int, seed: int, router: str | None,
-        steer_specs: tuple[str, ...], steer_where: str, out: str) -> None:
+        router_specs: tuple[str, ...], steer_specs: tuple[str, ...], steer_where: str, out: str) -> None:
     """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`.
 
     Bad methods, steering declarations, router file or dataset records fail before any model loads.
@@ -134,15 +130,19 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     from rankguide_edge.collab.backends import make_backend
     from rankguide_edge.collab.router import load_router
     from rankguide_edge.engine import load_model
-    from rankguide_edge.evaluation.bench import SPECDEC, check_steering, completed_runs, method_list, run_bench
+    from rankguide_edge.evaluation.bench import (SPECDEC, check_routers, check_steering, completed_runs, method_list,
+                                                 run_bench)
     from rankguide_edge.evaluation.datasets import DatasetConfig
     from rankguide_edge.errors import ConfigError
 
     ms = method_list(methods, sweeps)
-    steering = _steer_table(steer_specs)
+    steering = _named_files("--steer", steer_specs, "a control-vector .gguf")
+    routers = _named_files("--router-file", router_specs, "a router file")
     check_steering(ms, steering)  # before any model loads
-    if router:
-        load_router(router)  # a malformed router file fails now
+    check_routers(ms, routers)
+    for path in [router, *routers.values()]:
+        if path:
+            load_router(path)  # a malformed router file fails now
     is_url = lrm.lower().startswith(("http://", "https://"))
     if is_url and any(m.policy == SPECDEC for m in ms):
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
@@ -159,7 +159,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
         try:
             path = run_bench(model, backend, problems, ms, out, runtime=rt, max_tokens=max_tokens, seed=seed,
                              random_p=random_p, progress=lambda rec: bar.update(1), steering=steering,
-                             steer_where=steer_where, router=router or "")
+                             steer_where=steer_where, router=router or "", routers=routers)
         finally:
             bar.close()
             if backend is not None:
@@ -167,7 +167,8 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     click.echo(f"results in {path}; summarise with `rankguide-edge bench report {out}`")
 
 
-def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
+def _named_files(option: str, specs: tuple[str, ...], what: str) -> dict[str, str]:
+    """``NAME=FILE`` declarations (``FILE`` alone is named after its stem) as a name -> path table."""
     import os
 
     from rankguide_edge.errors import ConfigError
@@ -178,9 +179,9 @@ def _steer_table(specs: tuple[str, ...]) -> dict[str, str]:
         if not eq:
             name, path = os.path.splitext(os.path.basename(spec))[0], spec
         if not os.path.isfile(path):
-            raise ConfigError(f"--steer {spec}: {path} is not a file; give NAME=FILE of a control-vector .gguf")
+            raise ConfigError(f"{option} {spec}: {path} is not a file; give NAME=FILE of {what}")
         if name in table:
-            raise ConfigError(f"--steer: the name {name!r} is declared twice")
+            raise ConfigError(f"{option}: the name {name!r} is declared twice")
         table[name] = path
     return table
 

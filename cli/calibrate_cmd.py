@@ -37,11 +37,15 @@ from ._common import emit_json, gpu_option, handle_errors
 @click.option("--limit", type=click.IntRange(1), help="Use only the first N traces.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
 @gpu_option()
+@click.option("--router-file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Bench dir: calibrate only the runs that used this router file (methods rankguide~NAME of "
+                   "`bench run --router-file NAME=FILE`, e.g. a learned router); its weights go into OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the router config as JSON.")
 @handle_errors
 def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency_ratio: float | None,
               profile: str | None, policy: str, fit: str, srm: str, lrm_first: int, no_early: bool, holdout: float,
-              limit: int | None, threads: int, n_gpu_layers: int, as_json: bool) -> None:
+              limit: int | None, threads: int, n_gpu_layers: int, router_file: str | None,
+              as_json: bool) -> None:
     """Choose routing thresholds from SOURCE and write a router config that solve, chat, serve and bench load
     with --router.
 
@@ -55,7 +59,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
 
     cfg = CalibrateConfig(policy=policy, target_lrm_share=target_lrm_share, max_latency_ratio=max_latency_ratio,
                           fit=fit, early=not no_early, holdout=holdout, profile=profile or "",
-                          lrm_first=lrm_first)
+                          lrm_first=lrm_first, router_file=router_file or "")
     command = "rankguide-edge calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if os.path.isdir(source):
         from rankguide_edge.evaluation._bench_report import load_results
@@ -70,8 +74,9 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
                                     "come from the runs' sweeps): drop them or pass a traces.jsonl")
         router = calibrate_bench(load_results(results), cfg, source=source, command=command)
     else:
-        if max_latency_ratio is not None or profile:
-            raise InvalidInputError("--max-latency-ratio and --profile need a bench dir (latency is measured there)")
+        if max_latency_ratio is not None or profile or router_file:
+            raise InvalidInputError("--max-latency-ratio, --profile and --router-file need a bench dir (latency "
+                                    "and the runs of a router are measured there)")
         records = read_jsonl(source)
         if limit:
             records = records[:limit]

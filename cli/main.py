@@ -31,14 +31,16 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import (analyze_cmd, bench_cmd, calibrate_cmd, doctor_cmd, generate_cmd, models_cmd, serve_cmd,
-                   solve_cmd, steer_cmd, trace_cmd)
+    from . import (analyze_cmd, bench_cmd, calibrate_cmd, doctor_cmd, generate_cmd, label_cmd, models_cmd,
+                   router_cmd, serve_cmd, solve_cmd, steer_cmd, trace_cmd)
 
     main.add_command(solve_cmd.solve)
     main.add_command(solve_cmd.chat)
     main.add_command(models_cmd.models)
     main.add_command(generate_cmd.generate)
     main.add_command(trace_cmd.trace)
+    main.add_command(label_cmd.label)
+    main.add_command(router_cmd.router)
     main.add_command(analyze_cmd.analyze)
     main.add_command(bench_cmd.bench)
     main.add_command(calibrate_cmd.calibrate)

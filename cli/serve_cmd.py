@@ -6,9 +6,11 @@ from typing import Any
 
 import click
 
+from rankguide_edge.collab.policies import available_policies
+
 from ._common import gpu_option, handle_errors, load_config_file
 
-POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
+POLICIES = available_policies()  # the registry decides, so a registered policy is a choice here too
 
 
 @click.command()

@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from rankguide_edge.collab.policies import available_policies
+
 from ._common import emit_json, gpu_option, handle_errors, remote_lrm_options, steer_options
 
-POLICIES = ["rankguide", "entropy", "keywords", "judge", "random", "srm", "lrm"]
+POLICIES = available_policies()  # the registry decides, so a registered policy is a choice here too
 
 
 def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,21 +6,13 @@ import dataclasses
 
 import click
 
-from ._common import (apply_options, emit_json, field_options, gpu_option, handle_errors, on_error_option,
-                      steer_options)
+from ._common import apply_options, dataset_options, emit_json, gpu_option, handle_errors, steer_options
 
 
 @click.command()
-@click.option("--data", required=True, help="Dataset file (GSM8K/MATH500 jsonl, SVAMP json, generic jsonl) or a "
-                                             "short name: gsm8k, gsm8k-train, gsm8k-test, math500, svamp.")
+@apply_options(dataset_options("Dataset file (GSM8K/MATH500 jsonl, SVAMP json, generic jsonl) or a short name: "
+                               "gsm8k, gsm8k-train, gsm8k-test, math500, svamp."))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL; appended, resumable.")
-@click.option("--limit", type=click.IntRange(1), help="Trace at most this many problems (file order).")
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many records.")
-@click.option("--kind", default="auto", show_default=True,
-              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]),
-              help="Record format and answer kind (auto: detected from the first record).")
-@on_error_option()
-@apply_options(field_options())
 @click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="SRM name or GGUF path.")
 @click.option("--layers", default="auto", show_default=True,
               help="Tapped layers: auto (4 evenly spaced, ending at the last), all, last, 5,11,17,23, 20-23.")

@@ -37,7 +37,25 @@ def test_parse_methods() -> None:
             parse_methods(bad)
 
 
+def test_methods_name_a_declared_router() -> None:
+    ms = parse_methods("rankguide~learned^1,rankguide~learned@early:0.4,rankguide")
+    assert [(m.policy, m.router, m.decide, m.threshold, m.lrm_first) for m in ms] == [
+        ("rankguide", "learned", "post", None, 1), ("rankguide", "learned", "early", 0.4, 0), ("rankguide", None, "post", None, 0)]
+    for bad in ("entropy~learned", "rankguide~", "rankguide~a b", "rankguide~x~y"):
+        with pytest.raises(ConfigError):
+            parse_methods(bad)
+    from rankguide_edge.evaluation.bench import check_routers
+
+    check_routers(ms, {"learned": "f.json"})
+    with pytest.raises(ConfigError, match="--router-file NAME=FILE"):
+        check_routers(ms, {})
+    with pytest.raises(ConfigError, match="no method uses"):
+        check_routers(ms, {"learned": "f.json", "other": "g.json"})
+
+
 def test_sweeps_expand_to_methods() -> None:
+    assert expand_sweeps(["entropy:0.3,0.5^1", "rankguide~learned:0.2,0.6^1+v*0.5"]) == [
+        "entropy:0.3^1", "entropy:0.5^1", "rankguide~learned:0.2^1+v*0.5", "rankguide~learned:0.6^1+v*0.5"]
     assert expand_sweeps(["rankguide:0.2,0.4, 0.6", "entropy@early:0.5"]) == [
         "rankguide:0.2", "rankguide:0.4", "rankguide:0.6", "entropy@early:0.5"]
     ms = method_list("srm,lrm,rankguide:0.4", ["rankguide:0.2,0.4", "judge:0.3", "specdec:2,8"])
@@ -267,3 +285,32 @@ def test_srm_with_a_plan_uses_the_lrm_once(tiny_gguf, tmp_path) -> None:
         plan = recs[(f"p{i}", "srm^1")]
         assert plan["lrm_first"] == 1 and plan["lrm_steps"] == 1 and plan["steps"][0]["source"] == "lrm"
         assert recs[(f"p{i}", "srm")]["lrm_steps"] == 0
+
+
+def test_verify_and_a_learned_router_per_method(tiny_gguf, tmp_path) -> None:
+    """`rankguide~NAME` takes its thresholds from the declared router file (post 0: every step goes to the LRM),
+    and `verify` meters the LRM's checks of SRM drafts as LRM calls and prefill in `counts`."""
+    router = tmp_path / "learned.json"
+    router.write_text(json.dumps({"format": "rankguide-edge/router", "version": 1, "policy": "rankguide",
+                                  "thresholds": {"post": 0.0}}))
+    out = tmp_path / "run"
+    base = ["bench", "run", "--data", str(_data(tmp_path, 2)), "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf),
+            "--max-tokens", "24", "--n-ctx", "256", "--threads", "1", "--out", str(out)]
+    res = CliRunner().invoke(main, [*base, "--methods", "rankguide~learned^1,verify:1.0,verify:0.0",
+                                    "--router-file", f"learned={router}"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    recs = {(r["id"], r["method"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    for i in range(2):
+        learned = recs[(f"p{i}", "rankguide~learned^1")]
+        assert learned["threshold"] == 0.0 and learned["router"]["file"] == str(router.resolve())
+        assert all(s["source"] == "lrm" for s in learned["steps"])
+        keep, rewrite = recs[(f"p{i}", "verify:1.0")], recs[(f"p{i}", "verify:0.0")]
+        checks = keep["usage"]["lrm_checks"]
+        assert checks == sum(s["srm_tokens"] > 0 for s in keep["steps"]) > 0
+        assert keep["lrm_steps"] == 0 and keep["counts"]["lrm_calls"] == checks
+        assert keep["counts"]["lrm_prefill"] == keep["usage"]["lrm_check_prefill_tokens"] > 0
+        assert rewrite["lrm_steps"] == rewrite["n_steps"]
+    meta = json.loads((out / "run.json").read_text())
+    assert list(meta["settings"]["routers"]) == ["learned"]
+    res = CliRunner().invoke(main, [*base, "--methods", "srm", "--router-file", f"learned={router}"])
+    assert res.exit_code == 2 and "no method uses" in res.output

@@ -180,6 +180,28 @@ def test_calibrate_bench_keeps_the_logistic_weights_its_thresholds_apply_to(tmp_
         calibrate_bench(res, CalibrateConfig(target_lrm_share=0.2))
 
 
+def test_calibrate_bench_picks_out_one_routers_runs_in_the_planned_regime(tmp_path) -> None:
+    """A folder holding the default router's runs and a learned router's planned runs (rankguide~learned:T^1):
+    --router-file and --lrm-first select the learned ones, and the written router carries their weights."""
+    lg = Logistic(features=("text.entropy_max",), mean=(1.0,), scale=(0.5,), weights=(1.5,), bias=-2.0)
+    learned = tmp_path / "learned.json"
+    save_router(Router(policy="rankguide", thresholds={"post": 0.5}, logistic=lg, lrm_first=1), learned)
+    res = [{"method": "lrm", "policy": "lrm", "seconds": 10.0, "correct": True, "n_steps": 5, "lrm_steps": 5}]
+    for thr in (0.2, 0.6):
+        res += [{"method": f"rankguide~learned:{thr}^1", "policy": "rankguide", "decide": "post", "threshold": thr,
+                 "seconds": 5.0, "correct": True, "n_steps": 10, "lrm_steps": int(10 * (1 - thr)), "lrm_first": 1,
+                 "router": {"file": str(learned), "logistic": True}} for _ in range(3)]
+        res += [{"method": f"rankguide:{thr}", "policy": "rankguide", "decide": "post", "threshold": thr,
+                 "seconds": 5.0, "correct": True, "n_steps": 10, "lrm_steps": 1,
+                 "router": {"file": "default", "logistic": False}} for _ in range(3)]
+    cfg = CalibrateConfig(target_lrm_share=0.4, lrm_first=1, router_file=str(learned))
+    r = calibrate_bench(res, cfg)
+    assert r.logistic == lg and r.lrm_first == 1 and r.thresholds["post"] == 0.6
+    assert calibrate_bench(res, CalibrateConfig(target_lrm_share=0.4)).logistic is None  # the plain runs
+    with pytest.raises(InvalidInputError, match="--lrm-first 2"):
+        calibrate_bench(res, CalibrateConfig(target_lrm_share=0.4, lrm_first=2, router_file=str(learned)))
+
+
 def test_replay_reproduces_the_traced_signals(smollm2, tmp_path) -> None:
     """Teacher-forcing a greedy trace's text gives back its steps' signals (same model, same layers)."""
     data = tmp_path / "d.jsonl"

@@ -18,7 +18,7 @@ from rankguide_edge.errors import ConfigError
 from rankguide_edge.server.settings import ServerConfig
 
 #: every command that loads a model (steer inspect --srm reads only the model's shape: nothing to offload)
-MODEL_COMMANDS = ["generate", "solve", "chat", "serve", "trace", "calibrate", "bench run", "bench capture",
+MODEL_COMMANDS = ["generate", "solve", "chat", "serve", "trace", "label", "calibrate", "bench run", "bench capture",
                   "bench serve", "steer extract"]
 
 NATIVE_LOG = "rankguide_edge.engine._native"

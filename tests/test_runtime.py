@@ -401,3 +401,33 @@ def test_a_small_context_feeds_long_inputs_in_batches_llama_cpp_accepts(tiny_ggu
         assert ctx.n_batch <= 128 < ctx.n_ctx
         ctx.eval(list(range(10, 210)), hidden=False)
         assert ctx.n_past == 200 and ctx.logits().shape == (m.n_vocab,)
+
+
+def test_scoring_a_greedy_continuation_agrees_with_every_token(model: Model) -> None:
+    """A model scoring its own greedy output picks every token itself, and gives each the log-probability
+    generation recorded (batched scoring vs one-token decoding: float noise only)."""
+    cfg = RuntimeConfig(n_ctx=256, n_batch=4, seed=0)
+    with model.context(cfg) as ctx:
+        gen = [e for e in ctx.generate(_prompt(model), SamplingConfig(max_tokens=10)) if not e.eog]
+        ctx.reset()
+        ctx.eval(_prompt(model), hidden=False)
+        logprob, best = ctx.score_tokens([e.id for e in gen])
+    assert logprob.dtype == np.float32 and best.dtype == np.int32 and logprob.shape == best.shape == (len(gen),)
+    assert best.tolist() == [e.id for e in gen]
+    np.testing.assert_allclose(logprob, [e.logprob for e in gen], rtol=1e-3, atol=1e-3)
+    assert (logprob <= 0).all()
+
+
+def test_sync_keeps_the_common_prefix_and_gives_fresh_logits(model: Model) -> None:
+    prompt = _prompt(model)
+    other = prompt[:-3] + model.tokenize(" Answer quickly.")
+    with model.context(CFG) as ctx, model.context(CFG) as fresh:
+        assert ctx.sync(prompt) == len(prompt)
+        assert ctx.sync(prompt) == 0  # already there, logits included
+        fed = ctx.sync(other)
+        assert fed == len(other) - (len(prompt) - 3) and ctx.tokens == other
+        fresh.eval(other, hidden=False)
+        np.testing.assert_allclose(ctx.logits(), fresh.logits(), rtol=1e-4, atol=1e-4)
+        assert ctx.sync(other[:5]) == 1 and ctx.tokens == other[:5]  # a prefix: roll back, refeed the last
+        with pytest.raises(ContextOverflowError):
+            ctx.sync(list(range(3, 3 + ctx.n_ctx + 1)))

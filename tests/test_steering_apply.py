@@ -136,5 +136,5 @@ def test_bench_methods_carry_steering(tiny_gguf, vec_file, tmp_path) -> None:
     # a declared vector that no method uses is an error, not a silently unsteered run
     res = CliRunner().invoke(main, [*args[:-2], "--out", str(tmp_path / "run3"), "--steer", f"v={vec_file}",
                                     "--steer", f"w={vec_file}"])
-    assert res.exit_code == 2 and "w declared but no method steers" in res.output
+    assert res.exit_code == 2 and "vector(s) w declared but no method uses them" in res.output
     assert not (tmp_path / "run3" / "results.jsonl").exists()

@@ -23,6 +23,7 @@ from ..config import RuntimeConfig, from_mapping
 from ..engine.runtime import Context, Model
 from ..errors import ContextOverflowError
 from .backends import RATE_PROMPT, StepReply, StepRequest, find_stop, rating_text
+from .disagreement import StepCheck, check_from_scores
 
 
 def encode_prompt(model: Model, text: str) -> list[int]:
@@ -149,14 +150,7 @@ class LocalBackend:
         if len(tokens) > ctx.n_ctx:
             raise ContextOverflowError(f"the prompt of {len(tokens)} tokens does not fit the LRM context of "
                                        f"{ctx.n_ctx}: raise n_ctx or shorten the problem")
-        held = common_prefix(ctx.tokens, tokens)
-        if held == len(tokens) == len(ctx.tokens) and ctx.has_logits:
-            return 0  # already there, logits included (e.g. right after this backend wrote the last step)
-        # otherwise keep at least one token to feed: logits exist only right after an eval
-        keep = min(held, len(tokens) - 1)
-        ctx.rollback(keep)
-        ctx.eval(tokens[keep:], hidden=False)
-        return len(tokens) - keep
+        return ctx.sync(tokens)
 
     # -- LRMBackend -----------------------------------------------------------------------------------------
 
@@ -198,6 +192,22 @@ class LocalBackend:
         if not text:  # like a remote server's empty answer: nothing to use (``finished`` still tells why)
             reply.ok, reply.error = False, "empty reply"
         return reply
+
+    def check_step(self, messages: Sequence[tuple[str, str]], prefix: str, step: str) -> StepCheck | None:
+        """The LRM's teacher-forced view of ``step`` written after ``prefix`` (one prefill, nothing generated):
+        see :mod:`.disagreement`. None when the step is empty or does not fit the context."""
+        t0 = time.perf_counter()
+        with self._lock:
+            toks = self.model.tokenize(step, add_special=False)
+            if not toks:
+                return None
+            head = self._plan(self.model.chat_prompt(list(messages)) + prefix)
+            if len(head) + len(toks) > self.context.n_ctx:
+                return None
+            fed = self._catch_up(head)
+            logprob, best = self.context.score_tokens(toks)
+            pieces = [self.model.piece(t).decode("utf-8", "replace") for t in toks]
+        return check_from_scores(logprob, best, toks, pieces, fed + len(toks), time.perf_counter() - t0)
 
     def _digits(self) -> list[tuple[int, int]]:
         """``(digit, token id)`` for every digit the vocabulary writes as one token."""

@@ -41,6 +41,9 @@ class StepView:
     judge: Callable[[str], int | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     problem: str = ""  # the question being solved (the last user message)
+    #: the LRM's teacher-forced check of a drafted step: its ``lrm.*`` disagreement features (see
+    #: :mod:`.disagreement`), or None when it cannot run; None when no policy of this run reads it
+    check: Callable[[str], Mapping[str, float] | None] | None = None
 
 
 @runtime_checkable
@@ -148,6 +151,40 @@ class JudgePolicy:
         pass
 
 
+class VerifyPolicy:
+    """The LRM checks each SRM draft with one teacher-forced prefill (no generation) and the step is rewritten
+    when it disagrees: the score is one of the ``lrm.*`` features of :mod:`.disagreement` mapped into [0, 1]
+    (``lrm.risk``, the default: one minus the LRM's probability of the step's least likely arithmetic token;
+    a log-probability feature ``x`` scores ``1 - exp(x)``). Without a local LRM the score is 0."""
+
+    name = "verify"
+    points = ("post",)
+    uses_lrm_check = True
+
+    def __init__(self, key: str = "lrm.risk") -> None:
+        from .disagreement import FEATURES
+
+        if key not in FEATURES:
+            raise ConfigError(f"verify cannot score {key!r}: use one of {', '.join(FEATURES)}")
+        self.key = key
+
+    def score(self, view: StepView) -> float:
+        if view.check is None or not view.text.strip():
+            return 0.0
+        feats = view.check(view.text)
+        if not feats or self.key not in feats:
+            return 0.0
+        x = float(feats[self.key])
+        if "logprob" in self.key:
+            x = 1.0 - math.exp(min(0.0, x))
+        elif self.key == "lrm.first_disagree":
+            x = 1.0 - x
+        return min(1.0, max(0.0, x))
+
+    def reset(self) -> None:
+        pass
+
+
 class RandomPolicy:
     """Route with probability ``p`` (score 1 or 0); the matched-rate control of the benchmark. Each solve draws
     from its own stream seeded by ``(seed, crc32(problem))``: reproducible per problem whatever the order of
@@ -220,5 +257,6 @@ register_policy("entropy", EntropyPolicy)
 register_policy("keywords", KeywordPolicy)
 register_policy("judge", JudgePolicy)
 register_policy("random", RandomPolicy)
+register_policy("verify", VerifyPolicy)
 register_policy("srm", lambda: ConstantPolicy("srm", 0.0))
 register_policy("lrm", lambda: ConstantPolicy("lrm", 1.0))

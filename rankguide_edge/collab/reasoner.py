@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, validate
 from ..engine.runtime import STEER_WHERE, Model, parse_layer_spec
-from ..errors import ContextOverflowError, InvalidInputError
+from ..errors import ConfigError, ContextOverflowError, InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
 from .backends import LRMBackend, StepRequest
@@ -109,6 +109,13 @@ class StepRecord:
     lrm_prefill_tokens: int = 0
     lrm_error: str | None = None
     seconds: float = 0.0
+    #: the LRM's teacher-forced check of the draft (``lrm.*`` features) when the policy asked for one
+    check: dict[str, float] | None = None
+    #: with ``Reasoner(details=True)``: every signal of the kept SRM step, its token ids, and the mean of its
+    #: hidden rows at the deepest tapped layer (float32 ``(n_embd,)``, the input of a hidden-state probe)
+    signals: dict[str, float] | None = None
+    token_ids: list[int] | None = None
+    pooled: Any = None
 
 
 @dataclass
@@ -137,12 +144,22 @@ class SolveResult:
 EventSink = Callable[[str, Any], None]
 
 
+def pooled_state(hidden: dict[int, Any]) -> Any:
+    """The mean hidden row of a step at its deepest tapped layer (float32 ``(n_embd,)``), None without rows."""
+    if not hidden:
+        return None
+    rows = hidden[max(hidden)]
+    return rows.mean(axis=0).astype("float32") if len(rows) else None
+
+
 class Reasoner:
     """SRM + LRM collaboration over one SRM context. Not thread-safe: one solve at a time."""
 
     def __init__(self, srm: Model, lrm: LRMBackend | None, config: ReasonerConfig | None = None, *,
-                 signals: SignalConfig | None = None, runtime: RuntimeConfig | None = None) -> None:
+                 signals: SignalConfig | None = None, runtime: RuntimeConfig | None = None,
+                 details: bool = False) -> None:
         self.srm, self.lrm = srm, lrm
+        self.details = details  # keep every SRM step's signals and token ids in its StepRecord (label files)
         self.config = config or ReasonerConfig()
         self.signal_cfg = signals or SignalConfig(max_step_tokens=self.config.max_step_tokens)
         self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
@@ -151,20 +168,24 @@ class Reasoner:
         self.computer = StepSignalComputer(self.signal_cfg)
         try:
             self.router = load_router(self.config.router)
-            self.policy = self._make_policy(self.config, self.router)
+            self.policy = self._make_policy(self.config, self.router, lrm=lrm)
             self._steer_state = self._apply_steering(self.config)
         except BaseException:
             self.ctx.close()
             raise
 
     @staticmethod
-    def _make_policy(cfg: ReasonerConfig, router: Router, decide_option: str = "--decide"):  # noqa: ANN205
+    def _make_policy(cfg: ReasonerConfig, router: Router, decide_option: str = "--decide",  # noqa: ANN205
+                     lrm: LRMBackend | None = None):
         opts: dict[str, Any] = {}
         if cfg.policy == "random":
             opts = {"p": cfg.random_p, "seed": cfg.seed}
         elif cfg.policy == "rankguide" and router.policy == "rankguide" and router.logistic is not None:
             opts = {"logistic": router.logistic}
         policy = make_policy(cfg.policy, **opts)
+        if getattr(policy, "uses_lrm_check", False) and lrm is not None and not hasattr(lrm, "check_step"):
+            raise ConfigError(f"policy {cfg.policy!r} needs the LRM's token log-probabilities, which the "
+                              f"{getattr(lrm, 'name', 'remote')} backend cannot give: use a local LRM (--lrm MODEL)")
         if cfg.decide not in policy.points:
             raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use "
                                     f"{decide_option} {' or '.join(policy.points)}")
@@ -174,7 +195,7 @@ class Reasoner:
         """Change policy/threshold/decision point/steering between solves (chat's /policy, /threshold, /steer)."""
         cfg = from_mapping(ReasonerConfig, {**asdict(self.config), **changes})  # unknown keys: ConfigError
         router = load_router(cfg.router) if cfg.router != self.config.router else self.router
-        policy = self._make_policy(cfg, router)
+        policy = self._make_policy(cfg, router, lrm=self.lrm)
         # naming the file again re-reads it if it changed (chat's /steer after a new `steer extract`)
         if self._steering_key(cfg) != self._steering_key(self.config) or (cfg.steer and "steer" in changes):
             self._steer_state = self._apply_steering(cfg)
@@ -229,9 +250,10 @@ class Reasoner:
         threshold, lrm_first = self.threshold, self.lrm_first
         emit = on_event or (lambda kind, payload: None)
         t_start = time.perf_counter()
-        timing = {"srm": 0.0, "lrm": 0.0, "signals": 0.0}
+        timing = {"srm": 0.0, "lrm": 0.0, "signals": 0.0, "lrm_check": 0.0}
         usage = {"srm_tokens": 0, "srm_discarded_tokens": 0, "lrm_tokens": 0, "lrm_calls": 0,
-                 "lrm_failures": 0, "lrm_prefill_tokens": 0, "srm_prefill_tokens": 0}
+                 "lrm_failures": 0, "lrm_prefill_tokens": 0, "srm_prefill_tokens": 0, "lrm_checks": 0,
+                 "lrm_check_prefill_tokens": 0}
         ctx = self.ctx
         ctx.reset()
         ctx.reseed(cfg.seed)  # a solve's sampling depends on its seed only, not on earlier solves
@@ -274,6 +296,7 @@ class Reasoner:
             score: float | None = None
             reason = "policy"
             signals: dict[str, float] = {}
+            checked: dict[str, float] = {}
             # the plan goes to the LRM, no draft (policy srm too: "the LRM plans, the SRM executes")
             first = can_route and len(steps) < lrm_first
             if first:
@@ -308,7 +331,8 @@ class Reasoner:
                     prev_signals = signals
                     if cfg.decide == "post":
                         view = StepView("post", len(steps), draft.text, draft.n_tokens, signals, prefix,
-                                        judge=self._judge(msgs, prefix), problem=problem)
+                                        judge=self._judge(msgs, prefix), problem=problem,
+                                        check=self._check(msgs, prefix, checked, usage, timing))
                         score = self.policy.score(view)
             route = first or (lrm_allowed and score is not None and score >= threshold
                               and (draft is None or draft.n_tokens > 0))
@@ -318,7 +342,7 @@ class Reasoner:
                     route, reason, streak = True, "revalidation", 0
             record = StepRecord(index=len(steps), text="", source="srm", routed=route, score=score, reason=reason,
                                 failure={k: v for k, v in signals.items() if k.startswith("fail.")},
-                                srm_tokens=draft.n_tokens if draft else 0)
+                                srm_tokens=draft.n_tokens if draft else 0, check=checked or None)
             if route:
                 assert self.lrm is not None
                 t1 = time.perf_counter()
@@ -372,6 +396,9 @@ class Reasoner:
                         prev_signals = self._signals(draft, timing)
                         record.failure = {k: v for k, v in prev_signals.items() if k.startswith("fail.")}
                 record.text = draft.text
+                if self.details:
+                    record.signals, record.token_ids = dict(prev_signals), list(draft.token_ids)
+                    record.pooled = pooled_state(draft.hidden)
                 used += draft.n_tokens
                 finished = draft.ended_by == "eog"
                 if not draft.n_tokens and not draft.text:
@@ -393,6 +420,29 @@ class Reasoner:
         out = self.computer.compute(draft.hidden, draft.stats, draft.text)
         timing["signals"] += time.perf_counter() - s0
         return out
+
+    def _check(self, msgs: list[tuple[str, str]], prefix: str, out: dict[str, float], usage: dict[str, int],
+               timing: dict[str, float]) -> Callable[[str], dict[str, float] | None] | None:
+        """For policies that read the LRM's view of a draft (``verify``): a callable that runs the LRM's
+        teacher-forced check of a step once, meters it and keeps its features in ``out``."""
+        check_step = getattr(self.lrm, "check_step", None)
+        if check_step is None or not getattr(self.policy, "uses_lrm_check", False):
+            return None
+
+        def run(step: str) -> dict[str, float] | None:
+            if out:
+                return out
+            t0 = time.perf_counter()
+            result = check_step(msgs, prefix, step)
+            timing["lrm_check"] += time.perf_counter() - t0
+            if result is None:
+                return None
+            usage["lrm_checks"] += 1
+            usage["lrm_check_prefill_tokens"] += result.prefill_tokens
+            out.update(result.features)
+            return out
+
+        return run
 
     def _judge(self, msgs: list[tuple[str, str]], prefix: str) -> Callable[[str], int | None] | None:
         if self.lrm is None or self.config.policy != "judge":

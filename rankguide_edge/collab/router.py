@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import ConfigError
+from ..files import write_text_atomic
 
 FORMAT = "rankguide-edge/router"
 _POINTS = ("post", "early", "pre")
@@ -153,9 +154,4 @@ def load_router(path: str | os.PathLike[str] | None = None) -> Router:
 
 def save_router(router: Router, path: str | os.PathLike[str]) -> None:
     """Write atomically (temporary name in the same folder, then rename)."""
-    p = os.fspath(path)
-    tmp = f"{p}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(router.to_dict(), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, p)
+    write_text_atomic(path, json.dumps(router.to_dict(), indent=2) + "\n")

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import RuntimeConfig, SamplingConfig
-from ..errors import ContextOverflowError, ControlVectorError, LayerIndexError, ModelLoadError, NativeError
+from ..errors import (ContextOverflowError, ControlVectorError, InvalidInputError, LayerIndexError, ModelLoadError,
+                      NativeError)
 from . import _native
 
 
@@ -386,6 +387,20 @@ class Context:
             if eog:
                 return
 
+    def _forced_rows(self, toks: list[int], chunk: int
+                     ) -> Iterator[tuple[int, list[np.ndarray], dict[int, np.ndarray]]]:
+        """Feed ``toks`` in batches of at most ``chunk`` (and ``n_batch``); yield ``(start, rows, states)`` per
+        batch: ``rows[j]`` the logits that predicted ``toks[start + j]``, ``states`` the tapped rows fed."""
+        prev = self.logits()
+        step = max(1, min(self.n_batch, int(chunk)))
+        for start in range(0, len(toks), step):
+            batch = toks[start:start + step]
+            rows = [prev]
+            states = self.eval(batch, logits="all")
+            rows += [_native.logits_row(self.ptr, i, self.model.n_vocab) for i in range(len(batch))]
+            prev = rows.pop()
+            yield start, rows, states
+
     def teacher_force(self, tokens: Sequence[int], chunk: int = TEACHER_FORCE_CHUNK
                       ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
         """Feed given ``tokens`` (T of them) as if they had been generated, and return what generation would
@@ -399,17 +414,10 @@ class Context:
         while batches of up to 48 tokens reproduced generation exactly."""
         toks = [int(t) for t in tokens]
         k = self.config.top_logprobs
-        prev = self.logits()
         ent = np.zeros(len(toks), np.float32)
         top = np.zeros((len(toks), k), np.float32)
         parts: dict[int, list[np.ndarray]] = {il: [] for il in self.layers}
-        step = max(1, min(self.n_batch, int(chunk)))
-        for start in range(0, len(toks), step):
-            batch = toks[start:start + step]
-            rows = [prev]
-            states = self.eval(batch, logits="all")
-            rows += [_native.logits_row(self.ptr, i, self.model.n_vocab) for i in range(len(batch))]
-            prev = rows.pop()
+        for start, rows, states in self._forced_rows(toks, chunk):
             for j, row in enumerate(rows):
                 logp = _log_softmax(row)
                 ent[start + j] = float(-(np.exp(logp) * logp).sum())
@@ -421,6 +429,41 @@ class Context:
         hidden = {il: np.concatenate(p) if p else np.zeros((0, self.model.n_embd), np.float32)
                   for il, p in parts.items()}
         return ent, top, hidden
+
+    def score_tokens(self, tokens: Sequence[int], chunk: int = TEACHER_FORCE_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+        """Feed given ``tokens`` (T of them) and return how this model saw each: the log-probability it gave the
+        token (float32 ``(T,)``) and its own greedy choice at that position (int32 ``(T,)``, ties to the lowest
+        id). The context must hold logits (feed the prompt first); batching as in :meth:`teacher_force`."""
+        toks = [int(t) for t in tokens]
+        logprob = np.zeros(len(toks), np.float32)
+        best = np.zeros(len(toks), np.int32)
+        for start, rows, _ in self._forced_rows(toks, chunk):
+            for j, row in enumerate(rows):
+                logprob[start + j] = _log_softmax(row)[toks[start + j]]
+                best[start + j] = int(np.argmax(row))
+        return logprob, best
+
+    def sync(self, tokens: Sequence[int]) -> int:
+        """Make the context hold exactly ``tokens`` with fresh logits, keeping the longest common prefix of the
+        KV cache and feeding only the rest (at least the last token, since logits exist only after an eval).
+        Returns how many tokens were fed."""
+        toks = [int(t) for t in tokens]
+        if not toks:
+            raise InvalidInputError("sync needs at least one token")
+        if len(toks) > self.n_ctx:
+            raise ContextOverflowError(f"{len(toks)} tokens do not fit the context of {self.n_ctx}: "
+                                       "shorten the input or raise --n-ctx")
+        held = 0
+        for a, b in zip(self.tokens, toks):
+            if a != b:
+                break
+            held += 1
+        if held == len(toks) == len(self.tokens) and self.has_logits:
+            return 0
+        keep = min(held, len(toks) - 1)
+        self.rollback(keep)
+        self.eval(toks[keep:], hidden=False)
+        return len(toks) - keep
 
     # -- control vectors ----------------------------------------------------------------------------------------
 

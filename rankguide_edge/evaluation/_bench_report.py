@@ -30,6 +30,7 @@ from .latency import (
     record_seconds,
     resolve,
 )
+from .plans import plan_breakdown, plan_markdown
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -138,6 +139,10 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     problems where its answer is the LRM alone's, character for character (greedy speculative decoding is
     lossless in exact arithmetic; batched verification can still flip a near-tie).
 
+    ``plans`` (when a method ``srm^1`` is compared): what its LRM-written plan is on each problem (the whole
+    answer, a paragraph with or without the final answer, one sentence) and every method's accuracy per kind
+    (:mod:`.plans`).
+
     ``mixed_session_problems`` counts compared problems whose records come from more than one bench session
     (records carry ``session``; wall times then include the machine's drift between sessions).
 
@@ -216,10 +221,14 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
                                 if table[m]["pgr"] is not None else None)
     # records of one problem written in different bench sessions: wall times then carry the machine's drift
     mixed = sum(len({by_id[i][m].get("session") for m in methods}) > 1 for i in common)
+    planner = next((m for m in methods if table[m]["policy"] == "srm" and m.endswith("^1")), None)
+    plans = ({"planner": planner, "kinds": plan_breakdown({i: by_id[i] for i in common}, planner, methods)}
+             if planner else None)
     return {"results": str(path), "problems": len(common), "short_methods": short,
             "mixed_session_problems": mixed,
             "errors": {m: failed[m] for m in methods if m in failed},
-            "problems_per_method": ran, "methods": table, "profile": chosen.name, "unpriced_profiles": unpriced,
+            "problems_per_method": ran, "methods": table, "profile": chosen.name, "plans": plans,
+            "unpriced_profiles": unpriced,
             "profiles": {name: {"description": descriptions.get(name, ""), **res.to_dict()}
                          for name, res in profiles.items()},
             "fit": fit.to_dict(), "profile_check": profile_check(recs, profiles["measured"], exclude=fit.outliers)}
@@ -348,6 +357,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                          f"the error is {100 * check['all_records_rel_error']:+.1f} %. They stay in the mean s and "
                          "median s columns: delete their lines from results.jsonl and resume the run to measure "
                          "them again.")
+    if summary.get("plans"):
+        lines += ["", *plan_markdown(summary["plans"]["planner"], summary["plans"]["kinds"], list(summary["methods"]))]
     accept = {m: r["acceptance"] for m, r in summary["methods"].items() if r.get("acceptance") is not None}
     if accept:
         lines += ["", "Speculative decoding, share of drafted tokens the LRM accepted: "

@@ -19,7 +19,9 @@ from typing import Any
 from ..errors import ConfigError, InvalidInputError
 
 #: settings a resumed run must share with the folder's first run
-COMPARED = ("srm", "lrm", "max_tokens", "seed", "router", "steering")
+COMPARED = ("srm", "lrm", "max_tokens", "seed", "router", "steering", "routers")
+#: settings that name files per method: new names may join a folder, a name may not change its file
+NAMED_FILES = ("steering", "routers")
 
 
 def model_identity(path: str | os.PathLike[str]) -> str:
@@ -69,12 +71,13 @@ def start_session(out: Path, settings: Mapping[str, Any], *, threads: int) -> st
             raise InvalidInputError(f"{path} is not a bench run.json: remove it or choose a new --out") from None
         for key in COMPARED:
             new_value, old_value = settings.get(key), old.get(key)
-            if key == "steering":  # new vector names may join; a name may not change its file
+            if key in NAMED_FILES:  # new names may join; a name may not change its file
                 clash = sorted(n for n in set(new_value or {}) & set(old_value or {}) if new_value[n] != old_value[n])
                 if clash:
-                    raise ConfigError(f"{out} declared --steer {clash[0]}={old_value[clash[0]]}, not "
-                                      f"{new_value[clash[0]]}: use the same file or a new name or --out")
-                old["steering"] = {**(old_value or {}), **(new_value or {})}
+                    option = "--steer" if key == "steering" else "--router-file"
+                    raise ConfigError(f"{out} declared {option} {clash[0]} with file digest {old_value[clash[0]]}, "
+                                      f"not {new_value[clash[0]]}: use the same file, a new name or a new --out")
+                old[key] = {**(old_value or {}), **(new_value or {})}
             elif old_value is None and key == "lrm":  # a first run of SRM-only methods named no LRM
                 old["lrm"] = new_value
             elif new_value != old_value and not (key == "lrm" and new_value is None):

@@ -74,6 +74,7 @@ class Method:
     steer_scale: float = 1.0
     steer_where: str | None = None  # all | boundary; None: the run's default
     lrm_first: int = 0  # the LRM writes this many first steps
+    router: str | None = None  # name of a declared router file (``rankguide~NAME``); None: the run's router
 
 
 def _number(item: str, text: str, what: str) -> float:
@@ -120,6 +121,12 @@ def _parse_one(item: str) -> Method:
 def _parse_base(item: str, base: str) -> Method:
     head, _, val = base.partition(":")
     policy, at, decide = head.partition("@")
+    policy, tilde, router = policy.partition("~")
+    if tilde:
+        if policy != "rankguide" or not router.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"bad router in method {item!r}: write rankguide~NAME, NAME declared with "
+                              "--router-file NAME=FILE")
+        return dataclasses.replace(_parse_base(item, base.replace(f"~{router}", "", 1)), router=router)
     if policy == SPECDEC:
         if at:
             raise ConfigError(f"specdec takes no decision point: write {SPECDEC} or {SPECDEC}:K, not {item!r}")
@@ -166,11 +173,14 @@ def parse_methods(spec: str | Sequence[str]) -> list[Method]:
 
 def expand_sweeps(sweeps: Iterable[str]) -> list[str]:
     """``["rankguide:0.2,0.4", "entropy@early:0.5"]`` -> ``["rankguide:0.2", "rankguide:0.4",
-    "entropy@early:0.5"]``: one method spec per value (thresholds; ``random``: rates; ``specdec``: k)."""
+    "entropy@early:0.5"]``: one method spec per value (thresholds; ``random``: rates; ``specdec``: k). A suffix
+    after the values applies to each: ``entropy:0.3,0.5^1`` -> ``entropy:0.3^1``, ``entropy:0.5^1``."""
     out: list[str] = []
     for sweep in sweeps:
         head, sep, values = sweep.strip().partition(":")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
+        cut = min([i for i in (values.find("^"), values.find("+")) if i >= 0], default=len(values))
+        values, suffix = values[:cut], values[cut:]
+        vals = [v.strip() + suffix for v in values.split(",") if v.strip()]
         if not sep or not vals:
             raise ConfigError(f"bad sweep {sweep!r}: write POLICY[@decide]:v1,v2,... e.g. rankguide:0.2,0.4,0.6")
         if head.partition("@")[0] in ("srm", "lrm"):
@@ -211,6 +221,12 @@ class _MeteredBackend:
 
     def write_step(self, req: StepRequest) -> StepReply:
         return self.inner.write_step(req)
+
+    def __getattr__(self, name: str) -> Any:
+        # optional capabilities of the wrapped backend (``check_step``, which the reasoner meters itself)
+        if name == "check_step":
+            return getattr(self.inner, name)
+        raise AttributeError(name)
 
     def rate(self, messages: Sequence[tuple[str, str]], prefix: str, step: str, prompt: str = RATE_PROMPT
              ) -> int | None:
@@ -263,16 +279,26 @@ def _local_model(lrm: LRMBackend | None) -> Model | None:
     return model if isinstance(model, Model) else None
 
 
-def check_steering(methods: Sequence[Method], steering: Mapping[str, str]) -> None:
-    """Every ``+NAME`` of ``methods`` is declared in ``steering`` (name -> file) and every declared vector is
-    used: a vector no method names would leave the user believing the run is steered."""
-    unknown = sorted({m.steer for m in methods if m.steer and m.steer not in steering})
+def _check_declared(used: set[str], declared: Mapping[str, str], what: str, option: str, example: str) -> None:
+    """Every name ``used`` by a method is ``declared`` (name -> file) and every declared name used: a file no
+    method names would leave the user believing the run used it."""
+    unknown = sorted(used - set(declared))
     if unknown:
-        raise ConfigError(f"methods steer with undeclared vector(s) {', '.join(unknown)}: add --steer NAME=FILE")
-    unused = sorted(set(steering) - {m.steer for m in methods if m.steer})
+        raise ConfigError(f"methods use undeclared {what}(s) {', '.join(unknown)}: add {option} NAME=FILE")
+    unused = sorted(set(declared) - used)
     if unused:
-        raise ConfigError(f"vector(s) {', '.join(unused)} declared but no method steers with them: write a "
-                          f"method as e.g. srm+{unused[0]}*0.25, or drop --steer {unused[0]}=FILE")
+        raise ConfigError(f"{what}(s) {', '.join(unused)} declared but no method uses them: write a method as "
+                          f"e.g. {example.format(unused[0])}, or drop {option} {unused[0]}=FILE")
+
+
+def check_steering(methods: Sequence[Method], steering: Mapping[str, str]) -> None:
+    """Every ``+NAME`` of ``methods`` is declared in ``steering`` (name -> file), and every declared one used."""
+    _check_declared({m.steer for m in methods if m.steer}, steering, "vector", "--steer", "srm+{}*0.25")
+
+
+def check_routers(methods: Sequence[Method], routers: Mapping[str, str]) -> None:
+    """Every ``~NAME`` of ``methods`` is declared in ``routers`` (name -> file), and every declared one used."""
+    _check_declared({m.router for m in methods if m.router}, routers, "router", "--router-file", "rankguide~{}^1")
 
 
 def completed_runs(out_dir: str | Path, problems: Iterable[Problem], methods: Sequence[Method]) -> int:
@@ -286,15 +312,19 @@ def completed_runs(out_dir: str | Path, problems: Iterable[Problem], methods: Se
 def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], methods: Sequence[Method],
               out_dir: str | Path, *, runtime: RuntimeConfig, max_tokens: int = 768, seed: int = 0,
               random_p: float | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
-              steering: Mapping[str, str] | None = None, steer_where: str = "all", router: str = "") -> Path:
+              steering: Mapping[str, str] | None = None, steer_where: str = "all", router: str = "",
+              routers: Mapping[str, str] | None = None) -> Path:
     """Run every method on every problem (interleaved); return the results file.
 
     ``random_p``: routing probability of ``random`` methods written without a rate; None = matched to the
     first rankguide method (see the module docstring), or 0.2 when the list has none. ``steering``: control
-    vector name -> file for methods written ``+NAME``; ``router``: router config (thresholds) of all methods.
+    vector name -> file for methods written ``+NAME``; ``router``: router config (thresholds) of all methods
+    but those written ``rankguide~NAME``, which use ``routers[NAME]``.
     """
     steering = dict(steering or {})
+    routers = dict(routers or {})
     check_steering(methods, steering)
+    check_routers(methods, routers)
     from ..collab.specdec import SpecDecConfig, SpecDecoder
 
     out = Path(out_dir)
@@ -312,7 +342,8 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
               else (getattr(lrm, "base_url", None) or getattr(lrm, "name", None)) if lrm is not None else None)
     session = start_session(out, {"srm": model_identity(srm.path), "lrm": lrm_id, "max_tokens": max_tokens,
                                   "seed": seed, "router": file_digest(router) if router else "",
-                                  "steering": {n: file_digest(f) for n, f in steering.items()}},
+                                  "steering": {n: file_digest(f) for n, f in steering.items()},
+                                  "routers": {n: file_digest(f) for n, f in routers.items()}},
                             threads=runtime.n_threads)
     match_label = matched_label(methods)
     matched = _MatchedRate(match_label if random_p is None else None, previous)
@@ -331,7 +362,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
             p = m.rate if m.rate is not None else (random_p if random_p is not None else RANDOM_FALLBACK_P)
             solvers[m.label] = Reasoner(srm, backend, ReasonerConfig(
                 policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
-                random_p=p, router=router, steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
+                random_p=p, router=routers[m.router] if m.router else router, steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
                 steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first), runtime=runtime)
         with open(results, "a", encoding="utf-8") as fh:
             for i, problem in enumerate(problems):

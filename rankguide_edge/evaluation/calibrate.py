@@ -64,7 +64,10 @@ class CalibrateConfig:
     profile: str = bounded("", help="bench dir: hardware profile (name or file) that prices latency for "
                                     "max_latency_ratio; '' = the measured wall seconds")
     lrm_first: int = bounded(0, lo=0, hi=1000, help="written to the router: the LRM writes the first N steps "
-                                                   "(the plan) before the thresholds decide")
+                                                   "(the plan) before the thresholds decide; a bench dir: "
+                                                   "the runs with that plan are calibrated")
+    router_file: str = bounded("", help="bench dir: calibrate the runs that used this router file (e.g. "
+                                        "rankguide~NAME methods of a learned router); '' = every run")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -236,16 +239,21 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
         seconds = lambda r: record_seconds(r, priced)  # noqa: E731
     groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
     lrm_secs: dict[str, float] = {}  # problem id -> the LRM alone's seconds
+    wanted_router = os.path.abspath(cfg.router_file) if cfg.router_file else None
     for r in results:
-        if r.get("steer") or r.get("lrm_first"):  # variants: thresholds are for the plain policy
-            continue
         if r.get("method") == "lrm":
             lrm_secs[str(r.get("id"))] = seconds(r)
+        if r.get("steer") or int(r.get("lrm_first") or 0) != cfg.lrm_first:  # thresholds are for one variant
+            continue
+        if wanted_router and (r.get("router") or {}).get("file") != wanted_router:
+            continue
         if r.get("policy") == cfg.policy and r.get("threshold") is not None:
             groups[(r.get("decide", "post"), float(r["threshold"]))].append(r)
     if not groups:
-        raise InvalidInputError(f"the bench results hold no {cfg.policy} runs: bench run with --sweep "
-                                f"{cfg.policy}:0.2,0.4,...")
+        which = f" with router {cfg.router_file}" if cfg.router_file else ""
+        plan = f"^{cfg.lrm_first}" if cfg.lrm_first else ""
+        raise InvalidInputError(f"the bench results hold no {cfg.policy}{plan} runs{which}: bench run with --sweep "
+                                f"{cfg.policy}:0.2,0.4,...{plan} (and --lrm-first {cfg.lrm_first} here)")
     if cfg.max_latency_ratio is not None and not lrm_secs:
         raise InvalidInputError("--max-latency-ratio needs the lrm method in the same bench run")
 

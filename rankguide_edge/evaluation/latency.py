@@ -96,7 +96,8 @@ class TokenCounts:
 def counts_of(rec: Mapping[str, Any]) -> TokenCounts:
     """The :class:`TokenCounts` of a bench record: its ``counts`` when present, else derived from ``usage``
     (records written before counts existed: SRM decode = ``srm_tokens``, LRM decode = ``lrm_tokens``, or
-    ``lrm_verify_batches`` for specdec; judge calls and prefill when recorded)."""
+    ``lrm_verify_batches`` for specdec; judge calls and the LRM's step checks (``verify``) are LRM calls and
+    prefill)."""
     stored = rec.get("counts")
     if isinstance(stored, Mapping):
         known = {f.name for f in fields(TokenCounts)}
@@ -106,8 +107,9 @@ def counts_of(rec: Mapping[str, Any]) -> TokenCounts:
     return TokenCounts(
         srm_decode=int(u.get("srm_tokens", 0)), srm_prefill=int(u.get("srm_prefill_tokens", 0)),
         lrm_decode=int(lrm_decode),
-        lrm_prefill=int(u.get("lrm_prefill_tokens", 0)) + int(u.get("judge_prefill_tokens", 0)),
-        lrm_calls=int(u.get("lrm_calls", 0)) + int(u.get("judge_calls", 0)),
+        lrm_prefill=int(u.get("lrm_prefill_tokens", 0)) + int(u.get("judge_prefill_tokens", 0))
+        + int(u.get("lrm_check_prefill_tokens", 0)),
+        lrm_calls=int(u.get("lrm_calls", 0)) + int(u.get("judge_calls", 0)) + int(u.get("lrm_checks", 0)),
         srm_discarded=int(u.get("srm_discarded_tokens", 0)), lrm_discarded=int(u.get("lrm_discarded_tokens", 0)))
 
 
@@ -117,9 +119,11 @@ def _record_key(rec: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def model_seconds(rec: Mapping[str, Any]) -> tuple[float, float]:
-    """Measured seconds of a record in the SRM and in the LRM (``timing.lrm`` + ``timing.judge``)."""
+    """Measured seconds of a record in the SRM and in the LRM (``timing.lrm`` + ``timing.judge`` +
+    ``timing.lrm_check``)."""
     t = rec.get("timing") or {}
-    return float(t.get("srm", 0.0)), float(t.get("lrm", 0.0)) + float(t.get("judge", 0.0))
+    lrm = float(t.get("lrm", 0.0)) + float(t.get("judge", 0.0)) + float(t.get("lrm_check", 0.0))
+    return float(t.get("srm", 0.0)), lrm
 
 
 def overhead_seconds(rec: Mapping[str, Any]) -> float:
