@@ -277,3 +277,23 @@ def test_gold_answer_and_grade() -> None:
     m = Problem(id="2", question="q", gold="\\boxed{\\frac{1}{2}}", kind="math", source="s")
     assert gold_answer(m) == "\\frac{1}{2}"
     assert grade("so $\\boxed{0.5}$", m) == ("0.5", True)
+
+
+def test_the_committed_bench100_records_regrade_to_their_recorded_verdicts() -> None:
+    """``grade`` is what trace, bench and label call: the 1,686 bench100 records, written before they shared
+    it, keep every recorded prediction and verdict when their text is graded again."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "figures" / "bench100" / "results.jsonl.gz"
+    graded = 0
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec.get("error"):
+                continue
+            problem = Problem(id=rec["id"], question="", gold=rec["gold"], kind="gsm8k", source="bench100")
+            assert grade(rec["text"], problem) == (rec["prediction"], rec["correct"]), rec["id"]
+            graded += 1
+    assert graded == 1686

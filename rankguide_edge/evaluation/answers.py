@@ -1,4 +1,5 @@
-"""Final-answer extraction and checking, shared by ``trace``, ``analyze`` and ``bench``.
+"""Final-answer extraction and checking. :func:`grade` (extract, then check against the gold) is the one
+grading function: ``trace``, ``label`` and ``bench`` records all get their ``prediction`` and ``correct`` from it.
 
 Two families of problems:
 

@@ -50,7 +50,7 @@ from ..errors import ConfigError, RankGuideError
 from ._bench_report import summarize, summary_markdown, write_pareto, write_share_plot
 from ._bench_settings import file_digest, model_identity, start_session
 from ._jsonl import read_for_resume
-from .answers import check_answer, extract_answer, prompt_for
+from .answers import grade, prompt_for
 from .datasets import Problem
 from .latency import counts_of
 
@@ -407,11 +407,11 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
     if m.policy == "judge" and meter is not None:
         usage["judge_calls"], usage["judge_prefill_tokens"] = meter.judge_calls, meter.judge_prefill
         timing["judge"] = round(meter.judge_s, 4)
-    pred = extract_answer(res.answer_text, problem.kind)
+    pred, correct = grade(res.answer_text, problem)
     rec: dict[str, Any] = {
         "id": problem.id, "method": m.label, "policy": m.policy, "decide": m.decide,
         "threshold": None if m.policy == SPECDEC else res.threshold, "gold": problem.gold, "prediction": pred,
-        "correct": bool(check_answer(pred, problem.gold, problem.kind)), "seconds": round(wall, 3),
+        "correct": correct, "seconds": round(wall, 3),
         "finished": res.finished, "n_steps": len(res.steps), "lrm_steps": sum(s.source == "lrm" for s in res.steps),
         "timing": timing, "usage": usage,
         "steps": [{"source": s.source, "srm_tokens": s.srm_tokens, "lrm_tokens": s.lrm_tokens,

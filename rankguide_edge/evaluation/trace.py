@@ -22,7 +22,7 @@ from ..errors import ContextOverflowError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
 from ._jsonl import read_for_resume
-from .answers import check_answer, extract_answer, prompt_for
+from .answers import grade, prompt_for
 from .datasets import Problem
 
 
@@ -101,10 +101,10 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
         if st.ended_by == "budget":
             break
     text = "".join(s["text"] for s in steps)
-    prediction = extract_answer(text, problem.kind)
+    prediction, correct = grade(text, problem)
     return {
         "id": problem.id, "kind": problem.kind, "question": problem.question, "gold": problem.gold,
-        "prediction": prediction, "correct": bool(check_answer(prediction, problem.gold, problem.kind)),
+        "prediction": prediction, "correct": correct,
         "finished": finished, "n_tokens": used, "n_steps": len(steps),
         "seconds": round(time.perf_counter() - t0, 3), "model": model_name, "layers": list(ctx.layers),
         "text": text, "steps": steps, "signal_config": _config_dict(signal_cfg),
