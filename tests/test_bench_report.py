@@ -4,13 +4,14 @@ srm, and a steered method against its unsteered self), answers that hit the toke
 from __future__ import annotations
 
 import json
-from math import comb
+import math
 
 import pytest
 
 from rankguide_edge.errors import InvalidInputError
 from rankguide_edge.evaluation._bench_report import (
     _sign_test,
+    _wilson,
     summarize,
     summary_markdown,
     write_pareto,
@@ -40,11 +41,45 @@ def _write(path, correct: dict[str, str], finished: dict[str, str] | None = None
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
-def test_sign_test_is_the_exact_two_sided_binomial() -> None:
-    assert _sign_test(0, 0) == 1.0 and _sign_test(3, 3) == 1.0
-    assert _sign_test(5, 0) == pytest.approx(2 / 32)
-    assert _sign_test(1, 9) == pytest.approx(2 * (comb(10, 0) + comb(10, 1)) / 1024)
-    assert _sign_test(9, 1) == _sign_test(1, 9)
+def _sign_test_by_enumeration(wins: int, losses: int) -> float:
+    """The oracle: every one of the 2**n ways ``n`` discordant problems can fall, equally likely under "both
+    methods are equally good"; the share of them whose split is at least as uneven as the observed one."""
+    n = wins + losses
+    observed = abs(wins - losses)
+    as_uneven = sum(abs(2 * bin(ways).count("1") - n) >= observed for ways in range(2 ** n))
+    return as_uneven / 2 ** n
+
+
+@pytest.mark.parametrize("wins,losses", [(0, 0), (3, 3), (5, 0), (0, 5), (1, 9), (9, 1), (2, 7), (6, 4),
+                                         (0, 1), (4, 8), (11, 1)])
+def test_sign_test_is_the_exact_two_sided_binomial(wins: int, losses: int) -> None:
+    assert _sign_test(wins, losses) == pytest.approx(_sign_test_by_enumeration(wins, losses), rel=1e-12)
+
+
+def test_sign_test_hand_computed_values() -> None:
+    assert _sign_test(5, 0) == pytest.approx(2 / 32)  # both all-wins and all-losses: 2 of 32
+    assert _sign_test(1, 9) == pytest.approx(22 / 1024)  # 0 or 1 of one side, either side: 2 * (1 + 10)
+
+
+def test_wilson_interval_is_where_the_score_test_stops_rejecting() -> None:
+    """Each bound is a p at which the score statistic |k/n - p| / sqrt(p(1-p)/n) is exactly 1.95996 (the
+    definition of Wilson's interval, not its closed form); the ends are exactly 0 and 1."""
+    z = 1.959963984540054  # the 97.5th normal percentile
+    for n in (1, 7, 10, 100, 1686):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            lo, hi = _wilson(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0
+            for bound, at_end in ((lo, k == 0), (hi, k == n)):
+                if at_end:
+                    assert bound == (0.0 if bound == lo else 1.0)
+                else:
+                    assert abs(k / n - bound) / math.sqrt(bound * (1 - bound) / n) == pytest.approx(z, rel=1e-9)
+    assert _wilson(0, 0) == (0.0, 0.0)
+
+
+def test_wilson_interval_hand_computed_values() -> None:
+    assert _wilson(5, 10) == pytest.approx((0.236593, 0.763407), abs=1e-6)  # centre 0.5, half-width by hand
+    assert _wilson(0, 10) == pytest.approx((0.0, 0.277533), abs=1e-6)  # z^2 / (n + z^2)
 
 
 def test_paired_comparisons_and_token_cap(tmp_path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -14,11 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import openai
+import pytest
 from click.testing import CliRunner
 from rankguide_edge.cli.main import main
 
 from rankguide_edge.errors import ConfigError, UnknownModelError
-from rankguide_edge.server.bench import main as bench_main
+from rankguide_edge.server.bench import percentile
 
 
 def _run(args: list[str]):
@@ -85,11 +87,19 @@ def test_a_serve_process_answers_and_stops_on_ctrl_c(tmp_path: Path, tiny_gguf: 
     assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
 
 
-def test_bench_reports_overhead_and_concurrency(tiny_gguf: Path, capsys) -> None:
-    code = bench_main(["--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--n", "2", "--clients", "3",
-                       "--parallel", "2", "--max-tokens", "12", "--n-ctx", "256", "--threads", "1", "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0
+def test_percentile_interpolates_between_sorted_values() -> None:
+    # sorted 1, 2, 4, 10: q = 0.5 sits half-way between 2 and 4, q = 0.95 at 4 + 0.85 * (10 - 4)
+    assert percentile([10.0, 1.0, 4.0, 2.0], 0.5) == pytest.approx(3.0)
+    assert percentile([10.0, 1.0, 4.0, 2.0], 0.95) == pytest.approx(9.1)
+    assert percentile([7.0], 0.95) == 7.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_bench_reports_overhead_and_concurrency(tiny_gguf: Path) -> None:
+    res = _run(["bench", "serve", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--n", "2", "--clients", "3",
+                "--parallel", "2", "--max-tokens", "12", "--n-ctx", "256", "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
     over, conc = out["overhead"], out["concurrency"]
     assert over["same_text"] is True and len(over["api_s"]) == len(over["server_s"]) == 2
     # the medians are rounded to 0.1 ms: on the tiny model (a few ms) that alone moves their ratio by ~1 %

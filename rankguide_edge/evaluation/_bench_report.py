@@ -8,7 +8,6 @@ machine); ``profile_check`` says how closely the fitted ``measured`` profile rep
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from collections.abc import Mapping, Sequence
@@ -33,25 +32,25 @@ from .latency import (
 from .plans import plan_breakdown, plan_markdown
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of ``k`` successes in ``n`` (scipy's; exactly 0 and 1 at the ends)."""
     if n == 0:
         return (0.0, 0.0)
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    # exact at the ends: the formula leaves rounding residue there (2.8e-17 for 0 of 11)
-    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def _sign_test(wins: int, losses: int) -> float:
     """Two-sided exact McNemar p-value: the chance of a split at least this uneven among ``wins + losses``
-    discordant problems if both methods were equally good."""
+    discordant problems if both methods were equally good (scipy's exact binomial test at p = 1/2)."""
     n = wins + losses
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2.0 ** n
-    return min(1.0, 2.0 * tail)
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, n, 0.5, alternative="two-sided").pvalue)
 
 
 def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,18 +6,15 @@
   workers; reports total throughput (completion tokens / wall second) and p50/p95 latency (first chunk and
   whole request).
 
-Run both: ``rankguide-edge bench serve --srm NAME --lrm NAME [--json]`` (or ``python -m
-rankguide_edge.server.bench``, same options; ``--help`` for them).
+Run both: ``rankguide-edge bench serve --srm NAME --lrm NAME [--json]`` (``--help`` for the options).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import http.client
 import json
 import statistics
-import sys
 import threading
 import time
 import urllib.parse
@@ -31,14 +28,12 @@ QUESTION = ("A baker makes 12 trays of 8 muffins and sells 75 of them. How many 
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values`` by linear interpolation; NaN when empty."""
+    """The ``q`` quantile (0..1) of ``values`` by linear interpolation (numpy's default); NaN when empty."""
     if not values:
         return float("nan")
-    xs = sorted(values)
-    pos = q * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    import numpy as np
+
+    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
 
 
 def _post(base_url: str, path: str, body: dict[str, Any], api_key: str = "", timeout: float = 600.0
@@ -221,43 +216,3 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     """A short human reading of a ``{"overhead": ..., "concurrency": ...}`` report (lists left out)."""
     return [f"{name}: " + ", ".join(f"{k} {v}" for k, v in part.items() if not isinstance(v, list))
             for name, part in report.items()]
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rankguide_edge.server.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--srm", default=ServerConfig.srm)
-    ap.add_argument("--lrm", default=ServerConfig.lrm)
-    ap.add_argument("--policy", default="rankguide")
-    ap.add_argument("--n", type=int, default=5, help="alternations of the overhead benchmark")
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--parallel", type=int, default=1, help="workers of the concurrency benchmark")
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--n-ctx", type=int, default=2048)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to a GPU; -1 = all")
-    ap.add_argument("--only", choices=["overhead", "concurrency"], default=None)
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    args = ap.parse_args(argv)
-    from ..errors import RankGuideError
-
-    try:
-        settings = ServerConfig(srm=args.srm, lrm=args.lrm, policy=args.policy, n_ctx=args.n_ctx,
-                                n_threads=args.threads, n_gpu_layers=args.n_gpu_layers, parallel=args.parallel,
-                                port=0)
-        report: dict[str, Any] = {}
-        if args.only in (None, "overhead"):
-            report["overhead"] = bench_overhead(settings, n=args.n, max_tokens=args.max_tokens)
-        if args.only in (None, "concurrency"):
-            report["concurrency"] = bench_concurrency(settings, clients=args.clients, max_tokens=args.max_tokens)
-    except RankGuideError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(report_lines(report)))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
