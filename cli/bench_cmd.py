@@ -209,6 +209,7 @@ def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None,
     import os
 
     from rankguide_edge.evaluation.bench import summarize, summary_markdown, write_pareto, write_share_plot
+    from rankguide_edge.files import write_text_atomic
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     results = os.path.join(run_dir, "results.jsonl")
@@ -218,10 +219,7 @@ def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None,
     target = out_dir or run_dir
     os.makedirs(target, exist_ok=True)
     for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_markdown(summary))):
-        tmp = os.path.join(target, f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, os.path.join(target, name))
+        write_text_atomic(os.path.join(target, name), text)
     if not no_plot:  # after the text and JSON: a figure that cannot be drawn is one line, never a failed report
         from rankguide_edge.evaluation._figures import draw_png
 

@@ -54,7 +54,12 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
     several thresholds per policy (`bench run --sweep ...`).
     """
     from rankguide_edge.collab.router import save_router
-    from rankguide_edge.evaluation.calibrate import CalibrateConfig, calibrate_bench, calibrate_traces, read_jsonl
+    from rankguide_edge.evaluation.calibrate import (
+        CalibrateConfig,
+        calibrate_bench,
+        calibrate_traces,
+        read_trace_records,
+    )
     from rankguide_edge.errors import InvalidInputError
 
     cfg = CalibrateConfig(policy=policy, target_lrm_share=target_lrm_share, max_latency_ratio=max_latency_ratio,
@@ -77,7 +82,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
         if max_latency_ratio is not None or profile or router_file:
             raise InvalidInputError("--max-latency-ratio, --profile and --router-file need a bench dir (latency "
                                     "and the runs of a router are measured there)")
-        records = read_jsonl(source)
+        records = read_trace_records(source)
         if limit:
             records = records[:limit]
         replay = None

@@ -261,7 +261,7 @@ def test_malformed_lines_skipped_and_counted(tmp_path: Path, caplog: pytest.LogC
     assert report.kind == "gsm8k"
     assert report.records == 6 and report.loaded == 2 and report.skipped == 4
     assert len(report.errors) == 4
-    assert f"{path}:2" in report.errors[0] and "invalid JSON" in report.errors[0]
+    assert f"{path}:2" in report.errors[0] and "not valid JSON" in report.errors[0]
     assert "no answer field" in report.errors[1]
     assert "not a JSON object" in report.errors[2]
     assert "not a number" in report.errors[3]

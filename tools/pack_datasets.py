@@ -13,10 +13,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
+
+from rankguide_edge.files import write_bytes_atomic  # the installed package (pip install .)
 
 OUT = Path(__file__).resolve().parents[1] / "rankguide_edge" / "data"
 
@@ -37,12 +37,6 @@ NOTE = ("Benchmark files shipped inside rankguide-edge, gzip-compressed and othe
         "licence. Regenerate with `python tools/pack_datasets.py SOURCE_DIR`.")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _records(raw: bytes, name: str) -> int:
     if name.endswith(".json"):
         return len(json.loads(raw))
@@ -56,16 +50,15 @@ def main(source: Path) -> None:
         dest = OUT / (rel + ".gz")
         dest.parent.mkdir(parents=True, exist_ok=True)
         packed = gzip.compress(raw, compresslevel=9, mtime=0)
-        _write_atomic(dest, packed)
+        write_bytes_atomic(dest, packed)
         lic_dest = OUT / lic
-        shutil.copyfile(source / lic, lic_dest.with_name(lic_dest.name + ".tmp"))
-        os.replace(lic_dest.with_name(lic_dest.name + ".tmp"), lic_dest)
+        write_bytes_atomic(lic_dest, (source / lic).read_bytes())
         entries[rel + ".gz"] = {"source": rel, "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
                                 "gz_sha256": hashlib.sha256(packed).hexdigest(), "gz_bytes": len(packed),
                                 "records": _records(raw, rel), "licence": licence, "licence_file": lic,
                                 "upstream": url}
     doc = {"note": NOTE, "files": entries}
-    _write_atomic(OUT / "provenance.json", (json.dumps(doc, indent=2) + "\n").encode())
+    write_bytes_atomic(OUT / "provenance.json", (json.dumps(doc, indent=2) + "\n").encode())
     for name, e in entries.items():
         print(f"{name}: {e['records']} records, {e['bytes']} -> {e['gz_bytes']} bytes")
 

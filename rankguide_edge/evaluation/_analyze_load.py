@@ -10,7 +10,6 @@ with its ``file:line`` when ``strict``, else it is skipped and counted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..jsonl import read_lines
 
 _log = logging.getLogger(__name__)
 
@@ -142,32 +142,27 @@ def load_traces(path: str | os.PathLike[str], *, strict: bool = False) -> TraceT
     parsed: list[dict[str, Any]] = []
     n_lines = n_errors = n_malformed = n_no_steps = 0
     warnings: list[str] = []
-    with p.open("r", encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            n_lines += 1
-            try:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise _Malformed(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-                out = _parse_record(rec, key_index)
-            except _Malformed as exc:
-                msg = f"{p}:{lineno}: {exc}"
-                if strict:
-                    raise InvalidInputError(f"{msg}; fix or remove that line, or drop --strict to skip it") from None
-                n_malformed += 1
-                if len(warnings) < _MAX_WARNINGS:
-                    warnings.append(msg)
-                _log.warning("skipping malformed trace record %s", msg)
-                continue
-            if out == "error":
-                n_errors += 1
-            elif out == "no_steps":
-                n_no_steps += 1
-            else:
-                parsed.append(out)  # type: ignore[arg-type]
+    for line in read_lines(p):
+        n_lines += 1
+        try:
+            if line.error is not None:
+                raise _Malformed(line.error)
+            out = _parse_record(line.value, key_index)
+        except _Malformed as exc:
+            msg = f"{p}:{line.number}: {exc}"
+            if strict:
+                raise InvalidInputError(f"{msg}; fix or remove that line, or drop --strict to skip it") from None
+            n_malformed += 1
+            if len(warnings) < _MAX_WARNINGS:
+                warnings.append(msg)
+            _log.warning("skipping malformed trace record %s", msg)
+            continue
+        if out == "error":
+            n_errors += 1
+        elif out == "no_steps":
+            n_no_steps += 1
+        else:
+            parsed.append(out)  # type: ignore[arg-type]
     if n_lines == 0:
         raise InvalidInputError(f"trace file {str(p)!r} is empty; write traces into it with `rankguide-edge trace`")
     return _flatten(str(p), parsed, key_index, n_lines=n_lines, n_errors=n_errors,

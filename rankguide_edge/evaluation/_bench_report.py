@@ -7,7 +7,7 @@ machine); ``profile_check`` says how closely the fitted ``measured`` profile rep
 
 from __future__ import annotations
 
-import json
+import gzip
 import os
 import statistics
 from collections.abc import Mapping, Sequence
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidInputError
+from ..jsonl import read_lines
 from ._bench_settings import run_model_bytes
 from ._figures import agg_figure
 from .latency import (
@@ -95,28 +96,19 @@ def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.exists():
         raise InvalidInputError(f"{path} does not exist: run `rankguide-edge bench run` first")
     recs = []
-    if path.suffix == ".gz":
-        import gzip
-
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    else:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    for n, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines) - 1:  # a run in progress may be writing it
-                continue
-            raise InvalidInputError(f"{path}:{n + 1} is not JSON: fix or remove that line") from None
+    for line in read_lines(path):
+        if line.error is not None:
+            raise InvalidInputError(f"{path}:{line.number} is {line.error}: fix or remove that line")
+        rec = line.value
         problem = None if isinstance(rec, dict) and rec.get("error") and rec.get("method") else _check_record(rec)
         if problem:
-            raise InvalidInputError(f"{path}:{n + 1} is not a bench record ({problem}): fix or remove that line")
+            raise InvalidInputError(f"{path}:{line.number} is not a bench record ({problem}): "
+                                    "fix or remove that line")
         recs.append(rec)
     if not recs:
-        what = "is empty" if not any(line.strip() for line in lines) else "holds no complete record"
+        raw = path.read_bytes()
+        what = "is empty" if not (gzip.decompress(raw) if path.suffix == ".gz" else raw).strip() else \
+            "holds no complete record"  # only a torn line
         raise InvalidInputError(f"{path} {what}: run `rankguide-edge bench run` first")
     return recs
 

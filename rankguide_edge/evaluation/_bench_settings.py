@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidInputError
+from ..files import write_text_atomic
 
 #: settings a resumed run must share with the folder's first run
 COMPARED = ("srm", "lrm", "max_tokens", "seed", "router", "steering", "routers")
@@ -85,7 +86,5 @@ def start_session(out: Path, settings: Mapping[str, Any], *, threads: int) -> st
                                   "same setting to resume, or choose a new --out")
     session = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     meta.setdefault("sessions", []).append({"id": session, "version": __version__, "threads": threads})
-    tmp = path.with_name(".run.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(meta, indent=2))
     return session

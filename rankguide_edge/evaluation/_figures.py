@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DependencyError
+from ..files import atomic_path
 
 
 def agg_figure(width: float, height: float, dpi: int = 110) -> Any:
@@ -33,13 +34,9 @@ def draw_png(draw: Callable[[Path], object], path: str | os.PathLike[str]) -> st
     removed and ``path`` left as it was): a report writes its text and JSON whatever happens to a figure.
     """
     out = Path(path)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     try:
-        draw(tmp)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            draw(tmp)
         return None
     except Exception as exc:  # a figure is an extra: whatever matplotlib raises must not fail the report
         return f"{out.name} not drawn: {exc}"
-    finally:
-        if tmp.exists():
-            tmp.unlink()

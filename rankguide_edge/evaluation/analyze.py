@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
+from ..files import write_text_atomic
 from . import _analyze_stats as st
 from ._analyze_load import TraceTable, load_traces
 
@@ -477,17 +478,6 @@ def run_analysis(table: TraceTable, config: AnalyzeConfig | None = None) -> Anal
 # --------------------------------------------------------------------------------------------- output
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (removed on failure)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, plots: bool = True) -> dict[str, str]:
     """Write analysis.json, report.md (and roc.png, trajectories.png) into ``out_dir``; return their paths."""
     out = Path(out_dir)
@@ -511,9 +501,9 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, pl
     files = {"analysis": str(out / "analysis.json"), "report": str(out / "report.md"), **files}
     result.files = files
     text = render_report(result)
-    _atomic_write(out / "report.md", lambda p: p.write_text(text, encoding="utf-8"))
+    write_text_atomic(out / "report.md", text)
     doc = json.dumps(result.to_dict(), indent=1, allow_nan=False)
-    _atomic_write(out / "analysis.json", lambda p: p.write_text(doc + "\n", encoding="utf-8"))
+    write_text_atomic(out / "analysis.json", doc + "\n")
     return files
 
 

@@ -32,7 +32,6 @@ carries ``counts``: the work by model and kind that :mod:`.latency` prices under
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,9 +46,9 @@ from ..collab.reasoner import Reasoner, ReasonerConfig
 from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError, RankGuideError
+from ..jsonl import append_jsonl, read_records
 from ._bench_report import summarize, summary_markdown, write_pareto, write_share_plot
 from ._bench_settings import file_digest, model_identity, start_session
-from ._jsonl import read_for_resume
 from .answers import grade, prompt_for
 from .datasets import Problem
 from .latency import counts_of
@@ -305,7 +304,8 @@ def completed_runs(out_dir: str | Path, problems: Iterable[Problem], methods: Se
     """How many of the ``problems`` x ``methods`` runs ``out_dir``/results.jsonl already holds: a rerun skips
     them (the starting point of a resumed run's progress bar)."""
     wanted = {(str(p.id), m.label) for p in problems for m in methods}
-    held = {(str(r["id"]), str(r["method"])) for r in read_for_resume(Path(out_dir) / "results.jsonl")}
+    held = {(str(r["id"]), str(r["method"]))
+            for r in read_records(Path(out_dir) / "results.jsonl", missing_ok=True)}
     return len(wanted & held)
 
 
@@ -330,7 +330,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    previous = read_for_resume(results)
+    previous = read_records(results, missing_ok=True)
     done = {(str(r["id"]), str(r["method"])) for r in previous}
     needs_lrm = [m.label for m in methods if m.policy != "srm" or m.lrm_first]
     if needs_lrm and lrm is None:
@@ -364,7 +364,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                 policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
                 random_p=p, router=routers[m.router] if m.router else router, steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
                 steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first), runtime=runtime)
-        with open(results, "a", encoding="utf-8") as fh:
+        with append_jsonl(results) as sink:
             for i, problem in enumerate(problems):
                 order = list(methods[i % len(methods):]) + list(methods[: i % len(methods)])
                 p_matched = matched.p  # fixed before the problem, whatever the methods' rotation
@@ -381,8 +381,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                                "error": f"{type(exc).__name__}: {exc}"}
                     rec["session"] = session
                     matched.add(rec)
-                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    fh.flush()
+                    sink.write(rec)
                     if progress:
                         progress(rec)
     finally:

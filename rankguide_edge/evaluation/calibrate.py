@@ -24,7 +24,6 @@ so a live run's share differs; ``bench report`` measures it.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 from collections import defaultdict
@@ -38,6 +37,7 @@ from ..collab.policies import StepView, make_policy
 from ..collab.router import Logistic, Router, load_router
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
+from ..jsonl import read_lines
 from . import _analyze_stats as _stats
 
 def logistic_features(last_layer: int) -> tuple[str, ...]:
@@ -319,26 +319,21 @@ def _bench_logistic(records: list[dict[str, Any]]) -> Logistic | None:
     return router.logistic
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """Trace records of a JSONL file written by ``trace`` (blank lines skipped). A line that is not JSON, not
-    an object, or whose steps' signals are not numbers is an error naming its number; a bench results file
-    is refused with the hint to pass its folder."""
+def read_trace_records(path: str) -> list[dict[str, Any]]:
+    """Trace records of a JSONL file written by ``trace`` (read by :mod:`rankguide_edge.jsonl`: blank lines
+    and a torn last line skipped). A line that is not JSON, not an object, or whose steps' signals are not
+    numbers is an error naming its number; a bench results file is refused with the hint to pass its folder."""
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise InvalidInputError(f"{path}:{n} is not valid JSON: fix or delete that line") from None
-            problem = _trace_problem(rec)
-            if problem == "bench":
-                raise InvalidInputError(f"{path} holds `bench run` results, not traces: pass its folder "
-                                        f"({os.path.dirname(path) or '.'}) to calibrate from a bench run")
-            if problem:
-                raise InvalidInputError(f"{path}:{n} is not a trace record ({problem}): fix or delete that line")
-            out.append(rec)
+    for line in read_lines(path):
+        if line.error is not None:
+            raise InvalidInputError(f"{path}:{line.number} is {line.error}: fix or delete that line")
+        problem = _trace_problem(line.value)
+        if problem == "bench":
+            raise InvalidInputError(f"{path} holds `bench run` results, not traces: pass its folder "
+                                    f"({os.path.dirname(path) or '.'}) to calibrate from a bench run")
+        if problem:
+            raise InvalidInputError(f"{path}:{line.number} is not a trace record ({problem}): fix or delete that line")
+        out.append(line.value)
     return out
 
 

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from ..config import bounded, validate
 from ..errors import ConfigError, DatasetError
+from ..jsonl import read_lines
 from .answers import KINDS, format_number, normalize_kind, parse_number
 
 _log = logging.getLogger(__name__)
@@ -308,23 +309,8 @@ def _unreadable(path: Path, exc: Exception) -> DatasetError:
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, parsed record or None, error or None) for every non-blank line."""
-    try:
-        with _open_binary(path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                except UnicodeDecodeError as exc:
-                    yield lineno, None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line), None
-                except json.JSONDecodeError as exc:
-                    yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-    except (OSError, EOFError) as exc:  # a damaged or truncated .gz
-        raise _unreadable(path, exc) from None
+    """(line number, parsed record or None, error or None) for every complete non-blank line."""
+    return ((line.number, line.value, line.error) for line in read_lines(path, error=DatasetError))
 
 
 def _is_json_array(path: Path) -> bool:

@@ -42,9 +42,9 @@ from ..collab.reasoner import Reasoner, ReasonerConfig, StepRecord
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
 from ..engine.runtime import Model
 from ..errors import ConfigError, InvalidInputError, RankGuideError
+from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig
 from ._bench_settings import model_identity
-from ._jsonl import read_for_resume
 from .answers import grade, prompt_for
 from .datasets import Problem
 
@@ -219,11 +219,11 @@ def header(cfg: LabelConfig, srm_path: str, lrm_path: str, signal_cfg: SignalCon
 
 
 def load_labels(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``(header, problem records)`` of a label file (a torn last line is cut off)."""
+    """``(header, problem records)`` of a label file (a torn last line is skipped: a run may be writing it)."""
     p = Path(path)
     if not p.exists():
         raise InvalidInputError(f"label file {p} does not exist: write one with `rankguide-edge label`")
-    records = read_for_resume(p)
+    records = read_records(p)
     if not records or records[0].get("format") != FORMAT:
         raise InvalidInputError(f"{p} is not a label file (its first line must be a {FORMAT} header): "
                                 "write one with `rankguide-edge label`")
@@ -262,9 +262,9 @@ def run_labels(labeller: Labeller, problems: Iterable[Problem], out: str | Path,
         seen = {str(r.get("id")) for r in recs}
     s = LabelSummary(str(out), 0, 0, 0, 0, 0, 0, 0, 0.0)
     t0 = time.perf_counter()
-    with open(out, "a", encoding="utf-8") as fh:
-        if not seen and not out.stat().st_size:
-            fh.write(json.dumps(head) + "\n")
+    with append_jsonl(out) as sink:
+        if sink.empty:
+            sink.write(head)
         for problem in problems:
             if problem.id in seen:
                 s.skipped_existing += 1
@@ -284,8 +284,7 @@ def run_labels(labeller: Labeller, problems: Iterable[Problem], out: str | Path,
                 gains = [st["cf"].get("gain") for st in rec["steps"] if st.get("cf")]
                 s.positive_gains += sum(g == 1 for g in gains)
                 s.negative_gains += sum(g == -1 for g in gains)
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fh.flush()
+            sink.write(rec)
             seen.add(problem.id)
             if progress:
                 progress(rec)

@@ -19,9 +19,9 @@ from typing import Any
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
 from ..engine.runtime import STEER_WHERE, Model, parse_layer_spec
 from ..errors import ContextOverflowError
+from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
-from ._jsonl import read_for_resume
 from .answers import grade, prompt_for
 from .datasets import Problem
 
@@ -113,8 +113,8 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
 
 
 def done_ids(out: Path) -> set[str]:
-    """Ids already traced in ``out``; a torn last line is cut off so appending stays valid JSONL."""
-    return {str(rec.get("id")) for rec in read_for_resume(out)}
+    """Ids already traced in ``out`` (none when it does not exist yet)."""
+    return {str(rec.get("id")) for rec in read_records(out, missing_ok=True)}
 
 
 @dataclass
@@ -141,7 +141,7 @@ def run_trace(model: Model, problems: Iterable[Problem], out: str | os.PathLike[
     computer = StepSignalComputer(signal_cfg)
     traced = skipped = errors = correct = 0
     t0 = time.perf_counter()
-    with model.context(cfg.runtime(), tap_layers=layers) as ctx, open(out, "a", encoding="utf-8") as fh:
+    with model.context(cfg.runtime(), tap_layers=layers) as ctx, append_jsonl(out) as sink:
         apply_steering(ctx, cfg.steer or None, cfg.steer_scale, cfg.steer_where, signal_cfg.delimiter)
         for problem in problems:
             if problem.id in seen:
@@ -158,8 +158,7 @@ def run_trace(model: Model, problems: Iterable[Problem], out: str | os.PathLike[
             else:
                 traced += 1
                 correct += int(rec["correct"])
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fh.flush()
+            sink.write(rec)
             seen.add(problem.id)
             if progress:
                 progress(rec)

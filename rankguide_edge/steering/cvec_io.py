@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ControlVectorError, DependencyError
+from ..files import atomic_path
 
 #: ``general.architecture`` of a control-vector file
 ARCH = "controlvector"
@@ -165,8 +165,8 @@ def _add_meta(writer: Any, key: str, value: Any) -> None:
 
 
 def save_control_vector(cv: ControlVector, path: str | os.PathLike[str]) -> Path:
-    """Write ``cv`` to ``path`` in llama.cpp's control-vector layout, atomically (a temporary file in the same
-    folder, then ``os.replace``: an interrupted save never leaves a half-written file). Returns the path."""
+    """Write ``cv`` to ``path`` in llama.cpp's control-vector layout, atomically (``files.atomic_path``: an
+    interrupted save never leaves a half-written file). Returns the path."""
     if not isinstance(cv, ControlVector):
         raise ControlVectorError(f"expected a ControlVector, got {type(cv).__name__}")
     ControlVector(cv.model_hint, cv.directions, cv.meta)  # re-validate (the dict may have been mutated)
@@ -175,10 +175,8 @@ def save_control_vector(cv: ControlVector, path: str | os.PathLike[str]) -> Path
     if target.is_dir():
         raise ControlVectorError(f"{target} is a directory: give a file name such as vec.gguf")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, ARCH)
+    with atomic_path(target) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
         try:
             writer.add_string(KEY_MODEL_HINT, cv.model_hint)
             writer.add_uint32(KEY_LAYER_COUNT, len(cv.directions))
@@ -192,14 +190,6 @@ def save_control_vector(cv: ControlVector, path: str | os.PathLike[str]) -> Path
             writer.write_tensors_to_file()
         finally:
             writer.close()
-        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave an empty target
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return target
 
 

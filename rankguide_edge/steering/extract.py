@@ -18,7 +18,6 @@ Per trace (a record written by ``rankguide-edge trace``):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -31,6 +30,7 @@ import numpy as np
 
 from ..config import RuntimeConfig, bounded, from_mapping, validate
 from ..errors import ConfigError, ContextOverflowError, DatasetError, InvalidInputError, LayerIndexError
+from ..jsonl import read_lines
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..signals.text import TokenStats
 from ._thoughts import (
@@ -213,19 +213,13 @@ def read_traces(path: str | os.PathLike[str], *, limit: int | None = None, offse
         raise DatasetError(f"traces file {p} does not exist: write one with `rankguide-edge trace` or pass --data")
     wanted = None if ids is None else {str(i) for i in ids}
     out: list[dict[str, Any]] = []
-    with open(p, "rb") as fh:
-        lines = fh.read().splitlines(keepends=True)
-    for no, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError:
-            if no == len(lines) and not raw.endswith(b"\n"):
-                break  # torn last line
-            raise DatasetError(f"{p}:{no} is not valid JSON: fix or remove that line") from None
+    for line in read_lines(p, error=DatasetError):
+        if line.error is not None:
+            raise DatasetError(f"{p}:{line.number} is {line.error}: fix or remove that line")
+        rec = line.value
         if not isinstance(rec, dict) or "steps" not in rec and "text" not in rec:
-            raise DatasetError(f"{p}:{no} is not a trace record (needs steps[] or text): use `trace` output")
+            raise DatasetError(f"{p}:{line.number} is not a trace record (needs steps[] or text): "
+                               "use `trace` output")
         if wanted is not None and str(rec.get("id")) not in wanted:
             continue
         out.append(rec)

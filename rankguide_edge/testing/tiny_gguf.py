@@ -39,12 +39,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..config import bounded, validate
 from ..errors import ConfigError, DependencyError
+from ..files import atomic_path
 
 #: architectures :func:`write_tiny_gguf` can produce
 SUPPORTED_ARCHS: tuple[str, ...] = ("llama", "qwen2", "qwen3")
@@ -334,16 +334,8 @@ def _write_spec(path: Path, spec: TinyGGUFSpec) -> Path:
     gguf = _import_gguf()
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _write(gguf, tmp, spec)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        _write(gguf, str(tmp), spec)
     return path
 
 
