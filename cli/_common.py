@@ -115,14 +115,24 @@ def field_options() -> list[Callable[[F], F]]:
 
 
 def remote_lrm_options() -> list[Callable[[F], F]]:
-    """``--lrm-model/--lrm-api-key/--lrm-timeout``: how to talk to an OpenAI-compatible LRM (solve, chat, bench
-    run); ignored when --lrm is a model name or GGUF path."""
+    """``--lrm-model/--lrm-api-key/--lrm-timeout/--lrm-retries``: how to talk to an OpenAI-compatible LRM (solve,
+    chat, bench run); ignored when --lrm is a model name or GGUF path. Defaults and bounds are RemoteConfig's."""
+    from rankguide_edge.collab.backends_remote import MAX_RETRY_WAIT, RemoteConfig
+    from rankguide_edge.config import field_bounds
+
+    timeout, t_lo, t_hi = field_bounds(RemoteConfig, "timeout")
+    retries, r_lo, r_hi = field_bounds(RemoteConfig, "retries")
+    backoff = field_bounds(RemoteConfig, "backoff")[0]
     return [
         click.option("--lrm-model", default=None, help="Model name to send to a remote LRM."),
         click.option("--lrm-api-key", default=None, envvar="RANKGUIDE_EDGE_LRM_API_KEY",
                      help="API key of a remote LRM (or $RANKGUIDE_EDGE_LRM_API_KEY)."),
-        click.option("--lrm-timeout", default=60.0, show_default=True, type=click.FloatRange(0.1, 3600),
-                     help="Seconds per call to a remote LRM."),
+        click.option("--lrm-timeout", default=timeout, show_default=True, type=click.FloatRange(t_lo, t_hi),
+                     help="Seconds per attempt of a call to a remote LRM (connect, send, each read)."),
+        click.option("--lrm-retries", default=retries, show_default=True, type=click.IntRange(r_lo, r_hi),
+                     help="Retries of a remote LRM call after a connection error, timeout, 429 or 5xx; each "
+                          f"waits the server's Retry-After (at most {MAX_RETRY_WAIT:g} s), else a backoff "
+                          f"doubling from {backoff:g} s. The connection is kept alive between calls."),
     ]
 
 

@@ -118,7 +118,7 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @handle_errors
 def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, question_field: str | None,
         answer_field: str | None, id_field: str | None, methods: str, sweeps: tuple[str, ...], srm: str, lrm: str,
-        lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float, max_tokens: int,
+        lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float, lrm_retries: int, max_tokens: int,
         random_p: float | None, n_ctx: int, threads: int, n_gpu_layers: int, seed: int, router: str | None,
         router_specs: tuple[str, ...], steer_specs: tuple[str, ...], steer_where: str, out: str) -> None:
     """Run every method on every problem, interleaved per problem; resumable. Then `bench report OUT`.
@@ -153,7 +153,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
         backend = None
         if any(m.policy != "srm" or m.lrm_first for m in ms):
             backend = (make_backend(lrm, model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout,
-                                    template_model=model) if is_url else make_backend(lrm, config=rt))
+                                    retries=lrm_retries, template_model=model) if is_url else make_backend(lrm, config=rt))
         bar = tqdm(total=len(problems) * len(ms), initial=completed_runs(out, problems, ms), desc="bench",
                    unit="run")
         try:

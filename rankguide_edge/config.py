@@ -23,6 +23,20 @@ def bounded(default: Any, *, lo: float | None = None, hi: float | None = None,
     return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "help": help})
 
 
+def field_bounds(cls: type, name: str) -> tuple[Any, Any, Any]:
+    """``(default, lo, hi)`` of field ``name`` of the config dataclass ``cls``: a surface that re-declares a
+    setting (a CLI option, the server's config) reads its numbers here instead of repeating them."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default, f.metadata.get("lo"), f.metadata.get("hi")
+
+
+def same_as(cls: type, name: str, *, help: str = "") -> Any:
+    """A field with the default and bounds of ``cls.name`` (and its help, unless another is given)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return bounded(f.default, lo=f.metadata.get("lo"), hi=f.metadata.get("hi"), choices=f.metadata.get("choices"),
+                   help=help or f.metadata.get("help", ""))
+
+
 def validate(cfg: Any) -> None:
     """Check every field of a config dataclass against its bounds; raise ConfigError on the first miss."""
     name = type(cfg).__name__

@@ -74,3 +74,15 @@ def test_chat_streams_the_shipped_plan_step_first(tiny_gguf) -> None:
     answer = click.unstyle(res.stdout).split("you> ")[1]
     assert answer.lstrip().startswith("[LRM]") and "[SRM] [LRM]" not in answer
     assert "lrm_steps 0" not in res.stdout
+
+
+def test_remote_lrm_timeout_and_retries_are_in_help_with_remote_configs_defaults() -> None:
+    from rankguide_edge.collab.backends_remote import RemoteConfig
+
+    for cmd in (["solve"], ["chat"], ["bench", "run"]):
+        res = _run([*cmd, "--help"])
+        text = " ".join(res.output.split())
+        assert res.exit_code == 0
+        assert "--lrm-timeout FLOAT RANGE" in text and f"[default: {RemoteConfig.timeout}; 0.1<=x<=3600.0]" in text
+        assert "--lrm-retries INTEGER RANGE" in text and "Retry-After" in text
+        assert f"[default: {RemoteConfig.retries}; 0<=x<=20]" in text

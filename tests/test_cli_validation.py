@@ -129,7 +129,7 @@ def test_bench_run_has_on_error_and_the_dataset_hint_is_true(missing: str, datas
 def test_bench_run_takes_the_remote_lrm_options() -> None:
     res = _run(["bench", "run", "--help"])
     assert res.exit_code == 0
-    for opt in ("--lrm-model", "--lrm-api-key", "RANKGUIDE_EDGE_LRM_API_KEY", "--lrm-timeout", "Seconds per call",
+    for opt in ("--lrm-model", "--lrm-api-key", "RANKGUIDE_EDGE_LRM_API_KEY", "--lrm-timeout", "Seconds per attempt", "--lrm-retries",
                 "--on-error", "Skip this many records"):
         assert opt in res.output, opt
 
@@ -247,7 +247,7 @@ def test_help_texts() -> None:
         assert f"\n    {code}    " in res.output
     helps = {
         ("solve",): ("Token budget of the whole answer", "0 = greedy", "Seed of the sampler", "Context window",
-                     "goes to stderr", "Seconds per call"),
+                     "goes to stderr", "Seconds per attempt", "--lrm-retries"),
         ("chat",): ("Token budget of the whole answer", "Context window"),
         ("generate",): ("Nucleus sampling",),
         ("trace",): ("Record format and answer kind", "[default: 32", "[default: 256"),

@@ -16,19 +16,22 @@ is, first match wins:
    been hit (the first stop string, when several were sent).
 
 A hit delimiter is appended to the text; an end of answer sets ``finished``. ``finish_reason`` "length"
-means the budget ran out. Network trouble never raises: connection errors, timeouts and 5xx answers are
-retried ``retries`` times with exponential backoff, then reported as ``StepReply(ok=False, error=...)``.
-Only the standard library is used (urllib).
+means the budget ran out.
+
+Transport. One :class:`httpx.Client` per backend keeps its connection alive between steps (every routed step
+is a call: a new TCP, and over https TLS, handshake each time is pure latency). Network trouble never raises:
+connection errors, timeouts, 429 (too many requests) and 5xx answers are retried ``retries`` times, then
+reported as ``StepReply(ok=False, error=...)``. Before a retry the backend waits what the server's
+``Retry-After`` asks (seconds or an HTTP date; this project's own server sends it with its 503), at most
+``MAX_RETRY_WAIT``, else ``backoff`` seconds doubling each retry. Other 4xx answers are not retried.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import http.client
+import email.utils
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,19 +40,27 @@ from ..errors import ConfigError
 from .backends import RATE_PROMPT, StepReply, StepRequest, chatml, digit_of, rating_text
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..engine.runtime import Model
 
 #: sent as ``logprobs`` when rating (the largest value every OpenAI-compatible server accepts)
 RATE_LOGPROBS = 5
+#: the longest wait before a retry, in seconds, whatever a server's Retry-After asks
+MAX_RETRY_WAIT = 60.0
+#: statuses that are retried: the server is busy or failing, the request itself may be fine
+RETRIED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 
 
 @dataclasses.dataclass(frozen=True)
 class RemoteConfig:
     """How a remote OpenAI-compatible server is called."""
 
-    timeout: float = bounded(60.0, lo=0.01, hi=3600.0, help="seconds per HTTP attempt")
-    retries: int = bounded(2, lo=0, hi=20, help="attempts repeated after a connection error, timeout or 5xx")
-    backoff: float = bounded(0.5, lo=0.0, hi=60.0, help="first retry delay in seconds; doubles each retry")
+    timeout: float = bounded(60.0, lo=0.1, hi=3600.0, help="seconds per HTTP attempt")
+    retries: int = bounded(2, lo=0, hi=20,
+                           help="attempts repeated after a connection error, timeout, 429 or 5xx")
+    backoff: float = bounded(0.5, lo=0.0, hi=60.0,
+                             help="first retry delay in seconds without a Retry-After; doubles each retry")
     model: str | None = bounded(None, help="model name sent to the server (None: the server's default)")
 
     def __post_init__(self) -> None:
@@ -100,41 +111,57 @@ class RemoteBackend:
         self.name = name or f"remote:{model or url}"
         #: "completions" until the server refuses it, then "chat" once that worked
         self.endpoint = "completions"
+        #: the waits before each retry so far, in seconds (a server's Retry-After, or the backoff), newest last
+        self.retry_waits: list[float] = []
+        self._client: httpx.Client | None = None
+
+    def _http(self) -> httpx.Client:
+        """The backend's one HTTP client (made on first use), whose pooled connection stays open between calls."""
+        if self._client is None:
+            import httpx
+
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            if self._api_key:
+                headers["Authorization"] = f"Bearer {self._api_key}"
+            self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.config.timeout),
+                                        limits=httpx.Limits(max_connections=4, max_keepalive_connections=4))
+        return self._client
 
     # -- HTTP -----------------------------------------------------------------------------------------------
 
     def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """POST JSON with bounded retries; return the decoded reply and the retries used, or raise _Failure."""
+        import httpx
+
         cfg = self.config
         data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         url = f"{self.base_url}/{path}"
-        last = ""
+        last, wait = "", 0.0
         for attempt in range(cfg.retries + 1):
             if attempt:
-                time.sleep(cfg.backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+                self.retry_waits.append(wait)
+                time.sleep(wait)
+            wait = cfg.backoff * 2 ** attempt  # the next wait, unless the server names one
             try:
-                with urllib.request.urlopen(request, timeout=cfg.timeout) as resp:
-                    raw = resp.read()
-            except urllib.error.HTTPError as exc:
-                detail = _error_detail(exc)
-                last = f"HTTP {exc.code} from {url}{detail}"
-                if exc.code >= 500:
-                    continue
-                raise _Failure(last, exc.code, attempt) from None
-            except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, truncated bodies
-                reason = getattr(exc, "reason", exc)
-                last = f"cannot reach {url}: {reason or type(exc).__name__}"
+                resp = self._http().post(url, content=data)
+                raw = resp.content
+            except httpx.RequestError as exc:  # refused, reset, timed out, a broken reply
+                last = f"cannot reach {url}: {exc or type(exc).__name__}"
                 continue
+            if resp.status_code >= 400:
+                last = f"HTTP {resp.status_code} from {url}{_error_detail(raw)}"
+                if resp.status_code in RETRIED_STATUSES:
+                    asked = retry_after_seconds(resp.headers.get("Retry-After"))
+                    wait = min(asked, MAX_RETRY_WAIT) if asked is not None else wait
+                    continue
+                raise _Failure(last, resp.status_code, attempt)
             try:
                 reply = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                raise _Failure(f"{url} answered with invalid JSON", 200, attempt) from None
+                raise _Failure(f"{url} answered with invalid JSON", resp.status_code, attempt) from None
             if not isinstance(reply, dict):
-                raise _Failure(f"{url} answered with a JSON {type(reply).__name__}, not an object", 200, attempt)
+                raise _Failure(f"{url} answered with a JSON {type(reply).__name__}, not an object",
+                               resp.status_code, attempt)
             return reply, attempt
         raise _Failure(f"{last} (after {cfg.retries + 1} attempts)", None, cfg.retries)
 
@@ -219,22 +246,44 @@ class RemoteBackend:
         return digit if digit is not None else _best_digit(answer.logprobs)
 
     def close(self) -> None:
-        """Nothing to release (every request opens and closes its own connection)."""
+        """Close the kept-alive connection (idempotent; a later call opens a new one)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 # ---------------------------------------------------------------------------------------------- replies
 
 
-def _error_detail(exc: urllib.error.HTTPError) -> str:
+def _error_detail(body: bytes) -> str:
+    """``": <the server's error message>"`` from an error reply's body, or "" when it has none."""
     try:
-        body = exc.read(2000).decode("utf-8", "replace")
-        msg = json.loads(body).get("error", body)
+        text = body[:2000].decode("utf-8", "replace")
+        msg = json.loads(text).get("error", text)
         if isinstance(msg, dict):
             msg = msg.get("message", "")
         msg = " ".join(str(msg).split())[:200]
     except Exception:  # noqa: BLE001 - the status alone is enough
         return ""
     return f": {msg}" if msg else ""
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds (``"3"``, or an HTTP date such as ``"Wed, 21 Oct
+    2026 07:28:00 GMT"``, counted from ``now``, default the current time); None when absent or unreadable, 0
+    for a date already past."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _int_or_none(value: Any) -> int | None:

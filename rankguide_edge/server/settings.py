@@ -7,7 +7,8 @@ import dataclasses
 import os
 from typing import Any
 
-from ..config import RuntimeConfig, bounded, from_mapping, validate
+from ..collab.backends_remote import RemoteConfig
+from ..config import RuntimeConfig, bounded, from_mapping, same_as, validate
 from ..engine.models import DEFAULT_LRM, DEFAULT_SRM
 
 
@@ -39,8 +40,9 @@ class ServerConfig:
     lrm: str = bounded(DEFAULT_LRM, help="large model: name, GGUF path or OpenAI-compatible URL; '' = none")
     lrm_model: str = bounded("", help="model name sent to a remote LRM")
     lrm_api_key: str = bounded("", help="API key of a remote LRM")
-    lrm_timeout: float = bounded(60.0, lo=0.1, hi=3600.0, help="seconds per remote LRM call")
-    lrm_retries: int = bounded(2, lo=0, hi=20, help="retries of a failed remote LRM call")
+    lrm_timeout: float = same_as(RemoteConfig, "timeout", help="seconds per remote LRM call attempt")
+    lrm_retries: int = same_as(RemoteConfig, "retries", help="retries of a failed remote LRM call (after a "
+                               "connection error, timeout, 429 or 5xx; Retry-After is honoured)")
     policy: str = bounded("rankguide", help="default routing policy")
     threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="default routing threshold; None = router's")
     router: str = bounded("", help="router file from `rankguide-edge calibrate`; '' = the shipped default")

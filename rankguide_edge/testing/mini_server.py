@@ -8,8 +8,11 @@ from the text as the OpenAI API does, and llama-server's extra fields (``stop_ty
 
 Fault modes let tests exercise clients: ``completions=False`` answers 404 on ``/v1/completions``; ``mode``
 "error" answers 500 to every POST, "slow" waits ``delay`` seconds before answering, "empty" answers an empty
-text cut by the length limit, "done" an empty text ended by end-of-generation (the answer is complete).
-Every request is recorded in :attr:`MiniServer.requests` as ``(method, path, status)``.
+text cut by the length limit, "done" an empty text ended by end-of-generation (the answer is complete),
+"busy" answers the first ``busy_count`` POSTs with 429 and a ``Retry-After: <retry_after>`` header (none when
+``retry_after`` is None), then serves normally. Every request is recorded in :attr:`MiniServer.requests` as
+``(method, path, status)``. Connections are HTTP/1.1 and kept alive, as a production server's are;
+:attr:`MiniServer.connections` counts the TCP connections accepted.
 
 Usage::
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +37,7 @@ from ..engine.runtime import Model, generate_text
 from ..errors import ContextOverflowError, InvalidInputError, RankGuideError
 
 #: the fault modes of :class:`MiniServer`
-MODES = ("ok", "error", "slow", "empty", "done")
+MODES = ("ok", "error", "slow", "empty", "done", "busy")
 
 
 class MiniServer:
@@ -46,7 +50,7 @@ class MiniServer:
     def __init__(self, model: str | os.PathLike[str] | Model, config: RuntimeConfig | None = None, *,
                  model_name: str = "mini", completions: bool = True, mode: str = "ok", delay: float = 0.0,
                  llama_extras: bool = True, api_key: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, busy_count: int = 1, retry_after: str | None = "1") -> None:
         if mode not in MODES:
             raise InvalidInputError(f"unknown MiniServer mode {mode!r}: use one of {', '.join(MODES)}")
         self.config = config or RuntimeConfig(n_ctx=1024)
@@ -60,8 +64,13 @@ class MiniServer:
         self.delay = delay
         self.llama_extras = llama_extras
         self.api_key = api_key
+        self.busy_left = busy_count
+        self.retry_after = retry_after
         self.requests: list[tuple[str, str, int]] = []
+        self.connections = 0
+        self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._release = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -92,6 +101,11 @@ class MiniServer:
             self._thread.join(timeout=5)
             self._thread = None
         self._httpd.server_close()
+        for sock in list(self._open):  # kept-alive connections: their handlers must stop serving too
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         with self._lock:
             if self._owns_model:
                 self.model.close()
@@ -170,26 +184,41 @@ def _logprobs_chat(model: Model, events: list[Any], n: int) -> dict[str, Any]:
 
 def _make_handler(server: MiniServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
+        protocol_version = "HTTP/1.1"  # keep-alive: every reply carries its Content-Length
+        # headers and body leave in two writes: with Nagle's algorithm on, the body of a reply on a kept-alive
+        # connection waits for the client's delayed ACK (~40 ms on Linux). Production servers set TCP_NODELAY.
+        disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            super().setup()
+            with server._count_lock:
+                server.connections += 1
+            server._open.add(self.connection)
+
+        def finish(self) -> None:
+            server._open.discard(self.connection)
+            super().finish()
 
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
+        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             server.requests.append((self.command, self.path, status))
             data = json.dumps(payload).encode("utf-8")
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
             except OSError:  # the client gave up (timeout) before the answer
                 pass
 
-        def _error(self, status: int, message: str) -> None:
+        def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
             self._send(status, {"error": {"message": message, "type": "invalid_request_error"
-                                          if status < 500 else "server_error", "code": status}})
+                                          if status < 500 else "server_error", "code": status}}, headers)
 
         def _authorised(self) -> bool:
             if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -218,6 +247,11 @@ def _make_handler(server: MiniServer) -> type[BaseHTTPRequestHandler]:
                 return
             if server.mode == "error":
                 self._error(500, "simulated server failure")
+                return
+            if server.mode == "busy" and server.busy_left > 0:
+                server.busy_left -= 1
+                self._error(429, "simulated rate limit", {} if server.retry_after is None else
+                            {"Retry-After": server.retry_after})
                 return
             if server.mode == "slow" and server._release.wait(server.delay):
                 return  # shutting down
