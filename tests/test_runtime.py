@@ -109,6 +109,24 @@ def test_rollback_then_redecode_reproduces_logits(model: Model) -> None:
         assert np.array_equal(ctx.logits(), ref)
 
 
+def test_logits_row_gives_each_row_of_the_last_batch(model: Model) -> None:
+    """Row i of one all-logits batch predicts the token after toks[i]: the same argmax (and nearly the same
+    values: batched kernels round differently) as feeding the tokens one at a time."""
+    toks = _prompt(model)[:12]
+    with model.context(CFG) as ctx:
+        ctx.eval(toks, logits="all", hidden=False)
+        rows = [ctx.logits_row(i) for i in range(len(toks))]
+        assert np.array_equal(ctx.logits_row(-1), ctx.logits()) and rows[0].shape == (model.n_vocab,)
+        ctx.eval(toks[:3], logits="last", hidden=False)  # rows 0 and 1 of this batch have no logits
+        with pytest.raises(NativeError, match="without logits"):
+            ctx.logits_row(0)
+    with model.context(CFG) as one:
+        for i, t in enumerate(toks):
+            one.eval([t], hidden=False)
+            assert int(np.argmax(one.logits())) == int(np.argmax(rows[i]))
+            np.testing.assert_allclose(one.logits(), rows[i], atol=2e-2, rtol=0)
+
+
 def test_two_contexts_tap_independently(model: Model) -> None:
     a_toks = _prompt(model)
     b_toks = model.tokenize("Once upon a time there was", add_special=True)

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import RuntimeConfig, bounded, validate
-from ..engine import _native
 from ..engine.runtime import Context, Model
 from ..errors import ConfigError, ContextOverflowError, InvalidInputError
 from .backends import STEP_DELIMITER
@@ -187,7 +186,6 @@ class SpecDecoder:
         srm_fed = 0
         carry = 0  # drafts rejected in the round whose correction is ``pending``
         finished = False
-        n_vocab = self.lrm.n_vocab
         while True:
             if self.lrm.is_eog(pending):
                 finished = True
@@ -228,7 +226,7 @@ class SpecDecoder:
             accepted = 0
             own = -1
             for i in range(len(batch)):
-                target = int(np.argmax(_native.logits_row(lrm_ctx.ptr, i, n_vocab)))
+                target = int(np.argmax(lrm_ctx.logits_row(i)))
                 if i < len(drafts) and target == drafts[i]:
                     accepted += 1
                     continue

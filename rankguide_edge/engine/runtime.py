@@ -282,7 +282,7 @@ class Context:
                     if mode == "none":
                         self._last_logits = None
                     else:
-                        self._last_logits = _native.logits_row(self.ptr, -1, self.model.n_vocab)
+                        self._last_logits = self.logits_row(-1)
             finally:
                 if self._tap is not None:
                     self._tap.set_enabled(True)
@@ -310,6 +310,13 @@ class Context:
         if self._last_logits is None:
             raise NativeError("no logits available: feed tokens first (eval or generate)")
         return self._last_logits
+
+    def logits_row(self, i: int) -> np.ndarray:
+        """float32 ``(n_vocab,)`` logits of row ``i`` (-1: the last) of the batch llama.cpp decoded last: after
+        ``eval(tokens, logits="all")`` row ``i`` predicts the token after ``tokens[i]`` (when ``tokens`` fit one
+        batch of ``n_batch``; eval decodes longer input in chunks and only the last chunk's rows remain).
+        NativeError for a row decoded without logits."""
+        return _native.logits_row(self.ptr, i, self.model.n_vocab)
 
     def rollback(self, n_keep: int) -> None:
         """Forget every position from ``n_keep`` on (KV cache and token list). Logits must be recomputed by
@@ -397,7 +404,7 @@ class Context:
             batch = toks[start:start + step]
             rows = [prev]
             states = self.eval(batch, logits="all")
-            rows += [_native.logits_row(self.ptr, i, self.model.n_vocab) for i in range(len(batch))]
+            rows += [self.logits_row(i) for i in range(len(batch))]
             prev = rows.pop()
             yield start, rows, states
 
