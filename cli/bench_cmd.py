@@ -127,7 +127,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     """
     from tqdm import tqdm
 
-    from rankguide_edge.collab.backends import make_backend
+    from rankguide_edge.collab.lrm import RemoteOptions, is_local, needs_lrm, open_backend
     from rankguide_edge.collab.router import load_router
     from rankguide_edge.engine import load_model
     from rankguide_edge.evaluation.bench import (SPECDEC, check_routers, check_steering, completed_runs, method_list,
@@ -143,17 +143,17 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     for path in [router, *routers.values()]:
         if path:
             load_router(path)  # a malformed router file fails now
-    is_url = lrm.lower().startswith(("http://", "https://"))
-    if is_url and any(m.policy == SPECDEC for m in ms):
+    if not is_local(lrm) and any(m.policy == SPECDEC for m in ms):
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
     problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
                              question_field=question_field, answer_field=answer_field, id_field=id_field).load()
     rt = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed, n_gpu_layers=n_gpu_layers)
     with load_model(srm, rt) as model:
         backend = None
-        if any(m.policy != "srm" or m.lrm_first for m in ms):
-            backend = (make_backend(lrm, model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout,
-                                    retries=lrm_retries, template_model=model) if is_url else make_backend(lrm, config=rt))
+        if any(needs_lrm(m.policy, m.lrm_first) for m in ms):
+            backend = open_backend(lrm, runtime=rt, template_model=model, progress=True,
+                                   remote=RemoteOptions(model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout,
+                                                        retries=lrm_retries))
         bar = tqdm(total=len(problems) * len(ms), initial=completed_runs(out, problems, ms), desc="bench",
                    unit="run")
         try:

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .collab.backends import LRMBackend, make_backend
+from .collab.backends import LRMBackend
+from .collab.lrm import RemoteOptions, config_needs_lrm, open_lrm
 from .collab.reasoner import (EventSink, Reasoner, ReasonerConfig, SolveResult, check_question,
-                              check_reasoner_config, plan_steps)
+                              check_reasoner_config)
 from .config import RuntimeConfig
 from .engine import load_model
 from .engine.models import DEFAULT_LRM, DEFAULT_SRM
@@ -38,28 +39,27 @@ class Answer:
 class Solver:
     """An SRM (local GGUF, tapped) and an optional LRM (local GGUF or OpenAI-compatible URL) solving together.
 
-    ``lrm=None`` or policy ``srm`` loads no LRM. Owns the models it loaded; close it (or use ``with``). A config
-    the reasoner would refuse (policy, decision point, router file) fails before any model loads.
+    ``lrm=None``, or a config that never calls an LRM (policy ``srm`` without a plan: ``collab.lrm``'s rule),
+    loads no LRM. ``lrm_*`` reach a remote LRM (None: RemoteConfig's defaults). Owns the models it loaded; close
+    it (or use ``with``). A config the reasoner would refuse (policy, decision point, router file) fails before
+    any model loads.
     """
 
     def __init__(self, srm: str | os.PathLike[str] = DEFAULT_SRM, lrm: str | None = DEFAULT_LRM, *,
                  config: ReasonerConfig | None = None, signals: SignalConfig | None = None,
                  runtime: RuntimeConfig | None = None, lrm_model: str | None = None,
-                 lrm_api_key: str | None = None, lrm_timeout: float = 60.0, lrm_retries: int = 2,
+                 lrm_api_key: str | None = None, lrm_timeout: float | None = None, lrm_retries: int | None = None,
                  progress: bool = True) -> None:
         self.config = check_reasoner_config(config or ReasonerConfig())  # before any model loads
         self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
         self.srm_name = os.fspath(srm)
-        self.lrm_name = lrm if (lrm and (self.config.policy != "srm" or plan_steps(self.config))) else None
+        self.lrm_name = lrm if (lrm and config_needs_lrm(self.config)) else None
         self.srm = load_model(srm, self.runtime, progress=progress)
         self.lrm: LRMBackend | None = None
         try:
-            if self.lrm_name:
-                if self.lrm_name.lower().startswith(("http://", "https://")):
-                    self.lrm = make_backend(self.lrm_name, model=lrm_model, api_key=lrm_api_key,
-                                            timeout=lrm_timeout, retries=lrm_retries, template_model=self.srm)
-                else:
-                    self.lrm = make_backend(self.lrm_name, config=self.runtime, progress=progress)
+            self.lrm = open_lrm(self.config, self.lrm_name, runtime=self.runtime, template_model=self.srm,
+                                progress=progress, remote=RemoteOptions(model=lrm_model, api_key=lrm_api_key,
+                                                                        timeout=lrm_timeout, retries=lrm_retries))
             self.reasoner = Reasoner(self.srm, self.lrm, self.config, signals=signals, runtime=self.runtime)
         except BaseException:
             self.close()

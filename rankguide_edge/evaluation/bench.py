@@ -41,6 +41,7 @@ from typing import Any
 
 from ..collab.backends import RATE_PROMPT, LRMBackend, StepReply, StepRequest
 from ..collab.backends_local import common_prefix
+from ..collab.lrm import needs_lrm
 from ..collab.policies import DECISION_POINTS, available_policies, decision_points
 from ..collab.reasoner import Reasoner, ReasonerConfig
 from ..config import RuntimeConfig
@@ -332,9 +333,9 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     results = out / "results.jsonl"
     previous = read_records(results, missing_ok=True)
     done = {(str(r["id"]), str(r["method"])) for r in previous}
-    needs_lrm = [m.label for m in methods if m.policy != "srm" or m.lrm_first]
-    if needs_lrm and lrm is None:
-        raise ConfigError(f"methods {', '.join(needs_lrm)} need an LRM: pass --lrm")
+    with_lrm = [m.label for m in methods if needs_lrm(m.policy, m.lrm_first)]
+    if with_lrm and lrm is None:
+        raise ConfigError(f"methods {', '.join(with_lrm)} need an LRM: pass --lrm")
     lrm_model = _local_model(lrm)
     if any(m.policy == SPECDEC for m in methods) and lrm_model is None:
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
@@ -357,7 +358,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                                                runtime=runtime)
                 continue
             backend = None
-            if (m.policy != "srm" or m.lrm_first) and lrm is not None:
+            if needs_lrm(m.policy, m.lrm_first) and lrm is not None:
                 backend = meters[m.label] = _MeteredBackend(lrm, srm)
             p = m.rate if m.rate is not None else (random_p if random_p is not None else RANDOM_FALLBACK_P)
             solvers[m.label] = Reasoner(srm, backend, ReasonerConfig(

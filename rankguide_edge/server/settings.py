@@ -26,8 +26,8 @@ class ServerConfig:
     """How the OpenAI-compatible endpoint listens, which models it serves and how requests are queued.
 
     ``threshold`` None uses the router's threshold for the decision point (``router``: a file written by
-    ``rankguide-edge calibrate``, "" = the shipped default). ``lrm`` "" (or policy ``srm``) loads no LRM: every step is
-    then the SRM's whatever a request asks. ``queue_size`` counts requests waiting for a free worker (those being
+    ``rankguide-edge calibrate``, "" = the shipped default). ``lrm`` "" (or policy ``srm`` without a plan,
+    ``lrm_first``: the rule of ``collab.lrm``) loads no LRM: every step is then the SRM's whatever a request asks. ``queue_size`` counts requests waiting for a free worker (those being
     served are not counted); one more is refused with 503. ``request_timeout`` bounds a request's whole life
     (queue wait included); 0 = no limit.
     """

@@ -66,35 +66,37 @@ class SharedModelSolvers:
 
     @property
     def uses_lrm(self) -> bool:
-        return bool(self.settings.lrm) and self.config.policy != "srm"
+        from ..collab.lrm import config_needs_lrm
+
+        return bool(self.settings.lrm) and config_needs_lrm(self.config)
 
     @property
     def remote_lrm(self) -> bool:
-        return self.settings.lrm.strip().lower().startswith(("http://", "https://"))
+        from ..collab.lrm import is_local
+
+        return bool(self.settings.lrm) and not is_local(self.settings.lrm)
 
     def _load(self) -> None:
+        from ..collab.backends import parse_spec
         from ..engine import load_model
 
         if self._srm is None:
             self._srm = load_model(self.settings.srm, self.runtime, progress=self.progress)
         if self.uses_lrm and not self.remote_lrm and self._lrm_model is None:
-            if self.settings.lrm == self.settings.srm:
+            target = parse_spec(self.settings.lrm)[1]
+            if target == self.settings.srm:
                 self._lrm_model = self._srm
             else:
-                self._lrm_model = load_model(self.settings.lrm, self.runtime, progress=self.progress)
+                self._lrm_model = load_model(target, self.runtime, progress=self.progress)
 
     def _backend(self) -> Any | None:
+        """This worker's LRM backend (its own context over the shared weights, or its own connection)."""
+        from ..collab.lrm import RemoteOptions, open_lrm
+
         s = self.settings
-        if not self.uses_lrm:
-            return None
-        if self.remote_lrm:
-            from ..collab.backends import make_backend
-
-            return make_backend(s.lrm, model=s.lrm_model or None, api_key=s.lrm_api_key or None,
-                                timeout=s.lrm_timeout, retries=s.lrm_retries, template_model=self._srm)
-        from ..collab.backends_local import LocalBackend
-
-        return LocalBackend(self._lrm_model, self.runtime, progress=False)
+        return open_lrm(self.config, s.lrm, runtime=self.runtime, template_model=self._srm, model=self._lrm_model,
+                        remote=RemoteOptions(model=s.lrm_model, api_key=s.lrm_api_key, timeout=s.lrm_timeout,
+                                             retries=s.lrm_retries))
 
     def __call__(self, index: int) -> PooledSolver:
         with self._lock:

@@ -1,0 +1,71 @@
+"""Which LRM a solver gets: the one rule for when an LRM is needed, and the one factory from settings to backend.
+
+The API (:class:`rankguide_edge.api.Solver`), the server's workers and ``bench run`` all open their LRM here, so
+they agree on when one is loaded and on how a spec is read (:func:`~.backends.parse_spec`: a URL is remote, a
+model name or GGUF path local, ``<kind>:<target>`` a registered kind).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from .backends import LRMBackend, make_backend, parse_spec
+
+if TYPE_CHECKING:
+    from ..config import RuntimeConfig
+    from ..engine.runtime import Model
+    from .reasoner import ReasonerConfig
+
+
+def needs_lrm(policy: str, plan: int) -> bool:
+    """Whether a solver calls an LRM: any policy but ``srm`` may route a step to it, and a plan (the first
+    ``plan`` steps, ``lrm_first``) is the LRM's whatever the policy."""
+    return policy != "srm" or plan > 0
+
+
+def config_needs_lrm(config: ReasonerConfig) -> bool:
+    """:func:`needs_lrm` for a reasoner config (its plan: :func:`~.reasoner.plan_steps`, router included)."""
+    from .reasoner import plan_steps
+
+    return needs_lrm(config.policy, plan_steps(config))
+
+
+def is_local(spec: str) -> bool:
+    """Whether ``spec`` names a model this process loads (a name or GGUF path), not a server."""
+    return parse_spec(spec)[0] == "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteOptions:
+    """How a remote LRM is called (None: the backend's default, :class:`~.backends_remote.RemoteConfig`)."""
+
+    model: str | None = None
+    api_key: str | None = None
+    timeout: float | None = None
+    retries: int | None = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ""}
+
+
+def open_backend(spec: str, *, runtime: RuntimeConfig | None = None, remote: RemoteOptions | None = None,
+                 template_model: Model | None = None, model: Model | None = None,
+                 progress: bool = False) -> LRMBackend:
+    """The backend ``spec`` names. A local one loads the model with ``runtime`` (or borrows the loaded
+    ``model``, sharing its weights); any other kind gets ``remote``'s options and formats prompts with
+    ``template_model``'s chat template (the SRM's, typically)."""
+    kind, target = parse_spec(spec)
+    if kind == "local":
+        from .backends_local import LocalBackend
+
+        return LocalBackend(model if model is not None else target, runtime, progress=progress)
+    return make_backend(spec, template_model=template_model, **(remote or RemoteOptions()).as_kwargs())
+
+
+def open_lrm(config: ReasonerConfig, spec: str | None, **options: Any) -> LRMBackend | None:
+    """The LRM backend a solver with ``config`` needs (``options`` as :func:`open_backend`'s), or None when
+    ``spec`` is empty or ``config`` never calls an LRM (:func:`config_needs_lrm`)."""
+    if not spec or not config_needs_lrm(config):
+        return None
+    return open_backend(spec, **options)
