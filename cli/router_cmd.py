@@ -23,7 +23,8 @@ def router() -> None:
               help="gain: the LRM's step fixes the answer (counterfactual); disagree: the LRM's check flags the "
                    "step (dense proxy).")
 @click.option("--features", default="text,rank,position", show_default=True,
-              help="Comma list of feature groups: text, rank, fail, position (probe is reported, not written).")
+              help="Comma list of feature groups: core, text, rank, fail, position (probe is reported, not "
+                   "written).")
 @click.option("--l2", default=10.0, show_default=True, type=click.FloatRange(0.0, 1e6),
               help="L2 penalty on standardised weights.")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 50),

@@ -10,7 +10,9 @@ LRM) and its labels. Two targets:
 * ``disagree`` -- a dense proxy every SRM step has: the LRM's teacher-forced check flags the step
   (``lrm.risk >= disagree_level``, see :mod:`rankguide_edge.collab.disagreement`).
 
-Feature groups (ablations combine them): ``text`` (entropy, margins, length, keywords, repetition), ``rank``
+Feature groups (ablations combine them): ``core`` (the twelve signals of ``calibrate --fit logistic``: entropy,
+margins, length, the failure modes, repetition, the last layer's ranks and the layer-mode Tucker rank, a
+compact set for few positives), ``text`` (entropy, margins, length, keywords, repetition), ``rank``
 (windowed and whole-step ranks per layer, rank deltas, layer-mode Tucker ranks), ``fail`` (the hand-set
 failure-mode scores), ``position`` (the step's index), and ``probe`` (the first ``probe_dims`` principal
 components of the step's mean hidden row at the deepest tapped layer, fitted on the training folds; reported
@@ -39,14 +41,15 @@ from ..collab.router import Logistic, Router
 from ..config import bounded, validate
 from ..errors import InvalidInputError
 from . import _analyze_stats as _stats
-from .calibrate import fit_logistic
+from .calibrate import fit_logistic, logistic_features
 from .label import decode_vector
 
-GROUPS = ("text", "rank", "fail", "position", "probe")
+GROUPS = ("core", "text", "rank", "fail", "position", "probe")
 TARGETS = ("gain", "disagree")
 #: the ablations every report shows (the fitted router's own feature set is added when it is not one of them)
 ABLATIONS = (("text",), ("rank",), ("text", "rank"), ("text", "rank", "position"),
-             ("text", "rank", "fail", "position"), ("text", "rank", "position", "probe"))
+             ("text", "rank", "fail", "position"), ("text", "rank", "position", "probe"), ("core",),
+             ("core", "position"))
 #: single signals scored as they are (``-`` means low values route), on the same steps as the models
 REFERENCES = ("text.entropy_max", "text.entropy_mean", "fail.route", "-rank.eff_norm.L{last}.win",
               "-tucker.eff_norm.mode1", "lrm.risk", "lrm.disagree_arith", "lrm.disagree", "-lrm.logprob_min")
@@ -136,7 +139,9 @@ def group_features(steps: Steps, groups: Sequence[str]) -> tuple[str, ...]:
     names = sorted({k for s in steps.signals for k in s})
     out: list[str] = []
     for g in groups:
-        if g == "text":
+        if g == "core":
+            out += [k for k in logistic_features(steps.last_layer) if k in names]
+        elif g == "text":
             out += [k for k in names if k.startswith(("text.", "kw.", "rep."))]
         elif g == "rank":
             out += [k for k in names if k.startswith(("rank.", "tucker.")) and not k.endswith(".rows")
