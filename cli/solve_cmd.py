@@ -55,7 +55,8 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float,
-                lrm_retries: int, policy: str, threshold: float | None, decide: str, max_tokens: int, temperature: float, seed: int,
+                lrm_retries: int, policy: str, threshold: float | None, decide: str, max_tokens: int,
+                temperature: float, seed: int,
                 n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
                 steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int | None = None,
                 n_gpu_layers: int = 0):  # noqa: ANN201
@@ -69,7 +70,8 @@ def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | No
                          **({} if threshold is None else {"threshold": threshold}))
     return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed,
                                                                            n_gpu_layers=n_gpu_layers),
-                  lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, lrm_retries=lrm_retries, progress=progress)
+                  lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, lrm_retries=lrm_retries,
+                  progress=progress)
 
 
 def _number_arg(what: str, text: str, expected: str = "a number") -> float:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .errors import InvalidInputError
 from .files import atomic_path
@@ -44,7 +44,7 @@ class Line:
 
 
 def _open_read(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    return cast(IO[bytes], gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb"))  # noqa: SIM115
 
 
 def read_lines(path: str | os.PathLike[str], *, error: type[InvalidInputError] = InvalidInputError

@@ -129,7 +129,8 @@ def test_bench_run_has_on_error_and_the_dataset_hint_is_true(missing: str, datas
 def test_bench_run_takes_the_remote_lrm_options() -> None:
     res = _run(["bench", "run", "--help"])
     assert res.exit_code == 0
-    for opt in ("--lrm-model", "--lrm-api-key", "RANKGUIDE_EDGE_LRM_API_KEY", "--lrm-timeout", "Seconds per attempt", "--lrm-retries",
+    for opt in ("--lrm-model", "--lrm-api-key", "RANKGUIDE_EDGE_LRM_API_KEY", "--lrm-timeout", "Seconds per attempt",
+                "--lrm-retries",
                 "--on-error", "Skip this many records"):
         assert opt in res.output, opt
 

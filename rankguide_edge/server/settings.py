@@ -27,8 +27,9 @@ class ServerConfig:
 
     ``threshold`` None uses the router's threshold for the decision point (``router``: a file written by
     ``rankguide-edge calibrate``, "" = the shipped default). ``lrm`` "" (or policy ``srm`` without a plan,
-    ``lrm_first``: the rule of ``collab.lrm``) loads no LRM: every step is then the SRM's whatever a request asks. ``queue_size`` counts requests waiting for a free worker (those being
-    served are not counted); one more is refused with 503. ``request_timeout`` bounds a request's whole life
+    ``lrm_first``: the rule of ``collab.lrm``) loads no LRM: every step is then the SRM's whatever a request asks.
+    ``queue_size`` counts requests waiting for a free worker (those being served are not counted); one more is
+    refused with 503. ``request_timeout`` bounds a request's whole life
     (queue wait included); 0 = no limit.
     """
 
