@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .collab.backends import LRMBackend
-from .collab.lrm import RemoteOptions, config_needs_lrm, open_lrm
-from .collab.reasoner import (EventSink, Reasoner, ReasonerConfig, SolveResult, check_question,
-                              check_reasoner_config)
+from .collab.lrm import RemoteOptions, config_needs_lrm
+from .collab.reasoner import EventSink, ReasonerConfig, SolveResult, check_question, check_reasoner_config
+from .collab.solver import open_reasoner
 from .config import RuntimeConfig
 from .engine import load_model
 from .engine.models import DEFAULT_LRM, DEFAULT_SRM
@@ -55,15 +55,18 @@ class Solver:
         self.srm_name = os.fspath(srm)
         self.lrm_name = lrm if (lrm and config_needs_lrm(self.config)) else None
         self.srm = load_model(srm, self.runtime, progress=progress)
-        self.lrm: LRMBackend | None = None
         try:
-            self.lrm = open_lrm(self.config, self.lrm_name, runtime=self.runtime, template_model=self.srm,
-                                progress=progress, remote=RemoteOptions(model=lrm_model, api_key=lrm_api_key,
-                                                                        timeout=lrm_timeout, retries=lrm_retries))
-            self.reasoner = Reasoner(self.srm, self.lrm, self.config, signals=signals, runtime=self.runtime)
+            self.reasoner = open_reasoner(
+                self.srm, self.config, lrm=self.lrm_name, runtime=self.runtime, signals=signals, progress=progress,
+                remote=RemoteOptions(model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout, retries=lrm_retries))
         except BaseException:
-            self.close()
+            self.srm.close()
             raise
+
+    @property
+    def lrm(self) -> LRMBackend | None:
+        """The LRM backend (owned by the reasoner), None when this solver has none."""
+        return self.reasoner.lrm
 
     def solve(self, question: str, *, kind: str | None = "generic", on_event: EventSink | None = None) -> Answer:
         """Solve one question. ``kind`` (gsm8k, svamp, math, generic) adds the answer-format instruction and
@@ -83,12 +86,7 @@ class Solver:
         self.config = self.reasoner.config
 
     def close(self) -> None:
-        reasoner = getattr(self, "reasoner", None)
-        if reasoner is not None:
-            reasoner.close()
-        if self.lrm is not None:
-            self.lrm.close()
-            self.lrm = None
+        self.reasoner.close()  # and the LRM backend it owns
         self.srm.close()
 
     def __enter__(self) -> Solver:

@@ -13,7 +13,7 @@ from rankguide_edge.collab.backends_remote import RemoteBackend
 from rankguide_edge.collab.lrm import RemoteOptions, config_needs_lrm, is_local, needs_lrm, open_backend, open_lrm
 from rankguide_edge.collab.reasoner import ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
-from rankguide_edge.errors import ConfigError
+from rankguide_edge.errors import ConfigError, NativeError
 from rankguide_edge.server.settings import ServerConfig
 from rankguide_edge.server.solvers import SharedModelSolvers
 
@@ -55,3 +55,27 @@ def test_api_server_and_factory_agree_on_loading_an_lrm(tiny_gguf: Path, plan: i
         worker.close()
     finally:
         solvers.close()
+
+
+def test_open_reasoner_owns_the_backend_it_opens_and_borrows_one_it_is_given(tiny_gguf: Path) -> None:
+    from rankguide_edge.collab.solver import open_reasoner
+    from rankguide_edge.engine import load_model
+
+    plan = ReasonerConfig(policy="srm", lrm_first=1, max_tokens=16)
+    with load_model(str(tiny_gguf), RT, progress=False) as srm:
+        owned = open_reasoner(srm, plan, lrm=str(tiny_gguf), runtime=RT, lrm_model=srm)
+        backend = owned.lrm
+        assert isinstance(backend, LocalBackend) and backend.model is srm  # the loaded weights, shared
+        owned.close()
+        assert owned.lrm is None
+        with pytest.raises(NativeError, match="closed"):  # closed with the reasoner
+            backend.context  # noqa: B018
+        with LocalBackend(srm, RT) as given:
+            borrowed = open_reasoner(srm, plan, lrm=given, runtime=RT)
+            assert borrowed.lrm is given
+            borrowed.close()
+            assert given.context.n_ctx > 0  # still open: the caller's to close
+            # a config that never calls an LRM gets none, spec or backend
+            assert open_reasoner(srm, ReasonerConfig(policy="srm", max_tokens=16), lrm=given, runtime=RT).lrm is None
+            assert open_reasoner(srm, ReasonerConfig(policy="srm", max_tokens=16), lrm=str(tiny_gguf),
+                                 runtime=RT).lrm is None

@@ -1,6 +1,7 @@
 """The step loop: the SRM drafts, a policy scores, the LRM rewrites the steps that score at or above the threshold.
 
-One :class:`Reasoner` owns the SRM's tapped context and borrows an LRM backend. Per step:
+One :class:`Reasoner` owns the SRM's tapped context and borrows an LRM backend (or owns it: ``own_lrm``, as
+:func:`~.solver.open_reasoner` builds it from a spec). Per step:
 
 * ``post``:  the SRM drafts the whole step; the policy scores it; if routed, the draft is rolled back out of
   the SRM's KV cache and the LRM writes the step from the same prefix;
@@ -157,8 +158,9 @@ class Reasoner:
 
     def __init__(self, srm: Model, lrm: LRMBackend | None, config: ReasonerConfig | None = None, *,
                  signals: SignalConfig | None = None, runtime: RuntimeConfig | None = None,
-                 details: bool = False) -> None:
+                 details: bool = False, own_lrm: bool = False) -> None:
         self.srm, self.lrm = srm, lrm
+        self._own_lrm = own_lrm  # close() closes the backend too
         self.details = details  # keep every SRM step's signals and token ids in its StepRecord (label files)
         self.config = config or ReasonerConfig()
         self.signal_cfg = signals or SignalConfig(max_step_tokens=self.config.max_step_tokens)
@@ -231,6 +233,9 @@ class Reasoner:
 
     def close(self) -> None:
         self.ctx.close()
+        if self._own_lrm and self.lrm is not None:
+            self.lrm.close()
+            self.lrm = None
 
     def __enter__(self) -> Reasoner:
         return self

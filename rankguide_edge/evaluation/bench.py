@@ -43,7 +43,8 @@ from ..collab.backends import RATE_PROMPT, LRMBackend, StepReply, StepRequest
 from ..collab.backends_local import common_prefix
 from ..collab.lrm import needs_lrm
 from ..collab.policies import DECISION_POINTS, available_policies, decision_points
-from ..collab.reasoner import Reasoner, ReasonerConfig
+from ..collab.reasoner import ReasonerConfig
+from ..collab.solver import open_reasoner
 from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError, RankGuideError
@@ -357,14 +358,17 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                 solvers[m.label] = SpecDecoder(srm, lrm_model, SpecDecConfig(k=m.k, max_tokens=max_tokens),
                                                runtime=runtime)
                 continue
-            backend = None
-            if needs_lrm(m.policy, m.lrm_first) and lrm is not None:
-                backend = meters[m.label] = _MeteredBackend(lrm, srm)
             p = m.rate if m.rate is not None else (random_p if random_p is not None else RANDOM_FALLBACK_P)
-            solvers[m.label] = Reasoner(srm, backend, ReasonerConfig(
+            cfg = ReasonerConfig(
                 policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
-                random_p=p, router=routers[m.router] if m.router else router, steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
-                steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first), runtime=runtime)
+                random_p=p, router=routers[m.router] if m.router else router,
+                steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
+                steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first)
+            # one shared backend, borrowed by every method that calls an LRM, each through its own meter
+            solver = solvers[m.label] = open_reasoner(
+                srm, cfg, lrm=_MeteredBackend(lrm, srm) if lrm is not None else None, runtime=runtime)
+            if isinstance(solver.lrm, _MeteredBackend):
+                meters[m.label] = solver.lrm
         with append_jsonl(results) as sink:
             for i, problem in enumerate(problems):
                 order = list(methods[i % len(methods):]) + list(methods[: i % len(methods)])

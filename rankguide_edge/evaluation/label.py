@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from ..collab.backends import StepRequest
-from ..collab.reasoner import Reasoner, ReasonerConfig, StepRecord
+from ..collab.reasoner import ReasonerConfig, StepRecord
+from ..collab.solver import open_reasoner
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
 from ..engine.runtime import Model
 from ..errors import ConfigError, InvalidInputError, RankGuideError
@@ -113,8 +114,8 @@ class Labeller:
                               "or GGUF path), not a server URL")
         self.srm, self.lrm, self.cfg = srm, lrm, cfg
         self.signal_cfg = signals or SignalConfig(max_step_tokens=cfg.max_step_tokens)
-        self.reasoner = Reasoner(srm, lrm, cfg.reasoner(), signals=self.signal_cfg, runtime=cfg.runtime(),
-                                 details=True)
+        self.reasoner = open_reasoner(srm, cfg.reasoner(), lrm=lrm, signals=self.signal_cfg, runtime=cfg.runtime(),
+                                      details=True)
 
     def close(self) -> None:
         self.reasoner.close()

@@ -1,8 +1,9 @@
 """Solvers for the server's workers: the models are loaded once and shared, each worker gets its own contexts.
 
 :class:`SharedModelSolvers` is the default ``solver_factory`` of :func:`~rankguide_edge.server.create_app`:
-called with a worker index it returns a :class:`PooledSolver`, a Reasoner over the shared SRM with its own
-tapped SRM context and its own LRM backend (a local LRM's weights are shared too; each backend keeps its own
+called with a worker index it returns a :class:`PooledSolver`, a Reasoner (built by
+:func:`~rankguide_edge.collab.solver.open_reasoner`) over the shared SRM with its own tapped SRM context and its
+own LRM backend (a local LRM's weights are shared too; each backend keeps its own
 context, so one worker's LRM cache never mixes with another's conversation).
 """
 
@@ -12,29 +13,24 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import RuntimeConfig
 from .settings import ServerConfig
 
 
 class PooledSolver:
-    """One worker's solver: a Reasoner over a borrowed SRM Model and a backend it owns (or None).
+    """One worker's solver: a Reasoner over a borrowed SRM Model that owns its LRM backend (or has none).
 
     Same surface as :class:`~rankguide_edge.api.Solver` for the server: ``config``, ``srm``, ``lrm``,
     :meth:`chat`, :meth:`reconfigure`, :meth:`close`.
     """
 
-    def __init__(self, srm: Any, lrm: Any | None, config: Any, runtime: RuntimeConfig) -> None:
-        from ..collab.reasoner import Reasoner
+    def __init__(self, reasoner: Any) -> None:
+        self.reasoner = reasoner
+        self.srm = reasoner.srm
+        self.config = reasoner.config
 
-        self.srm = srm
-        self.lrm = lrm
-        try:
-            self.reasoner = Reasoner(srm, lrm, config, runtime=runtime)
-        except BaseException:
-            if lrm is not None:
-                lrm.close()
-            raise
-        self.config = self.reasoner.config
+    @property
+    def lrm(self) -> Any | None:
+        return self.reasoner.lrm
 
     def chat(self, messages: Sequence[tuple[str, str]], on_event: Any = None) -> Any:
         """One assistant turn (a :class:`~rankguide_edge.collab.reasoner.SolveResult`)."""
@@ -45,10 +41,7 @@ class PooledSolver:
         self.config = self.reasoner.config
 
     def close(self) -> None:
-        self.reasoner.close()
-        if self.lrm is not None:
-            self.lrm.close()
-            self.lrm = None
+        self.reasoner.close()  # and its LRM backend
 
 
 class SharedModelSolvers:
@@ -89,19 +82,19 @@ class SharedModelSolvers:
             else:
                 self._lrm_model = load_model(target, self.runtime, progress=self.progress)
 
-    def _backend(self) -> Any | None:
-        """This worker's LRM backend (its own context over the shared weights, or its own connection)."""
-        from ..collab.lrm import RemoteOptions, open_lrm
+    def __call__(self, index: int) -> PooledSolver:
+        """Worker ``index``'s solver: its own SRM context and LRM backend (its own context over the shared
+        weights, or its own connection)."""
+        from ..collab.lrm import RemoteOptions
+        from ..collab.solver import open_reasoner
 
         s = self.settings
-        return open_lrm(self.config, s.lrm, runtime=self.runtime, template_model=self._srm, model=self._lrm_model,
-                        remote=RemoteOptions(model=s.lrm_model, api_key=s.lrm_api_key, timeout=s.lrm_timeout,
-                                             retries=s.lrm_retries))
-
-    def __call__(self, index: int) -> PooledSolver:
         with self._lock:
             self._load()
-            return PooledSolver(self._srm, self._backend(), self.config, self.runtime)
+            return PooledSolver(open_reasoner(
+                self._srm, self.config, lrm=s.lrm or None, runtime=self.runtime, lrm_model=self._lrm_model,
+                remote=RemoteOptions(model=s.lrm_model, api_key=s.lrm_api_key, timeout=s.lrm_timeout,
+                                     retries=s.lrm_retries)))
 
     def close(self) -> None:
         with self._lock:
