@@ -38,6 +38,7 @@ def generate(prompt: str, model_name: str, layers: str, max_tokens: int, tempera
     import numpy as np
 
     from rankguide_edge.engine import load_model
+    from rankguide_edge.engine.prompts import encode_prompt
     from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
     from rankguide_edge.errors import InvalidInputError
 
@@ -49,7 +50,7 @@ def generate(prompt: str, model_name: str, layers: str, max_tokens: int, tempera
     with load_model(model_name, rcfg, progress=not as_json) as model:
         tapped = [] if layers.strip().lower() == "none" else parse_layer_spec(layers, model.n_layer)
         text = prompt if raw else model.chat_prompt(prompt)
-        tokens = model.tokenize(text, add_special=True)
+        tokens = encode_prompt(model, text)
         with model.context(rcfg, tap_layers=tapped or None) as ctx:
             t0 = time.perf_counter()
             ctx.eval(tokens, hidden=False)

@@ -19,7 +19,8 @@ from .collab.solver import open_reasoner
 from .config import RuntimeConfig
 from .engine import load_model
 from .engine.models import DEFAULT_LRM, DEFAULT_SRM
-from .evaluation.answers import extract_answer, prompt_for
+from .engine.prompts import prompt_for
+from .evaluation.answers import extract_answer
 from .signals.step import SignalConfig
 
 

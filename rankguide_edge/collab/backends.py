@@ -170,12 +170,6 @@ register_backend("remote", _remote_factory)
 # ------------------------------------------------------------------------------------------ shared helpers
 
 
-def chatml(messages: Sequence[tuple[str, str]], *, add_assistant: bool = True) -> str:
-    """ChatML text of ``(role, content)`` messages, ending with an open assistant turn when asked."""
-    text = "".join(f"<|im_start|>{role}\n{content}<|im_end|>\n" for role, content in messages)
-    return text + ("<|im_start|>assistant\n" if add_assistant else "")
-
-
 def find_stop(text: str, stops: Sequence[str], start: int = 0) -> tuple[int, str] | None:
     """The earliest stop string in ``text`` beginning at or after ``start``: ``(end index, stop)``, else None.
 
@@ -219,7 +213,6 @@ __all__ = [
     "StepReply",
     "StepRequest",
     "backend_kinds",
-    "chatml",
     "digit_of",
     "find_stop",
     "make_backend",

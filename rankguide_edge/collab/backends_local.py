@@ -20,18 +20,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..config import RuntimeConfig, from_mapping
+from ..engine.prompts import encode_prompt
 from ..engine.runtime import Context, Model
 from ..errors import ContextOverflowError
 from .backends import RATE_PROMPT, StepReply, StepRequest, find_stop, rating_text
 from .disagreement import StepCheck, check_from_scores
-
-
-def encode_prompt(model: Model, text: str) -> list[int]:
-    """Token ids of a prompt text with the model's BOS, never doubled when the template already wrote one."""
-    toks = model.tokenize(text, add_special=True)
-    if len(toks) >= 2 and toks[0] == toks[1] == model.bos:
-        del toks[0]
-    return toks
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

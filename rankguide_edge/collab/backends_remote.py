@@ -36,8 +36,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import bounded, from_mapping, validate
+from ..engine.prompts import chatml
 from ..errors import ConfigError
-from .backends import RATE_PROMPT, StepReply, StepRequest, chatml, digit_of, rating_text
+from .backends import RATE_PROMPT, StepReply, StepRequest, digit_of, rating_text
 
 if TYPE_CHECKING:
     import httpx

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, validate
+from ..engine.prompts import chat_tokens
 from ..engine.runtime import STEER_WHERE, Model, parse_layer_spec
 from ..errors import ConfigError, ContextOverflowError, InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
@@ -265,7 +266,7 @@ class Reasoner:
         self.computer.reset()
         self.policy.reset()
         seg = self.signal_cfg.segmenter()
-        prompt = self.srm.tokenize(self.srm.chat_prompt(msgs), add_special=True)
+        prompt = chat_tokens(self.srm, msgs)
         if len(prompt) + 1 > ctx.n_ctx:
             raise ContextOverflowError(f"the question takes {len(prompt)} tokens but the SRM context holds "
                                        f"{ctx.n_ctx}: shorten it or raise --n-ctx")

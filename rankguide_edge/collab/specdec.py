@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import RuntimeConfig, bounded, validate
+from ..engine.prompts import chat_tokens
 from ..engine.runtime import Context, Model
 from ..errors import ConfigError, ContextOverflowError, InvalidInputError
 from .backends import STEP_DELIMITER
-from .backends_local import common_prefix, encode_prompt
+from .backends_local import common_prefix
 from .reasoner import SolveResult, StepRecord
 
 #: a text whose tokenization both models must agree on (letters, digits, spaces, newlines, punctuation)
@@ -148,7 +149,7 @@ class SpecDecoder:
         msgs = [("user", messages)] if isinstance(messages, str) else list(messages)
         if not msgs or not msgs[-1][1].strip():
             raise InvalidInputError("the question is empty: give the problem to solve")
-        return encode_prompt(self.lrm, self.lrm.chat_prompt(msgs))
+        return chat_tokens(self.lrm, msgs)
 
     def generate(self, prompt: Sequence[int], max_tokens: int | None = None) -> SpecDecOutput:
         """Greedy-decode up to ``max_tokens`` tokens after ``prompt`` (token ids) speculatively.

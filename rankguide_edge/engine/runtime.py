@@ -25,6 +25,7 @@ from ..config import RuntimeConfig, SamplingConfig
 from ..errors import (ContextOverflowError, ControlVectorError, InvalidInputError, LayerIndexError, ModelLoadError,
                       NativeError)
 from . import _native
+from .prompts import chat_text
 
 
 #: where a steering vector is added: every fed token, or only generated step-delimiter tokens
@@ -113,19 +114,10 @@ class Model:
         return _native.is_eog(self._vocab, token)
 
     def chat_prompt(self, messages: Sequence[tuple[str, str]] | str, *, add_assistant: bool = True) -> str:
-        """The model's chat template applied to ``(role, content)`` messages (a str is one user message).
-
-        Falls back to ChatML when the GGUF carries no template llama.cpp knows.
-        """
-        if isinstance(messages, str):
-            messages = [("user", messages)]
-        msgs = list(messages)
-        if self.chat_template:
-            out = _native.apply_chat_template(self.chat_template, msgs, add_assistant)
-            if out is not None:
-                return out
-        text = "".join(f"<|im_start|>{r}\n{c}<|im_end|>\n" for r, c in msgs)
-        return text + ("<|im_start|>assistant\n" if add_assistant else "")
+        """The model's chat template applied to ``(role, content)`` messages (a str is one user message):
+        :func:`.prompts.chat_text` (ChatML, with a warning, when llama.cpp does not know the template). Token
+        ids: :func:`.prompts.chat_tokens`."""
+        return chat_text(self, messages, add_assistant=add_assistant)
 
     def check_layers(self, layers: Sequence[int]) -> list[int]:
         """Validate 0-based layer indices (negative counts from the end); return them sorted, normalised."""

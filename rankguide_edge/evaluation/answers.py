@@ -27,18 +27,16 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+# the kinds and the task prompt are the prompt pipeline's (engine/prompts.py), re-exported here
+from ..engine.prompts import KINDS, instruction_for, normalize_kind, prompt_for
 
 if TYPE_CHECKING:
     from .datasets import Problem
 
 _log = logging.getLogger(__name__)
 
-#: every answer kind understood by this module
-KINDS: tuple[str, ...] = ("gsm8k", "math", "svamp", "generic")
 #: kinds whose answer is a single number
 NUMERIC_KINDS: frozenset[str] = frozenset({"gsm8k", "svamp", "generic"})
-_KIND_ALIASES = {"math500": "math", "MATH": "math", "MATH500": "math"}
 
 #: relative and absolute tolerances of numeric comparison
 REL_TOL = Fraction(1, 10**6)
@@ -46,33 +44,6 @@ ABS_TOL = Fraction(1, 10**9)
 
 # A math answer longer than this is compared as a string only (keeps sympy away from pathological input).
 _MAX_VERIFY_CHARS = 600
-
-_NUMERIC_INSTRUCTION = (
-    "Solve the problem step by step, separating the steps with a blank line. "
-    "End with 'The answer is N.' where N is the final number."
-)
-_MATH_INSTRUCTION = (
-    "Solve the problem step by step, separating the steps with a blank line. "
-    "Put the final answer in \\boxed{}."
-)
-
-
-def normalize_kind(kind: str) -> str:
-    """Return the canonical kind name (``math500`` -> ``math``); raise ConfigError for an unknown kind."""
-    k = _KIND_ALIASES.get(kind, kind)
-    if k not in KINDS:
-        raise ConfigError(f"unknown answer kind {kind!r}; use one of {', '.join(KINDS)}")
-    return k
-
-
-def instruction_for(kind: str) -> str:
-    """The instruction appended to a question so the solver ends with an answer :func:`extract_answer` finds."""
-    return _MATH_INSTRUCTION if normalize_kind(kind) == "math" else _NUMERIC_INSTRUCTION
-
-
-def prompt_for(question: str, kind: str) -> str:
-    """``question`` followed by a blank line and :func:`instruction_for` ``(kind)``."""
-    return f"{question.strip()}\n\n{instruction_for(kind)}"
 
 
 # --------------------------------------------------------------------------------------------- numbers

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..config import RuntimeConfig
+from ..engine.prompts import chat_tokens
 from ..engine.runtime import Context, Model
 
 WAYS = ("plain", "native", "python")
@@ -60,7 +61,7 @@ def run_capture_bench(model: Model, *, layers: Sequence[int], tokens: int = 64, 
                       config: RuntimeConfig | None = None,
                       progress: Callable[[int, str], None] | None = None) -> CaptureResult:
     cfg = config or RuntimeConfig(n_ctx=max(512, tokens + 256))
-    prompt = model.tokenize(model.chat_prompt(PROMPT), add_special=True)
+    prompt = chat_tokens(model, PROMPT)
     ctxs = {
         "plain": model.context(cfg),
         "native": model.context(cfg, tap_layers=layers, tap="native"),

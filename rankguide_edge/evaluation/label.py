@@ -41,12 +41,13 @@ from ..collab.backends import StepRequest
 from ..collab.reasoner import ReasonerConfig, StepRecord
 from ..collab.solver import open_reasoner
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..engine.prompts import chat_tokens, prompt_for
 from ..engine.runtime import Model
 from ..errors import ConfigError, InvalidInputError, RankGuideError
 from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig
 from ._bench_settings import model_identity
-from .answers import grade, prompt_for
+from .answers import grade
 from .datasets import Problem
 
 FORMAT = "rankguide-edge/labels"
@@ -136,7 +137,7 @@ class Labeller:
         base = self.reasoner.solve(msgs)
         prediction, correct = grade(base.answer_text, problem)
         # the SRM's token sequence as the live loop built it, and where each step starts in it and in the answer
-        seq = self.srm.tokenize(self.srm.chat_prompt(msgs), add_special=True)
+        seq = chat_tokens(self.srm, msgs)
         starts, used_before, used = [], [], 0
         for st in base.steps:
             starts.append(len(seq))

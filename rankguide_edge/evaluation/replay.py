@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.prompts import chat_tokens, prompt_for
 from ..engine.runtime import Context, Model
 from ..errors import InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..signals.text import TokenStats
-from .answers import prompt_for
 
 
 @dataclass
@@ -62,7 +62,7 @@ def replay_record(model: Model, ctx: Context, computer: StepSignalComputer, reco
     ctx.reset()
     computer.reset()
     segmenter = computer.config.segmenter()  # as the reasoner's: text carried from a delimiter token opens a step
-    prompt = model.tokenize(model.chat_prompt(prompt_for(question, kind)), add_special=True)
+    prompt = chat_tokens(model, prompt_for(question, kind))
     ctx.eval(prompt, hidden=False)
     out: list[ReplayedStep] = []
     for i, st in enumerate(steps):

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..engine.prompts import chat_tokens, prompt_for
 from ..engine.runtime import STEER_WHERE, Model, parse_layer_spec
 from ..errors import ContextOverflowError
 from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
-from .answers import grade, prompt_for
+from .answers import grade
 from .datasets import Problem
 
 
@@ -70,7 +71,7 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
     ctx.reset()
     computer.reset()
     segmenter = signal_cfg.segmenter()
-    prompt = model.tokenize(model.chat_prompt(prompt_for(problem.question, problem.kind)), add_special=True)
+    prompt = chat_tokens(model, prompt_for(problem.question, problem.kind))
     if len(prompt) + cfg.max_tokens > ctx.n_ctx:
         raise ContextOverflowError(f"problem {problem.id}: {len(prompt)} prompt tokens + {cfg.max_tokens} to "
                                    f"generate exceed the context of {ctx.n_ctx}: raise --n-ctx")

@@ -424,4 +424,6 @@ def _count_prompt(solver: SolverLike, messages: list[tuple[str, str]]) -> int:
     srm = getattr(solver, "srm", None)
     if srm is None or not hasattr(srm, "chat_prompt"):
         return 0
-    return len(srm.tokenize(srm.chat_prompt(messages), add_special=True))
+    from ..engine.prompts import chat_tokens
+
+    return len(chat_tokens(srm, messages))

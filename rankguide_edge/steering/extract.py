@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RuntimeConfig, bounded, from_mapping, validate
+from ..engine.prompts import chat_tokens, prompt_for
 from ..errors import ConfigError, ContextOverflowError, DatasetError, InvalidInputError, LayerIndexError
 from ..jsonl import read_lines
 from ..signals.step import SignalConfig, StepSignalComputer
@@ -273,13 +274,11 @@ class _Skip(Exception):
 
 def _teacher_force(model: Any, ctx: Any, rec: Mapping[str, Any], text: str, thoughts: Sequence[Thought],
                    need_stats: bool) -> _Forced:
-    from ..evaluation.answers import prompt_for
-
     question = str(rec.get("question") or "")
     kind = str(rec.get("kind") or "generic")
     if not question:
         raise _Skip("no_question")
-    prompt = model.tokenize(model.chat_prompt(prompt_for(question, kind)), add_special=True)
+    prompt = chat_tokens(model, prompt_for(question, kind))
     gen = model.tokenize(text, add_special=False)
     pieces = [model.piece(t) for t in gen]
     full, tb = b"".join(pieces), text.encode("utf-8")

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..collab.backends import find_stop
 from ..config import RuntimeConfig, SamplingConfig
+from ..engine.prompts import encode_prompt
 from ..engine.runtime import Model, generate_text
 from ..errors import ContextOverflowError, InvalidInputError, RankGuideError
 
@@ -129,8 +130,6 @@ class MiniServer:
             raise InvalidInputError("max_tokens and seed must be integers and temperature a number")
         if not all(isinstance(s, str) for s in stops):
             raise InvalidInputError("stop must be a string or a list of strings")
-        from ..collab.backends_local import encode_prompt
-
         with self._lock:
             tokens = encode_prompt(self.model, prompt)
             cfg = dataclasses.replace(self.config, seed=max(0, min(seed, 2**31 - 1)))

@@ -197,6 +197,7 @@ class TinyGGUFSpec:
     n_ctx_train: int = bounded(512, lo=16, hi=1 << 20, help="trained context length stored in the file")
     seed: int = bounded(0, lo=0, hi=2**32 - 1, help="seed of the weight RNG")
     arch: str = bounded("llama", choices=SUPPORTED_ARCHS, help="llama.cpp architecture name")
+    chat_template: str = bounded(TINY_CHAT_TEMPLATE, help="tokenizer.chat_template ('' = none)")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -218,7 +219,10 @@ class TinyGGUFSpec:
 
     def cache_key(self) -> str:
         """Short stable digest of the spec and the file-format version, used in cached file names."""
-        payload = json.dumps({"v": _FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["chat_template"] == TINY_CHAT_TEMPLATE:  # the default keeps the keys files had before the field
+            del fields["chat_template"]
+        payload = json.dumps({"v": _FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -304,7 +308,8 @@ def _write(gguf: Any, target: str, spec: TinyGGUFSpec) -> None:
         writer.add_add_bos_token(True)
         writer.add_add_eos_token(False)
         writer.add_add_space_prefix(False)
-        writer.add_chat_template(TINY_CHAT_TEMPLATE)
+        if spec.chat_template:
+            writer.add_chat_template(spec.chat_template)
 
         for name, array in _tensors(spec, vocab):
             writer.add_tensor(name, array)
@@ -317,7 +322,7 @@ def _write(gguf: Any, target: str, spec: TinyGGUFSpec) -> None:
 
 def write_tiny_gguf(path: str | os.PathLike[str], *, n_layer: int = 3, n_embd: int = 64, n_head: int = 4,
                     n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 512, seed: int = 0,
-                    arch: str = "llama") -> Path:
+                    arch: str = "llama", chat_template: str = TINY_CHAT_TEMPLATE) -> Path:
     """Write a tiny random-weight GGUF model to ``path`` atomically and return the path.
 
     All weights are float32 and deterministic in ``seed``; see the module docstring for the vocabulary
@@ -326,7 +331,7 @@ def write_tiny_gguf(path: str | os.PathLike[str], *, n_layer: int = 3, n_embd: i
     a second. Raises ConfigError for inconsistent shapes and DependencyError if ``gguf`` is missing.
     """
     spec = TinyGGUFSpec(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, n_ff=n_ff,
-                        n_ctx_train=n_ctx_train, seed=seed, arch=arch)
+                        n_ctx_train=n_ctx_train, seed=seed, arch=arch, chat_template=chat_template)
     return _write_spec(Path(path), spec)
 
 
