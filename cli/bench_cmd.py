@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from rankguide_edge.config import RuntimeConfig
+from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
 
 from ._common import (apply_options, dataset_options, emit_json, gpu_option, handle_errors,
                       remote_lrm_options)
@@ -20,7 +21,7 @@ def bench() -> None:
 
 
 @bench.command("capture")
-@click.option("--model", "model_name", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+@click.option("--model", "model_name", default=DEFAULT_SRM, show_default=True,
               help="Model name or GGUF path.")
 @click.option("--layers", default="all", show_default=True, help="Tapped layers: all, last, 0,5,-1 or 20-23.")
 @click.option("--tokens", default=64, show_default=True, type=click.IntRange(1, 4096), help="Tokens decoded per run.")
@@ -87,9 +88,9 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @click.option("--sweep", "sweeps", multiple=True, metavar="POLICY[@D]:V1,V2,...",
               help="Add one method per value, e.g. --sweep rankguide:0.2,0.4,0.6 --sweep entropy:0.5,0.7 "
                    "(repeatable).")
-@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+@click.option("--srm", default=DEFAULT_SRM, show_default=True,
               help="Small model: name or GGUF path.")
-@click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
+@click.option("--lrm", default=DEFAULT_LRM, show_default=True,
               help="Large model: name, GGUF path, or an OpenAI-compatible URL like http://host:8080/v1.")
 @apply_options(remote_lrm_options())
 @click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144),

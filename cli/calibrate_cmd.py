@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from rankguide_edge.engine.models import DEFAULT_SRM
+
 from ._common import emit_json, gpu_option, handle_errors
 
 
@@ -26,7 +28,7 @@ from ._common import emit_json, gpu_option, handle_errors
               type=click.Choice(["rankguide", "entropy", "keywords", "judge"]), help="Policy to calibrate.")
 @click.option("--fit", default="quantile", show_default=True, type=click.Choice(["quantile", "logistic"]),
               help="Thresholds only, or also fit logistic weights of step signals to trace outcomes.")
-@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+@click.option("--srm", default=DEFAULT_SRM, show_default=True,
               help="SRM that wrote the traces (replayed to calibrate the early decision point).")
 @click.option("--lrm-first", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Write into the router that the LRM writes the first N steps (the plan) before the thresholds "

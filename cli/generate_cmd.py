@@ -8,13 +8,14 @@ import time
 import click
 
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.engine.models import DEFAULT_SRM
 
 from ._common import emit_json, gpu_option, handle_errors
 
 
 @click.command()
 @click.argument("prompt")
-@click.option("--model", "model_name", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+@click.option("--model", "model_name", default=DEFAULT_SRM, show_default=True,
               help="Model name (see `models list`) or GGUF path; a named model is pulled on first use.")
 @click.option("--layers", default="all", show_default=True, help="Tapped layers: all, last, 0,5,-1, 20-23 or none.")
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 262144))

@@ -6,6 +6,8 @@ import dataclasses
 
 import click
 
+from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
+
 from ._common import apply_options, dataset_options, emit_json, gpu_option, handle_errors
 
 
@@ -14,8 +16,8 @@ from ._common import apply_options, dataset_options, emit_json, gpu_option, hand
                                "train problems: the router is judged on test."))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Label file (JSONL, header line first); appended, resumable.")
-@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="SRM name or GGUF path.")
-@click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
+@click.option("--srm", default=DEFAULT_SRM, show_default=True, help="SRM name or GGUF path.")
+@click.option("--lrm", default=DEFAULT_LRM, show_default=True,
               help="LRM name or GGUF path (local: the disagreement check reads its token log-probabilities).")
 @click.option("--lrm-first", default=1, show_default=True, type=click.IntRange(0, 1000),
               help="The regime labelled: the LRM writes the first N steps (the shipped router's plan), the SRM "

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from rankguide_edge.collab.policies import available_policies
+from rankguide_edge.collab.policies import DECISION_POINTS, available_policies
+from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
 
 from ._common import gpu_option, handle_errors, load_config_file
 
@@ -16,17 +17,17 @@ POLICIES = available_policies()  # the registry decides, so a registered policy 
 @click.command()
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1].")
 @click.option("--port", default=None, type=click.IntRange(0, 65535), help="TCP port [default: 8080].")
-@click.option("--srm", default=None, help="Small model: name or GGUF path [default: qwen2.5-coder-0.5b-instruct].")
+@click.option("--srm", default=None, help=f"Small model: name or GGUF path [default: {DEFAULT_SRM}].")
 @click.option("--lrm", default=None,
               help="Large model: name, GGUF path or OpenAI-compatible URL; '' for none "
-                   "[default: qwen2.5-coder-1.5b-instruct].")
+                   f"[default: {DEFAULT_LRM}].")
 @click.option("--lrm-model", default=None, help="Model name to send to a remote LRM.")
 @click.option("--lrm-api-key", default=None, envvar="RANKGUIDE_EDGE_LRM_API_KEY",
               help="API key of a remote LRM (or $RANKGUIDE_EDGE_LRM_API_KEY).")
 @click.option("--policy", default=None, type=click.Choice(POLICIES), help="Default routing policy [rankguide].")
 @click.option("--threshold", default=None, type=click.FloatRange(0.0, 1.0),
               help="Default routing threshold [the router's for the decision point].")
-@click.option("--decide", default=None, type=click.Choice(["post", "early", "pre"]),
+@click.option("--decide", default=None, type=click.Choice(DECISION_POINTS),
               help="Default decision point [post].")
 @click.option("--router", default=None, type=click.Path(dir_okay=False),
               help="Router file from `rankguide-edge calibrate` [the shipped default].")
@@ -80,8 +81,8 @@ def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
 
 
 @click.command("serve")
-@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="Small model: name or path.")
-@click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
+@click.option("--srm", default=DEFAULT_SRM, show_default=True, help="Small model: name or path.")
+@click.option("--lrm", default=DEFAULT_LRM, show_default=True,
               help="Large model: name, path or URL; '' for none.")
 @click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES),
               help="Routing policy of the served solver.")

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from rankguide_edge.collab.policies import available_policies
+from rankguide_edge.collab.policies import DECISION_POINTS, available_policies
+from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
 
 from ._common import emit_json, gpu_option, handle_errors, remote_lrm_options, steer_options
 
@@ -18,9 +19,9 @@ POLICIES = available_policies()  # the registry decides, so a registered policy 
 def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by solve and chat."""
     opts = [
-        click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+        click.option("--srm", default=DEFAULT_SRM, show_default=True,
                      help="Small model: name or GGUF path."),
-        click.option("--lrm", default="qwen2.5-coder-1.5b-instruct", show_default=True,
+        click.option("--lrm", default=DEFAULT_LRM, show_default=True,
                      help="Large model: name, GGUF path, or an OpenAI-compatible URL like http://host:8080/v1."),
         *remote_lrm_options(),
         click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES),
@@ -31,7 +32,7 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
                      help="Router config from `rankguide-edge calibrate` [default: the shipped one, calibrated "
                           "on GSM8K train traces of the default SRM]."),
-        click.option("--decide", default="post", show_default=True, type=click.Choice(["post", "early", "pre"]),
+        click.option("--decide", default="post", show_default=True, type=click.Choice(DECISION_POINTS),
                      help="Judge the finished step (post), its first tokens (early) or predict it (pre)."),
         click.option("--lrm-first", default=None, type=click.IntRange(0, 1000),
                      help="The LRM writes the first N steps (the plan) whatever the score [default: the "

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from rankguide_edge.engine.models import DEFAULT_SRM
+
 from ._common import (apply_options, emit_json, field_options, gpu_option, handle_errors, load_config_file,
                       on_error_option)
 
@@ -32,7 +34,7 @@ def steer() -> None:
               type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]), help="Dataset kind.")
 @on_error_option()
 @apply_options(field_options())
-@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True,
+@click.option("--srm", default=DEFAULT_SRM, show_default=True,
               help="SRM name or GGUF path (the model the traces come from).")
 @click.option("--layers", default=None,
               help="Steering layers, 0-based and >= 1: mid (n_layer // 2, the default), 12, 10,12,14, 10-14.")

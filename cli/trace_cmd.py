@@ -6,6 +6,8 @@ import dataclasses
 
 import click
 
+from rankguide_edge.engine.models import DEFAULT_SRM
+
 from ._common import apply_options, dataset_options, emit_json, gpu_option, handle_errors, steer_options
 
 
@@ -13,7 +15,7 @@ from ._common import apply_options, dataset_options, emit_json, gpu_option, hand
 @apply_options(dataset_options("Dataset file (GSM8K/MATH500 jsonl, SVAMP json, generic jsonl) or a short name: "
                                "gsm8k, gsm8k-train, gsm8k-test, math500, svamp."))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL; appended, resumable.")
-@click.option("--srm", default="qwen2.5-coder-0.5b-instruct", show_default=True, help="SRM name or GGUF path.")
+@click.option("--srm", default=DEFAULT_SRM, show_default=True, help="SRM name or GGUF path.")
 @click.option("--layers", default="auto", show_default=True,
               help="Tapped layers: auto (4 evenly spaced, ending at the last), all, last, 5,11,17,23, 20-23.")
 @click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768))

@@ -1,6 +1,6 @@
 """The Python API the CLI, the server and the benchmark share: open a solver, ask it questions.
 
->>> with Solver(srm="qwen2.5-coder-0.5b-instruct", lrm="qwen2.5-coder-1.5b-instruct") as s:   # doctest: +SKIP
+>>> with Solver() as s:   # the default SRM and LRM (engine.models.DEFAULT_SRM, DEFAULT_LRM)  # doctest: +SKIP
 ...     out = s.solve("A baker makes 12 trays of 8 muffins and sells 75. How many are left?")
 ...     out.answer, out.result.lrm_share
 """

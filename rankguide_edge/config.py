@@ -30,11 +30,14 @@ def field_bounds(cls: type, name: str) -> tuple[Any, Any, Any]:
     return f.default, f.metadata.get("lo"), f.metadata.get("hi")
 
 
-def same_as(cls: type, name: str, *, help: str = "") -> Any:
-    """A field with the default and bounds of ``cls.name`` (and its help, unless another is given)."""
+_SAME = object()
+
+
+def same_as(cls: type, name: str, *, help: str = "", default: Any = _SAME) -> Any:
+    """A field with the default and bounds of ``cls.name`` (its help and default too, unless others are given)."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return bounded(f.default, lo=f.metadata.get("lo"), hi=f.metadata.get("hi"), choices=f.metadata.get("choices"),
-                   help=help or f.metadata.get("help", ""))
+    return bounded(f.default if default is _SAME else default, lo=f.metadata.get("lo"), hi=f.metadata.get("hi"),
+                   choices=f.metadata.get("choices"), help=help or f.metadata.get("help", ""))
 
 
 def validate(cfg: Any) -> None:

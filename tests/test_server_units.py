@@ -150,3 +150,25 @@ def test_request_bodies_map_openai_fields_to_reasoner_settings() -> None:
     with pytest.raises(RequestError, match="one prompt"):
         CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"]}).pairs()
     assert CompletionRequest.model_validate({"model": "m", "prompt": ["a"]}).pairs() == [("user", "a")]
+
+
+def test_server_settings_take_the_reasoner_fields_from_reasoner_config() -> None:
+    import dataclasses
+
+    from rankguide_edge.collab.policies import DECISION_POINTS
+    from rankguide_edge.collab.reasoner import ReasonerConfig
+    from rankguide_edge.server.settings import REASONER_FIELDS, ServerConfig
+
+    assert set(REASONER_FIELDS) == {"policy", "threshold", "router", "decide", "lrm_first", "max_tokens",
+                                    "max_step_tokens", "seed"}
+    ours = {f.name: f for f in dataclasses.fields(ServerConfig)}
+    theirs = {f.name: f for f in dataclasses.fields(ReasonerConfig)}
+    for name in REASONER_FIELDS:  # same bounds and choices; the server's answer budget alone has its own default
+        assert [ours[name].metadata[k] for k in ("lo", "hi", "choices")] == \
+               [theirs[name].metadata[k] for k in ("lo", "hi", "choices")], name
+        assert ours[name].default == theirs[name].default or name == "max_tokens"
+    assert ours["decide"].metadata["choices"] == DECISION_POINTS
+    settings = ServerConfig(policy="entropy", threshold=0.3, decide="early", lrm_first=2, max_tokens=64,
+                            max_step_tokens=32, seed=7)
+    cfg = settings.reasoner_config()
+    assert {n: getattr(cfg, n) for n in REASONER_FIELDS} == {n: getattr(settings, n) for n in REASONER_FIELDS}

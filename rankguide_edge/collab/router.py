@@ -27,9 +27,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..files import write_text_atomic
+from .policies import DECISION_POINTS
 
 FORMAT = "rankguide-edge/router"
-_POINTS = ("post", "early", "pre")
 _CACHE: dict[tuple[str, int], Router] = {}
 _LOCK = threading.Lock()
 
@@ -94,8 +94,8 @@ def parse_router(data: Any, source: str = "<dict>") -> Router:
         raise _bad(source, "thresholds must map post/early/pre to numbers")
     thresholds: dict[str, float] = {}
     for k, v in th.items():
-        if k not in _POINTS:
-            raise _bad(source, f"unknown decision point {k!r} in thresholds (use post, early, pre)")
+        if k not in DECISION_POINTS:
+            raise _bad(source, f"unknown decision point {k!r} in thresholds (use {', '.join(DECISION_POINTS)})")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
             raise _bad(source, f"threshold {k}={v!r} must be a number in [0, 1]")
         thresholds[k] = float(v)

@@ -147,7 +147,7 @@ def _parse_base(item: str, base: str) -> Method:
     default = "pre" if policy == "lrm" else "post"
     decide = decide or default
     if decide not in DECISION_POINTS:
-        raise ConfigError(f"bad decision point {decide!r} in method {item!r}; use post, early or pre")
+        raise ConfigError(f"bad decision point {decide!r} in method {item!r}; use {', '.join(DECISION_POINTS)}")
     points = decision_points(policy)
     if decide not in points:
         ways = ([policy] if default in points else []) + [f"{policy}@{p}" for p in points]

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..collab.policies import StepView, make_policy
+from ..collab.policies import DECISION_POINTS, StepView, make_policy
 from ..collab.router import Logistic, Router, load_router
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
@@ -265,7 +265,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
 
     chosen: dict[str, float] = {}
     table: list[dict[str, Any]] = []
-    for decide in ("post", "early", "pre"):
+    for decide in DECISION_POINTS:
         cands = []
         for (d, thr), rs in sorted(groups.items()):
             if d != decide:

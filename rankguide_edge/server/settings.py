@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ..collab.backends_remote import RemoteConfig
+from ..collab.reasoner import ReasonerConfig
 from ..config import RuntimeConfig, bounded, from_mapping, same_as, validate
 from ..engine.models import DEFAULT_LRM, DEFAULT_SRM
 
@@ -44,18 +45,21 @@ class ServerConfig:
     lrm_timeout: float = same_as(RemoteConfig, "timeout", help="seconds per remote LRM call attempt")
     lrm_retries: int = same_as(RemoteConfig, "retries", help="retries of a failed remote LRM call (after a "
                                "connection error, timeout, 429 or 5xx; Retry-After is honoured)")
-    policy: str = bounded("rankguide", help="default routing policy")
-    threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="default routing threshold; None = router's")
-    router: str = bounded("", help="router file from `rankguide-edge calibrate`; '' = the shipped default")
-    decide: str = bounded("post", choices=("post", "early", "pre"), help="default decision point")
-    lrm_first: int | None = bounded(None, lo=0, hi=1000, help="default number of first steps (the plan) the LRM "
-                                    "writes; None = the router's when the policy is the router's")
-    max_tokens: int = bounded(512, lo=8, hi=262144, help="answer budget when a request gives none")
-    max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
+    # the workers' default ReasonerConfig: these fields are ReasonerConfig's (REASONER_FIELDS), bounds and all
+    policy: str = same_as(ReasonerConfig, "policy", help="default routing policy")
+    threshold: float | None = same_as(ReasonerConfig, "threshold", help="default routing threshold; None = "
+                                      "the router's")
+    router: str = same_as(ReasonerConfig, "router")
+    decide: str = same_as(ReasonerConfig, "decide", help="default decision point")
+    lrm_first: int | None = same_as(ReasonerConfig, "lrm_first", help="default number of first steps (the plan) "
+                                    "the LRM writes; None = the router's when the policy is the router's")
+    max_tokens: int = same_as(ReasonerConfig, "max_tokens", default=512, help="answer budget when a request "
+                              "gives none")
+    max_step_tokens: int = same_as(ReasonerConfig, "max_step_tokens")
     n_ctx: int = bounded(4096, lo=64, hi=262144, help="context window of each worker's SRM (and local LRM)")
     n_threads: int = bounded(0, lo=0, hi=1024, help="CPU threads per context; 0 = all cores")
     n_gpu_layers: int = bounded(0, lo=-1, hi=10000, help="layers of each local model offloaded to a GPU; -1 = all")
-    seed: int = bounded(0, lo=0, hi=2**31 - 1, help="default sampling seed")
+    seed: int = same_as(ReasonerConfig, "seed", help="default sampling seed")
     parallel: int = bounded(1, lo=1, hi=64, help="workers, each with its own SRM context (models are shared)")
     queue_size: int = bounded(16, lo=0, hi=100000, help="requests allowed to wait for a worker")
     request_timeout: float = bounded(600.0, lo=0.0, hi=86400.0, help="seconds a request may take; 0 = no limit")
@@ -102,18 +106,9 @@ class ServerConfig:
         """``data`` (a config file's keys) plus non-None ``overrides``; unknown keys raise ConfigError."""
         return from_mapping(cls, data, **overrides)
 
-    def reasoner_config(self):
+    def reasoner_config(self) -> ReasonerConfig:
         """The workers' default :class:`~rankguide_edge.collab.reasoner.ReasonerConfig` (ConfigError if bad)."""
-        from ..collab.reasoner import ReasonerConfig
-
-        data: dict[str, Any] = {"policy": self.policy, "decide": self.decide, "max_tokens": self.max_tokens,
-                                "max_step_tokens": self.max_step_tokens, "seed": self.seed}
-        if self.threshold is not None:
-            data["threshold"] = self.threshold
-        if self.router:
-            data["router"] = self.router
-        if self.lrm_first is not None:
-            data["lrm_first"] = self.lrm_first
+        data = {name: getattr(self, name) for name in REASONER_FIELDS}
         # a missing or malformed router file, or a policy that cannot decide there, is an error now
         return check_reasoner_config(from_mapping(ReasonerConfig, data))
 
@@ -128,3 +123,8 @@ class ServerConfig:
         for key in ("api_key", "lrm_api_key"):
             d[key] = "***" if d[key] else ""
         return d
+
+
+#: the ServerConfig fields that are ReasonerConfig's (the workers' defaults), derived, never listed twice
+REASONER_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ServerConfig)
+                                         if f.name in {g.name for g in dataclasses.fields(ReasonerConfig)})
