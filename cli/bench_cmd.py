@@ -7,8 +7,7 @@ import click
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
 
-from ._common import (apply_options, dataset_options, emit_json, gpu_option, handle_errors,
-                      remote_lrm_options)
+from ._common import apply_options, dataset_options, emit_json, gpu_option, handle_errors, remote_lrm_options
 
 
 @click.group()
@@ -131,10 +130,16 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     from rankguide_edge.collab.lrm import RemoteOptions, is_local, needs_lrm, open_backend
     from rankguide_edge.collab.router import load_router
     from rankguide_edge.engine import load_model
-    from rankguide_edge.evaluation.bench import (SPECDEC, check_routers, check_steering, completed_runs, method_list,
-                                                 run_bench)
-    from rankguide_edge.evaluation.datasets import DatasetConfig
     from rankguide_edge.errors import ConfigError
+    from rankguide_edge.evaluation.bench import (
+        SPECDEC,
+        check_routers,
+        check_steering,
+        completed_runs,
+        method_list,
+        run_bench,
+    )
+    from rankguide_edge.evaluation.datasets import DatasetConfig
 
     ms = method_list(methods, sweeps)
     steering = _named_files("--steer", steer_specs, "a control-vector .gguf")

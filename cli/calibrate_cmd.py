@@ -56,13 +56,13 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
     several thresholds per policy (`bench run --sweep ...`).
     """
     from rankguide_edge.collab.router import save_router
+    from rankguide_edge.errors import InvalidInputError
     from rankguide_edge.evaluation.calibrate import (
         CalibrateConfig,
         calibrate_bench,
         calibrate_traces,
         read_trace_records,
     )
-    from rankguide_edge.errors import InvalidInputError
 
     cfg = CalibrateConfig(policy=policy, target_lrm_share=target_lrm_share, max_latency_ratio=max_latency_ratio,
                           fit=fit, early=not no_early, holdout=holdout, profile=profile or "",

@@ -6,7 +6,6 @@ import click
 
 from rankguide_edge import __version__
 
-
 EXIT_CODES = """\b
 Exit codes:
   0    success
@@ -31,8 +30,20 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import (analyze_cmd, bench_cmd, calibrate_cmd, doctor_cmd, generate_cmd, label_cmd, models_cmd,
-                   router_cmd, serve_cmd, solve_cmd, steer_cmd, trace_cmd)
+    from . import (
+        analyze_cmd,
+        bench_cmd,
+        calibrate_cmd,
+        doctor_cmd,
+        generate_cmd,
+        label_cmd,
+        models_cmd,
+        router_cmd,
+        serve_cmd,
+        solve_cmd,
+        steer_cmd,
+        trace_cmd,
+    )
 
     main.add_command(solve_cmd.solve)
     main.add_command(solve_cmd.chat)

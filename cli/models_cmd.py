@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from rankguide_edge.errors import IntegrityError
 from rankguide_edge.engine.models import (
     DEFAULT_LRM,
     DEFAULT_SRM,
@@ -20,6 +19,7 @@ from rankguide_edge.engine.models import (
     resolve_model,
     verify,
 )
+from rankguide_edge.errors import IntegrityError
 
 from ._common import emit_json, handle_errors
 

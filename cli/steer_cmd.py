@@ -8,8 +8,15 @@ import click
 
 from rankguide_edge.engine.models import DEFAULT_SRM
 
-from ._common import (apply_options, emit_json, field_options, gpu_option, handle_errors, load_config_file,
-                      on_error_option)
+from ._common import (
+    apply_options,
+    emit_json,
+    field_options,
+    gpu_option,
+    handle_errors,
+    load_config_file,
+    on_error_option,
+)
 
 
 @click.group()
@@ -84,8 +91,12 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
     from rankguide_edge.errors import ConfigError
     from rankguide_edge.signals.step import SignalConfig
     from rankguide_edge.steering.cvec_io import save_control_vector
-    from rankguide_edge.steering.extract import (ExtractConfig, check_steering_layers, extract_steering_vector,
-                                                 read_traces)
+    from rankguide_edge.steering.extract import (
+        ExtractConfig,
+        check_steering_layers,
+        extract_steering_vector,
+        read_traces,
+    )
 
     if not data and not traces:
         raise ConfigError("give --data (a dataset to trace first) or --traces (a traces JSONL to read)")

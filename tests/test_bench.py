@@ -11,10 +11,17 @@ from click.testing import CliRunner
 from rankguide_edge.cli.main import main
 from rankguide_edge.engine.prompts import encode_prompt
 from rankguide_edge.engine.runtime import Model
-from rankguide_edge.evaluation.answers import prompt_for
 from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation.bench import (RANDOM_FALLBACK_P, Method, completed_runs, expand_sweeps, matched_label,
-                                             method_list, parse_methods)
+from rankguide_edge.evaluation.answers import prompt_for
+from rankguide_edge.evaluation.bench import (
+    RANDOM_FALLBACK_P,
+    Method,
+    completed_runs,
+    expand_sweeps,
+    matched_label,
+    method_list,
+    parse_methods,
+)
 from rankguide_edge.evaluation.datasets import Problem
 
 

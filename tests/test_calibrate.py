@@ -14,7 +14,12 @@ from rankguide_edge.collab.router import Logistic, Router, load_router, parse_ro
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.evaluation.calibrate import (
-    CalibrateConfig, calibrate_bench, calibrate_traces, fit_logistic, upper_quantile_threshold)
+    CalibrateConfig,
+    calibrate_bench,
+    calibrate_traces,
+    fit_logistic,
+    upper_quantile_threshold,
+)
 from rankguide_edge.evaluation.replay import early_checkpoints, replay_traces
 
 

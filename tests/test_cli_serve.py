@@ -17,8 +17,8 @@ from pathlib import Path
 import openai
 import pytest
 from click.testing import CliRunner
-from rankguide_edge.cli.main import main
 
+from rankguide_edge.cli.main import main
 from rankguide_edge.errors import ConfigError, UnknownModelError
 from rankguide_edge.server.bench import percentile
 

@@ -14,8 +14,15 @@ from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.evaluation.datasets import Problem
-from rankguide_edge.evaluation.label import (LabelConfig, Labeller, decode_vector, header, load_labels,
-                                             run_labels, selected_for_counterfactuals)
+from rankguide_edge.evaluation.label import (
+    LabelConfig,
+    Labeller,
+    decode_vector,
+    header,
+    load_labels,
+    run_labels,
+    selected_for_counterfactuals,
+)
 
 RT = RuntimeConfig(n_ctx=1024)
 QUESTION = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left?"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from rankguide_edge.collab.policies import (DECISION_POINTS, Policy, StepView, available_policies, make_policy,
-                                            register_policy)
+from rankguide_edge.collab.policies import (
+    DECISION_POINTS,
+    Policy,
+    StepView,
+    available_policies,
+    make_policy,
+    register_policy,
+)
 from rankguide_edge.errors import ConfigError
 
 

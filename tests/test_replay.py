@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+
 from rankguide_edge.collab import policies
 from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.policies import StepView, register_policy

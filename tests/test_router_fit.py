@@ -10,8 +10,16 @@ import pytest
 from rankguide_edge.collab.router import load_router, parse_router
 from rankguide_edge.errors import InvalidInputError
 from rankguide_edge.evaluation.label import FORMAT, encode_vector
-from rankguide_edge.evaluation.router_fit import (FitConfig, average_precision, fit_markdown, fit_router,
-                                                  load_steps, lrm_token_share, problem_folds, share_threshold)
+from rankguide_edge.evaluation.router_fit import (
+    FitConfig,
+    average_precision,
+    fit_markdown,
+    fit_router,
+    load_steps,
+    lrm_token_share,
+    problem_folds,
+    share_threshold,
+)
 
 HEADER = {"format": FORMAT, "version": 1, "settings": {"lrm_first": 1}, "selection": "synthetic"}
 

@@ -7,8 +7,7 @@ import pytest
 
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
 from rankguide_edge.engine.runtime import Model, generate_text
-from rankguide_edge.errors import (ContextOverflowError, ControlVectorError, LayerIndexError, NativeError,
-                                   NotAGGUFError)
+from rankguide_edge.errors import ContextOverflowError, ControlVectorError, LayerIndexError, NativeError, NotAGGUFError
 
 CFG = RuntimeConfig(n_ctx=256, n_batch=64, n_threads=2)
 GREEDY = SamplingConfig(max_tokens=12)

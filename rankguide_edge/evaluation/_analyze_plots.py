@@ -6,7 +6,7 @@ Figures come from :func:`._figures.agg_figure` (own Agg canvas, no pyplot, matpl
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 

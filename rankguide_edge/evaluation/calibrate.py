@@ -40,6 +40,7 @@ from ..errors import ConfigError, InvalidInputError
 from ..jsonl import read_lines
 from . import _analyze_stats as _stats
 
+
 def logistic_features(last_layer: int) -> tuple[str, ...]:
     """Signals the logistic router uses (``last_layer``: the traces' deepest tapped layer). Whole-step and
     Tucker signals do not exist at early checkpoints; there they count as their mean."""

@@ -14,8 +14,8 @@ traces without ids are re-tokenized from their text, so token boundaries may dif
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator
 import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..collab.router import Logistic, Router
+from ..collab.router import Router
 from ..config import bounded, validate
 from ..errors import InvalidInputError
 from . import _analyze_stats as _stats

@@ -48,7 +48,6 @@ from ._thoughts import (
 )
 from .cvec_io import ControlVector, direction_for_layer
 
-
 #: the rank filter's default signal: the windowed normalised effective rank of the last signal layer, whose
 #: low values (rank collapse) go with failure (docs/BENCHMARKS.md); a pure hidden-state signal, unlike
 #: ``fail.route``, which counts revalidation keywords and so marks reflection thoughts by construction
