@@ -209,8 +209,8 @@ def _named_files(option: str, specs: tuple[str, ...], what: str) -> dict[str, st
 @handle_errors
 def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None, no_plot: bool,
            as_json: bool) -> None:
-    """Summarise DIR/results.jsonl (or a committed results.jsonl.gz) into summary.json, summary.md, pareto.png (accuracy vs latency) and
-    share.png (accuracy vs LRM token share: policies compared at matched LRM use)."""
+    """Summarise DIR/results.jsonl (or a committed results.jsonl.gz) into summary.json, summary.md, pareto.png
+    (accuracy vs latency) and share.png (accuracy vs LRM token share: policies compared at matched LRM use)."""
     import json
     import os
 

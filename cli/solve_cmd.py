@@ -135,8 +135,8 @@ def solve(question: str, kind: str, as_json: bool, **opts: Any) -> None:
 def chat(**opts: Any) -> None:
     """Interactive multi-turn chat. SRM tokens stream as they are written; LRM steps are marked.
 
-    Commands: /reset (forget the conversation), /policy NAME, /threshold X (or auto: the router's), /decide post|early|pre,
-    /steer FILE [SCALE] or /steer off, /stats, /quit. Ctrl-C or Ctrl-D leaves.
+    Commands: /reset (forget the conversation), /policy NAME, /threshold X (or auto: the router's),
+    /decide post|early|pre, /steer FILE [SCALE] or /steer off, /stats, /quit. Ctrl-C or Ctrl-D leaves.
     """
     from rankguide_edge.errors import RankGuideError
 

@@ -514,7 +514,7 @@ class ReferenceStepComputer:
         got = batch_window_spectra([wins[i] for i in need], eps=c.eps, centre=c.centre,
                                    row_normalise=c.row_normalise, dtype=self._dtype)
         specs: list[WindowSpectrum] = [None] * len(wins)  # type: ignore[list-item]
-        for i, ws in zip(need, got):
+        for i, ws in zip(need, got, strict=True):
             specs[i] = ws
         for j in range(len(layers)):
             if same[j]:
@@ -523,7 +523,8 @@ class ReferenceStepComputer:
         for j, layer in enumerate(layers):
             for w, spec in (("step", specs[2 * j]), ("win", specs[2 * j + 1])):
                 r = spec.ranks
-                out.update(zip(keys[(layer, w)], (r.num, r.num_norm, r.eff, r.eff_norm, r.stable, r.stable_norm)))
+                out.update(zip(keys[(layer, w)], (r.num, r.num_norm, r.eff, r.eff_norm, r.stable, r.stable_norm),
+                               strict=True))
         win_rows = wins[1].shape[0]
         out["rank.rows.step"] = float(wins[0].shape[0])
         out["rank.rows.win"] = float(win_rows)
@@ -531,7 +532,7 @@ class ReferenceStepComputer:
             cur, prev = specs[2 * j].ranks, self._prev_step.get(layer)
             deltas = ((cur.num_norm - prev.num_norm, cur.eff_norm - prev.eff_norm, cur.stable_norm - prev.stable_norm)
                       if prev else (0.0, 0.0, 0.0))
-            out.update(zip(keys[(layer, "delta")], map(float, deltas)))
+            out.update(zip(keys[(layer, "delta")], map(float, deltas), strict=True))
 
         jp = layers.index(prim)
         own = specs[2 * jp]

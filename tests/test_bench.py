@@ -47,7 +47,8 @@ def test_parse_methods() -> None:
 def test_methods_name_a_declared_router() -> None:
     ms = parse_methods("rankguide~learned^1,rankguide~learned@early:0.4,rankguide")
     assert [(m.policy, m.router, m.decide, m.threshold, m.lrm_first) for m in ms] == [
-        ("rankguide", "learned", "post", None, 1), ("rankguide", "learned", "early", 0.4, 0), ("rankguide", None, "post", None, 0)]
+        ("rankguide", "learned", "post", None, 1), ("rankguide", "learned", "early", 0.4, 0),
+        ("rankguide", None, "post", None, 0)]
     for bad in ("entropy~learned", "rankguide~", "rankguide~a b", "rankguide~x~y"):
         with pytest.raises(ConfigError):
             parse_methods(bad)
@@ -249,7 +250,8 @@ def test_run_json_lets_an_lrm_and_new_vectors_join_but_not_change(tmp_path) -> N
     start_session(tmp_path, base, threads=2)  # SRM-only methods first: no LRM named yet
     start_session(tmp_path, {**base, "lrm": "l.gguf (2 bytes)", "steering": {"rank": "bb"}}, threads=2)
     meta = json.loads((tmp_path / "run.json").read_text())
-    assert meta["settings"]["lrm"] == "l.gguf (2 bytes)" and meta["settings"]["steering"] == {"seal": "aa", "rank": "bb"}
+    assert meta["settings"]["lrm"] == "l.gguf (2 bytes)"
+    assert meta["settings"]["steering"] == {"seal": "aa", "rank": "bb"}
     assert len(meta["sessions"]) == 2
     start_session(tmp_path, base, threads=1)  # SRM-only again: fine
     with pytest.raises(ConfigError, match="--steer seal"):

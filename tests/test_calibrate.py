@@ -98,7 +98,7 @@ def test_calibrate_traces_quantiles_and_logistic() -> None:
     assert r.thresholds["early"] == r.thresholds["post"] and "early_note" in r.meta
     assert r.meta["fitted_on"]["problems"] == 60
     lg = calibrate_traces(recs, CalibrateConfig(target_lrm_share=0.25, fit="logistic", early=False))
-    w = dict(zip(lg.logistic.features, lg.logistic.weights))
+    w = dict(zip(lg.logistic.features, lg.logistic.weights, strict=True))
     assert w["text.entropy_max"] > 0.5  # entropy separates wrong traces: it gets the weight
     scores = np.array([lg.logistic.score(s["signals"]) for rec in recs for s in rec["steps"]])
     assert abs(np.mean(scores >= lg.thresholds["post"]) - 0.25) < 0.01
@@ -221,7 +221,7 @@ def test_replay_reproduces_the_traced_signals(smollm2, tmp_path) -> None:
     with Model(smollm2) as m:
         [(_, steps)] = list(replay_traces(m, [rec], layers=rec["layers"], n_ctx=512))
     assert len(steps) == len(rec["steps"]) >= 2
-    for got, want in zip(steps, rec["steps"]):
+    for got, want in zip(steps, rec["steps"], strict=True):
         assert got.n_tokens == want["n_tokens"] == len(want["token_ids"])
         assert got.checkpoints == early_checkpoints(got.n_tokens, 8, 4, want["ended_by"])
         assert len(got.partial) == len(got.checkpoints) == len(got.partial_text)
@@ -285,8 +285,8 @@ def test_calibrate_cli(tmp_path) -> None:
     assert res.exit_code == 2 and "exactly one" in res.output
     res = CliRunner().invoke(main, ["calibrate", str(traces), "--max-latency-ratio", "0.5", "--out", str(out)])
     assert res.exit_code == 2 and "bench dir" in res.output
-    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3", "--profile", "gpu-large-ratio",
-                                    "--no-early", "--out", str(out)])
+    res = CliRunner().invoke(main, ["calibrate", str(traces), "--target-lrm-share", "0.3",
+                                    "--profile", "gpu-large-ratio", "--no-early", "--out", str(out)])
     assert res.exit_code == 2 and "bench dir" in res.output
 
 
@@ -315,7 +315,8 @@ def test_calibrate_bench_compares_latency_on_the_problems_a_threshold_ran() -> N
 @pytest.mark.parametrize("line, message", [
     ("[1]", "a record must be a JSON object"),
     ('{"id": "a", "steps": 3}', "'steps' must be a list"),
-    ('{"id": "a", "steps": [{"index": 0, "signals": {"fail.route": "x"}}]}', "step 0: signal 'fail.route' is not a number"),
+    ('{"id": "a", "steps": [{"index": 0, "signals": {"fail.route": "x"}}]}',
+     "step 0: signal 'fail.route' is not a number"),
 ])
 def test_calibrate_refuses_bad_trace_lines_by_number(tmp_path, line: str, message: str) -> None:
     traces = tmp_path / "t.jsonl"

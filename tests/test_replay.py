@@ -69,7 +69,7 @@ def test_replay_sees_what_the_live_early_check_saw(smollm2, probe: _Probe) -> No
         assert rec["signal_config"]["window"] == 32  # the trace says how its signals were computed
         [(_, steps)] = list(replay_traces(m, [rec], layers=rec["layers"], n_ctx=512, n_threads=1))
     replayed = {(st.index, n): (text, sig) for st in steps
-                for n, text, sig in zip(st.checkpoints, st.partial_text, st.partial)}
+                for n, text, sig in zip(st.checkpoints, st.partial_text, st.partial, strict=True)}
     assert sorted(replayed) == sorted((i, n) for i, n, _, _ in probe.early)
     for i, n, text, sig in probe.early:
         got_text, got = replayed[(i, n)]
@@ -78,5 +78,6 @@ def test_replay_sees_what_the_live_early_check_saw(smollm2, probe: _Probe) -> No
         # the same numbers too: replay feeds tokens in chunks small enough to round like generation
         for key in ("text.entropy_max", "text.entropy_mean"):
             assert got[key] == pytest.approx(sig[key], abs=1e-4), (i, n, key)
-    for st, traced in zip(steps, rec["steps"]):  # a step that ran to end-of-generation is checked at its end
+    # a step that ran to end-of-generation is checked at its end
+    for st, traced in zip(steps, rec["steps"], strict=True):
         assert st.checkpoints == early_checkpoints(st.n_tokens, 8, 4, traced["ended_by"])

@@ -39,7 +39,7 @@ def test_native_tap_equals_python_tap(model: Model) -> None:
     assert t_nat == t_py and len(ev_nat) == len(ev_py) > 0
     fed = [e for e in ev_nat if not e.eog]
     assert fed, "no token was fed back"
-    for a, b in zip(ev_nat, ev_py):
+    for a, b in zip(ev_nat, ev_py, strict=True):
         assert a.id == b.id
         assert sorted(a.hidden) == sorted(b.hidden)
         for il in a.hidden:
@@ -55,7 +55,7 @@ def test_tap_does_not_change_the_computation(model: Model) -> None:
     t_tap, ev_tap, _ = _run(model, "native", [0, model.n_layer - 1])
     assert kind is None
     assert t_plain == t_tap
-    for a, b in zip(ev_plain, ev_tap):
+    for a, b in zip(ev_plain, ev_tap, strict=True):
         assert a.id == b.id and np.array_equal(a.top_logprobs, b.top_logprobs)
         assert a.entropy == pytest.approx(b.entropy, abs=0)
 
@@ -136,11 +136,11 @@ def test_two_contexts_tap_independently(model: Model) -> None:
     with model.context(CFG, tap_layers=[0, 1]) as ca, model.context(CFG, tap_layers=[1, 2]) as cb:
         ga, gb = ca.generate(a_toks, GREEDY), cb.generate(b_toks, GREEDY)
         got = {"a": [], "b": []}
-        for ea, eb in zip(ga, gb):  # interleaved decoding
+        for ea, eb in zip(ga, gb, strict=False):  # interleaved decoding
             got["a"].append(ea.hidden)
             got["b"].append(eb.hidden)
     for name in ("a", "b"):
-        for h_solo, h_int in zip(solo[name], got[name]):
+        for h_solo, h_int in zip(solo[name], got[name], strict=False):
             assert sorted(h_solo) == sorted(h_int)
             for il in h_solo:
                 assert np.array_equal(h_solo[il], h_int[il])
@@ -209,7 +209,7 @@ def test_boundary_steering_touches_only_delimiter_tokens(model: Model) -> None:
         ctx.clear_control_vector()
         again = list(ctx.generate(_prompt(model), sampling))
         assert [e.id for e in again] == [e.id for e in base]
-        assert all(np.array_equal(a.top_logprobs, b.top_logprobs) for a, b in zip(again, base))
+        assert all(np.array_equal(a.top_logprobs, b.top_logprobs) for a, b in zip(again, base, strict=True))
         with pytest.raises(ControlVectorError, match="boundary"):
             ctx.set_steering(vec, 1.0, where="middle")
 
@@ -316,7 +316,7 @@ def test_default_srm_native_tap_equals_python_tap_on_all_layers() -> None:
         for kind in ("native", "python"):
             with m.context(CFG, tap_layers=list(range(m.n_layer)), tap=kind) as ctx:
                 runs.append(list(ctx.generate(_prompt(m), SamplingConfig(max_tokens=8))))
-        for a, b in zip(*runs):
+        for a, b in zip(*runs, strict=True):
             assert a.id == b.id
             for il in a.hidden:
                 assert np.array_equal(a.hidden[il], b.hidden[il])
@@ -382,7 +382,7 @@ def test_second_architecture_gemma3_taps_and_steers() -> None:
         for kind in ("native", "python"):
             with m.context(CFG, tap_layers=list(range(m.n_layer)), tap=kind) as ctx:
                 runs.append(list(ctx.generate(toks, SamplingConfig(max_tokens=6))))
-        for a, b in zip(*runs):
+        for a, b in zip(*runs, strict=True):
             assert a.id == b.id and all(np.array_equal(a.hidden[il], b.hidden[il]) for il in a.hidden)
         target = m.n_layer // 2
         with m.context(CFG, tap_layers=list(range(m.n_layer))) as ctx:

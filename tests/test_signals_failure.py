@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -105,7 +106,7 @@ def test_streak_raises_the_route_score() -> None:
     heavy = dataclasses.replace(BASE, kw_revalidation=4, repetition=0.9, arith_repeats=2, novelty=0.0)
     routes = [scorer.score(heavy)["route"] for _ in range(5)]
     assert routes[-1] > routes[0]
-    assert all(b >= a for a, b in zip(routes, routes[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(routes))
 
 
 def test_route_rules() -> None:

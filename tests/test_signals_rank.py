@@ -174,7 +174,7 @@ def test_batch_matches_single_windows_with_mixed_shapes() -> None:
     wins = [rng.standard_normal((12, 40)), rng.standard_normal((12, 40)), rng.standard_normal((5, 40)),
             np.zeros((1, 40))]
     batch = R.batch_window_ranks(wins, eps=1e-2, dtype=np.float64)
-    for w, rv in zip(wins, batch):
+    for w, rv in zip(wins, batch, strict=True):
         single = R.window_ranks(w, eps=1e-2, dtype=np.float64)
         assert rv.as_dict() == pytest.approx(single.as_dict())
     spectra = R.batch_window_spectra(wins[:2], eps=1e-2)
@@ -249,11 +249,11 @@ def test_ranks_from_spectra_match_the_scalar_formulas() -> None:
     sv[3, 1:] = 1e-9  # below eps of the largest
     denoms = [19, 19, 19, 19, 0, 7]
     got = R.ranks_from_spectra(sv, 1e-2, denoms)
-    for row, d, rv in zip(sv, denoms, got):
+    for row, d, rv in zip(sv, denoms, got, strict=True):
         want = R.ranks_from_spectrum(row, 1e-2, d)
         assert rv.as_dict() == pytest.approx(want.as_dict(), rel=1e-12, abs=0.0)
     assert got[2] is R.ZERO_RANKS and got[4] is R.ZERO_RANKS and got[3].num == 1.0
-    for few, many in zip(R.ranks_from_spectra(sv[:2], 1e-2, denoms[:2]), got[:2]):  # the scalar path
+    for few, many in zip(R.ranks_from_spectra(sv[:2], 1e-2, denoms[:2]), got[:2], strict=True):  # the scalar path
         assert few.as_dict() == pytest.approx(many.as_dict(), rel=1e-12, abs=0.0)
     assert R.ranks_from_spectra(np.zeros((0, 5)), 1e-2, []) == []
 
@@ -265,7 +265,7 @@ def test_ranks_from_grams_of_mixed_sizes_equal_one_at_a_time() -> None:
     denoms = [11, 4, 11, 0, 2, 3, 1]
     for dt in (np.float32, np.float64):
         got = R.ranks_from_grams(grams, denoms, eps=1e-3, dtype=dt)
-        for g, d, rv in zip(grams, denoms, got):
+        for g, d, rv in zip(grams, denoms, got, strict=True):
             want = R.ranks_from_spectrum(R.spectrum_from_gram(g, dt), 1e-3, d)
             assert rv.as_dict() == pytest.approx(want.as_dict(), rel=1e-12, abs=0.0)
         assert got[3] is R.ZERO_RANKS and got[5].num == 0.0 and got[6].num == 0.0

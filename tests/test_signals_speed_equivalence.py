@@ -172,7 +172,7 @@ def test_rank_functions_equal_reference(shape: tuple[int, int]) -> None:
                                    **{k: v for k, v in kwargs.items() if k != "eps"})
         want = REF.batch_window_ranks(ws + [ws[0][: max(0, shape[0] - 1)]], eps=kwargs.get("eps", 1e-2),
                                       **{k: v for k, v in kwargs.items() if k != "eps"})
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             _assert_same(g.as_dict(), w.as_dict(), f"batch {shape} {kwargs}")
         _assert_same(R.window_ranks(ws[1], **kwargs).as_dict(), REF.window_ranks(ws[1], **kwargs).as_dict(),
                      f"window {shape} {kwargs}")

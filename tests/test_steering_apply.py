@@ -119,8 +119,8 @@ def test_bench_methods_carry_steering(tiny_gguf, vec_file, tmp_path) -> None:
     data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus 1?", "answer": str(i + 1)})
                             + "\n" for i in range(2)))
     out = tmp_path / "run"
-    args = ["bench", "run", "--data", str(data), "--methods", "srm,srm+v*3,srm+v*0,srm+v*3/boundary", "--srm", str(tiny_gguf),
-            "--max-tokens", "16", "--n-ctx", "256", "--threads", "1", "--out", str(out)]
+    args = ["bench", "run", "--data", str(data), "--methods", "srm,srm+v*3,srm+v*0,srm+v*3/boundary",
+            "--srm", str(tiny_gguf), "--max-tokens", "16", "--n-ctx", "256", "--threads", "1", "--out", str(out)]
     res = CliRunner().invoke(main, [*args, "--steer", f"v={vec_file}"])
     assert res.exit_code == 0, res.output
     recs = {(r["id"], r["method"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}

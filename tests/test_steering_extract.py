@@ -265,7 +265,7 @@ def test_smollm2_bpe_delimiters_merge_with_text(smollm2) -> None:
         res = extract_steering_vector(model, recs, ExtractConfig(filter="none", layers="mid"))
         gen = model.tokenize(text)
         pieces = {bytes(model.piece(gen[r.token])) for r in res.table}
-        for r, e in zip(res.table[:4], ends):
+        for r, e in zip(res.table[:4], ends, strict=True):
             assert len(model.detokenize(gen[: r.token])) < e <= len(model.detokenize(gen[: r.token + 1]))
         ref = [_independent_states(model, r, [layer], ends)[layer] for r in recs]
     assert all(b"\n" in p for p in pieces)

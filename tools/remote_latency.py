@@ -48,7 +48,7 @@ def measure(model: Path, variants: dict[str, type], steps: int, max_tokens: int)
         req = StepRequest(MESSAGES, "First, 12 times 7 is", max_tokens)
         times: dict[str, list[float]] = {name: [] for name in variants}
         connections = dict.fromkeys(variants, 0)
-        for name, backend in backends.items():  # warm-up: imports, first connection, first context
+        for backend in backends.values():  # warm-up: imports, first connection, first context
             assert backend.write_step(req).ok
         names = list(variants)
         for i in range(steps):

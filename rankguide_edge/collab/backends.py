@@ -65,7 +65,8 @@ class StepReply:
     end-of-generation token is not counted). ``finished``: the model ended its answer (end-of-generation, or a
     server's "stop" that was not a delimiter). ``prefill_tokens``: prompt tokens actually fed before generating
     (after cache reuse). ``seconds``: wall time. ``ok`` False means no usable step (``error`` says why); the
-    caller then keeps its own step; an empty step is never ok (error "empty reply"). ``retries``: HTTP attempts repeated after a transient failure.
+    caller then keeps its own step; an empty step is never ok (error "empty reply"). ``retries``: HTTP attempts
+    repeated after a transient failure.
     """
 
     text: str

@@ -313,13 +313,16 @@ class Reasoner:
             if not first and (cfg.decide != "pre" or score is None or score < threshold or not lrm_allowed):
                 early_scores: list[float] = []
 
+                # draft_step below calls this only during this iteration, so the loop's current early_scores
+                # and prefix are the ones meant (B023 warns about closures that outlive their iteration)
                 def check_early(partial: DraftStep) -> bool:
                     s0 = time.perf_counter()
                     sig = self.computer.compute_partial(partial.hidden, partial.stats, partial.text)
                     timing["signals"] += time.perf_counter() - s0
-                    early_scores.append(self.policy.score(
-                        StepView("early", len(steps), partial.text, partial.n_tokens, sig, prefix, problem=problem)))
-                    return early_scores[-1] >= threshold
+                    early_scores.append(self.policy.score(  # noqa: B023
+                        StepView("early", len(steps), partial.text, partial.n_tokens, sig, prefix,  # noqa: B023
+                                 problem=problem)))
+                    return early_scores[-1] >= threshold  # noqa: B023
 
                 use_early = cfg.decide == "early" and lrm_allowed
                 catch_up()

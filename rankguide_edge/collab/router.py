@@ -46,7 +46,7 @@ class Logistic:
 
     def score(self, signals: dict[str, float]) -> float:
         z = self.bias
-        for key, m, s, w in zip(self.features, self.mean, self.scale, self.weights):
+        for key, m, s, w in zip(self.features, self.mean, self.scale, self.weights, strict=True):
             v = signals.get(key)
             if v is None or not math.isfinite(float(v)):
                 continue  # missing: counts as the mean
@@ -137,7 +137,8 @@ def load_router(path: str | os.PathLike[str] | None = None) -> Router:
     try:
         key = (os.path.abspath(p), os.stat(p).st_mtime_ns)
     except OSError:
-        raise ConfigError(f"router file {p} does not exist: give a file written by `rankguide-edge calibrate`") from None
+        raise ConfigError(
+            f"router file {p} does not exist: give a file written by `rankguide-edge calibrate`") from None
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -145,7 +146,8 @@ def load_router(path: str | os.PathLike[str] | None = None) -> Router:
         with open(p, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"router file {p} is not valid JSON ({exc}): regenerate it with `rankguide-edge calibrate`") from None
+        raise ConfigError(
+            f"router file {p} is not valid JSON ({exc}): regenerate it with `rankguide-edge calibrate`") from None
     router = parse_router(data, p)
     with _LOCK:
         _CACHE[key] = router

@@ -24,7 +24,8 @@ class DraftStep:
 
     ``hidden``: tapped layer -> float32 ``(n_tokens, n_embd)``; ``stats``: the tokens' entropies and top-k
     log-probabilities; ``ended_by``: "delimiter", "max_step_tokens", "eog" (the model ended), "budget" (token
-    budget exhausted) or "early" (the ``early`` check stopped the draft). ``token_ids`` excludes an end-of-generation token, which is never fed to the context.
+    budget exhausted) or "early" (the ``early`` check stopped the draft). ``token_ids`` excludes an
+    end-of-generation token, which is never fed to the context.
     """
 
     text: str

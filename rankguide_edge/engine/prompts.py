@@ -81,8 +81,8 @@ def chat_text(model: Model, messages: Messages | str, *, add_assistant: bool = T
         why = "has no chat template"
     if model not in _warned:
         _warned.add(model)
-        warnings.warn(f"model {os.path.basename(model.path)} {why}; prompts are written as ChatML, which may not be the "
-                      "format it was trained on (use a GGUF whose template llama.cpp knows)", stacklevel=3)
+        warnings.warn(f"model {os.path.basename(model.path)} {why}; prompts are written as ChatML, which may not be "
+                      "the format it was trained on (use a GGUF whose template llama.cpp knows)", stacklevel=3)
     return chatml(msgs, add_assistant=add_assistant)
 
 

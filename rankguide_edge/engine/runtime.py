@@ -246,8 +246,8 @@ class Context:
 
         Returns tapped layer -> float32 ``(rows, n_embd)`` for the fed tokens (empty without a tap or with
         ``hidden=False``). llama.cpp computes the last layer only for rows with logits, so with
-        ``logits="last"`` the model's final layer yields only the last token's row; pass ``logits="all"`` to get every row
-        there (slower: full vocabulary logits per token).
+        ``logits="last"`` the model's final layer yields only the last token's row; pass ``logits="all"`` to get
+        every row there (slower: full vocabulary logits per token).
         """
         self.ptr  # noqa: B018 - raises NativeError when the context is closed
         toks = [int(t) for t in tokens]
@@ -458,7 +458,7 @@ class Context:
             raise ContextOverflowError(f"{len(toks)} tokens do not fit the context of {self.n_ctx}: "
                                        "shorten the input or raise --n-ctx")
         held = 0
-        for a, b in zip(self.tokens, toks):
+        for a, b in zip(self.tokens, toks, strict=False):
             if a != b:
                 break
             held += 1
@@ -527,8 +527,8 @@ class Context:
 
         ``where="all"`` adds it while feeding every token (prompt, appended text and generated tokens);
         ``where="boundary"`` only while :meth:`generate` feeds back a generated token that completes
-        ``delimiter`` (the step boundary, SEAL style; the delimiter may start in earlier tokens), so only those tokens' states, and what attends to them,
-        are nudged. ``clear_control_vector`` removes either.
+        ``delimiter`` (the step boundary, SEAL style; the delimiter may start in earlier tokens), so only those
+        tokens' states, and what attends to them, are nudged. ``clear_control_vector`` removes either.
         """
         if where not in STEER_WHERE:
             raise ControlVectorError(f"unknown steering placement {where!r}: use all or boundary")

@@ -56,8 +56,8 @@ def _sign_test(wins: int, losses: int) -> float:
 
 def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:
     """Problems a method gets right that ``base`` gets wrong (wins) and the reverse (losses), same problems."""
-    wins = sum(bool(r["correct"]) and not bool(b["correct"]) for r, b in zip(rows, base))
-    losses = sum(bool(b["correct"]) and not bool(r["correct"]) for r, b in zip(rows, base))
+    wins = sum(bool(r["correct"]) and not bool(b["correct"]) for r, b in zip(rows, base, strict=True))
+    losses = sum(bool(b["correct"]) and not bool(r["correct"]) for r, b in zip(rows, base, strict=True))
     return {"wins": wins, "losses": losses, "p": _sign_test(wins, losses)}
 
 

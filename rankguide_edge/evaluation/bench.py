@@ -15,8 +15,8 @@ A method is a routing policy at a decision point and threshold, written ``policy
 Any method but specdec and lrm may add ``^N`` after its threshold: the LRM writes the first N steps (the plan)
 whatever the score (``rankguide^1``, ``entropy:0.6^1``; ``srm^1``: the LRM plans, the SRM writes the rest).
 And ``+NAME[*SCALE][/WHERE]``: the SRM is steered by the control vector declared as ``NAME``
-(``--steer NAME=FILE``) at ``SCALE`` (default 1), on every token (``/all``) or only on step delimiters (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*0.25`` or
-``rankguide+rank*1/boundary``.
+(``--steer NAME=FILE``) at ``SCALE`` (default 1), on every token (``/all``) or only on step delimiters
+(``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*0.25`` or ``rankguide+rank*1/boundary``.
 
 Sweeps (``--sweep rankguide:0.2,0.4,0.6``) expand to one method per value (:func:`expand_sweeps`). For every
 problem every method runs once, in an order that rotates per problem so that machine drift hits all methods
@@ -24,9 +24,10 @@ alike. One SRM model and one LRM backend serve all methods. Results go to ``DIR/
 (problem, method) as they finish; a rerun skips pairs already there. A problem a method cannot solve
 because of a library error (a prompt longer than the context, an LRM server gone) gets an ``error``
 record and the run goes on; the report leaves such problems out and names them (delete the line to
-retry). ``DIR/run.json`` keeps the settings that make records comparable (models, token budget, seed, router, steering files); a rerun with other
-values is refused (:mod:`._bench_settings`), and each record names its run's ``session``. Each record
-carries ``counts``: the work by model and kind that :mod:`.latency` prices under hardware profiles.
+retry). ``DIR/run.json`` keeps the settings that make records comparable (models, token budget, seed, router,
+steering files); a rerun with other values is refused (:mod:`._bench_settings`), and each record names its run's
+``session``. Each record carries ``counts``: the work by model and kind that :mod:`.latency` prices under hardware
+profiles.
 """
 
 from __future__ import annotations

@@ -181,7 +181,8 @@ def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
             policy.reset()
             for st in steps:
                 texts = st.partial_text or [""] * len(st.partial)  # text-reading policies (keywords) need it
-                vals = [score("early", st.index, t, n, p, "") for n, p, t in zip(st.checkpoints, st.partial, texts)]
+                vals = [score("early", st.index, t, n, p, "")
+                        for n, p, t in zip(st.checkpoints, st.partial, texts, strict=True)]
                 early.append(max(vals) if vals else 0.0)  # a step too short to check never stops early
         thresholds["early"] = upper_quantile_threshold(early, share)
         meta["early_steps"] = len(early)
@@ -283,7 +284,8 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
             continue
         if cfg.max_latency_ratio is not None:
             ok = [c for c in cands if c["latency_ratio"] is not None and c["latency_ratio"] <= cfg.max_latency_ratio]
-            pick = max(ok, key=lambda c: (c["accuracy"], c["threshold"])) if ok else max(cands, key=lambda c: c["threshold"])
+            pick = (max(ok, key=lambda c: (c["accuracy"], c["threshold"])) if ok
+                    else max(cands, key=lambda c: c["threshold"]))
         else:
             assert cfg.target_lrm_share is not None
             pick = min(cands, key=lambda c: (abs(c["lrm_share"] - cfg.target_lrm_share), -c["accuracy"]))

@@ -375,7 +375,8 @@ def fit_measured(records: Iterable[Mapping[str, Any]]) -> MeasuredFit:
                                   np.asarray(srm_y, dtype=np.float64))
     lc, lr, l_keep = _robust_nnls(np.asarray(lrm_x, dtype=np.float64).reshape(-1, 3),
                                   np.asarray(lrm_y, dtype=np.float64))
-    out = [k for k, kept in zip(srm_k, s_keep) if not kept] + [k for k, kept in zip(lrm_k, l_keep) if not kept]
+    out = ([k for k, kept in zip(srm_k, s_keep, strict=True) if not kept]
+           + [k for k, kept in zip(lrm_k, l_keep, strict=True) if not kept])
     return MeasuredFit(srm=UnitCosts(float(sc[0]), float(sc[1]), 0.0),
                        lrm=UnitCosts(float(lc[0]), float(lc[1]), float(lc[2])),
                        n_srm=int(s_keep.sum()), n_lrm=int(l_keep.sum()), srm_rel_residual=sr, lrm_rel_residual=lr,

@@ -367,7 +367,8 @@ def fit_markdown(res: FitResult, header: dict[str, Any]) -> str:
     fitted_on = res.router.meta.get("fitted_on", {})
 
     def table(scores: list[Score]) -> list[str]:
-        out = ["| score | AUROC | 95 % CI (problems) | AUPRC | steps | helps |", "| --- | --- | --- | --- | --- | --- |"]
+        out = ["| score | AUROC | 95 % CI (problems) | AUPRC | steps | helps |",
+               "| --- | --- | --- | --- | --- | --- |"]
         for s in scores:
             ci = f"[{s.auroc_ci[0]:.3f}, {s.auroc_ci[1]:.3f}]" if s.auroc_ci else "—"
             out.append(f"| {s.name} | {_fmt(s.auroc)} | {ci} | {_fmt(s.auprc)} | {s.n} | {s.positives} |")

@@ -142,7 +142,7 @@ class Metrics:
                 if kind == "histogram":
                     for key, (counts, total, n) in sorted(self._hist.get(name, {}).items()):
                         cum = 0
-                        for bound, c in zip((*self.buckets, math.inf), counts):
+                        for bound, c in zip((*self.buckets, math.inf), counts, strict=True):
                             cum += c
                             le = (*key, ("le", _fmt_value(bound)))
                             lines.append(f"{full}_bucket{_fmt_labels(le)} {cum}")

@@ -78,8 +78,9 @@ class ServerConfig:
         """The names requests may give as ``rankguide.steer``: the ``.gguf`` files of ``steer_dir``, sorted."""
         if not self.steer_dir:
             return []
-        return sorted(f[:-5] for f in os.listdir(self.steer_dir)
-                      if f.endswith(".gguf") and not f.startswith(".") and os.path.isfile(os.path.join(self.steer_dir, f)))
+        d = self.steer_dir
+        return sorted(f[:-5] for f in os.listdir(d)
+                      if f.endswith(".gguf") and not f.startswith(".") and os.path.isfile(os.path.join(d, f)))
 
     def steering_file(self, name: str) -> str:
         """The file a request's ``rankguide.steer`` names: ``NAME`` or ``NAME.gguf`` in ``steer_dir``, never a

@@ -204,7 +204,7 @@ def ranks_from_spectra(sv: np.ndarray, eps: float, denoms: Sequence[int]) -> lis
         stable = np.einsum("ij,ij->i", sv, sv) / (top * top)
     eff = np.exp(ent)
     out = []
-    for b, (nb, eb, sb, tb) in enumerate(zip(num.tolist(), eff.tolist(), stable.tolist(), top.tolist())):
+    for b, (nb, eb, sb, tb) in enumerate(zip(num.tolist(), eff.tolist(), stable.tolist(), top.tolist(), strict=True)):
         denom = int(denoms[b])
         out.append(RankValues(float(nb), eb, sb, denom) if denom > 0 and tb > 0 else ZERO_RANKS)
     return out
@@ -248,7 +248,7 @@ def ranks_from_grams(grams: Sequence[np.ndarray], denoms: Sequence[int], *, eps:
             row += part.shape[0]
     floor = _FLOOR_ULPS * float(np.finfo(dtype).eps) * lam[:, :1]
     sv = np.sqrt(np.where(lam > floor, lam, 0.0))
-    for i, rv in zip(todo, ranks_from_spectra(sv, eps, [denoms[i] for i in todo])):
+    for i, rv in zip(todo, ranks_from_spectra(sv, eps, [denoms[i] for i in todo]), strict=True):
         out[i] = rv
     return out
 
@@ -327,7 +327,7 @@ def batch_window_spectra(windows: Sequence[np.ndarray], *, eps: float, centre: b
     prepared = prepare_windows(windows, centre=centre, row_normalise=row_normalise, dtype=dt)
     denoms = [rank_denominator(x.shape[0], x.shape[1], centre=centre) for x, _ in prepared]
     ranks = ranks_from_grams([g for _, g in prepared], denoms, eps=eps, dtype=dt)
-    return [WindowSpectrum(x, g, rv) for (x, g), rv in zip(prepared, ranks)]
+    return [WindowSpectrum(x, g, rv) for (x, g), rv in zip(prepared, ranks, strict=True)]
 
 
 def batch_window_ranks(windows: Sequence[np.ndarray] | np.ndarray, *, eps: float, centre: bool = True,

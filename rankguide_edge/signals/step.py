@@ -376,7 +376,8 @@ class StepSignalComputer:
         for j, layer in enumerate(layers):
             for w, i in (("step", slot[j][0]), ("win", slot[j][1])):
                 r = ranks[i]
-                out.update(zip(keys[(layer, w)], (r.num, r.num_norm, r.eff, r.eff_norm, r.stable, r.stable_norm)))
+                out.update(zip(keys[(layer, w)], (r.num, r.num_norm, r.eff, r.eff_norm, r.stable, r.stable_norm),
+                               strict=True))
         win_rows = prepared[slot[0][1]][0].shape[0]
         out["rank.rows.step"] = float(prepared[slot[0][0]][0].shape[0])
         out["rank.rows.win"] = float(win_rows)
@@ -384,7 +385,7 @@ class StepSignalComputer:
             cur, prev = ranks[slot[j][0]], self._prev_step.get(layer)
             deltas = ((cur.num_norm - prev.num_norm, cur.eff_norm - prev.eff_norm, cur.stable_norm - prev.stable_norm)
                       if prev else (0.0, 0.0, 0.0))
-            out.update(zip(keys[(layer, "delta")], map(float, deltas)))
+            out.update(zip(keys[(layer, "delta")], map(float, deltas), strict=True))
 
         jp = layers.index(prim)
         own_rows, own_gram = prepared[slot[jp][0]]

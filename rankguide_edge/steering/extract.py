@@ -311,7 +311,7 @@ def _computed_scores(forced: _Forced, thoughts: Sequence[Thought], signal_layers
     computer = StepSignalComputer(signal_cfg)
     out: list[float | None] = []
     prev = -1
-    for t, d in zip(thoughts, forced.delim_tokens):
+    for t, d in zip(thoughts, forced.delim_tokens, strict=True):
         if d <= prev:
             out.append(None)
             continue
@@ -414,7 +414,7 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
                 report.signal_sources[source] += 1
             report.problems += 1
             prev = -1
-            for t, d, s in zip(thoughts, forced.delim_tokens, scores):
+            for t, d, s in zip(thoughts, forced.delim_tokens, scores, strict=True):
                 if d <= prev or d >= len(forced.hidden[layers[0]]):
                     shared[t.kind] += 1
                     continue
@@ -440,7 +440,7 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
             report.threshold_other = hi if cfg.fail_side == "high" else -hi
     else:
         keep = np.ones(len(table), dtype=bool)
-    for r, k in zip(table, keep):
+    for r, k in zip(table, keep, strict=True):
         r.kept = bool(k)
         c = report.thoughts[r.kind]
         c["total"] += 1

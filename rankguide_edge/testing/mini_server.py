@@ -167,7 +167,7 @@ def _logprobs_completions(model: Model, events: list[Any], n: int) -> dict[str, 
     for p in pieces:
         offsets.append(pos)
         pos += len(p)
-    top = [{model.detokenize([int(t)]): float(lp) for t, lp in zip(e.top_ids[:n], e.top_logprobs[:n])}
+    top = [{model.detokenize([int(t)]): float(lp) for t, lp in zip(e.top_ids[:n], e.top_logprobs[:n], strict=True)}
            for e in events]
     return {"tokens": pieces, "token_logprobs": [e.logprob for e in events], "top_logprobs": top,
             "text_offset": offsets}
@@ -177,7 +177,7 @@ def _logprobs_chat(model: Model, events: list[Any], n: int) -> dict[str, Any]:
     return {"content": [
         {"token": model.detokenize([e.id]), "logprob": e.logprob,
          "top_logprobs": [{"token": model.detokenize([int(t)]), "logprob": float(lp)}
-                          for t, lp in zip(e.top_ids[:n], e.top_logprobs[:n])]}
+                          for t, lp in zip(e.top_ids[:n], e.top_logprobs[:n], strict=True)]}
         for e in events]}
 
 
