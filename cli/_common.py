@@ -43,9 +43,9 @@ def load_config_file(path: str) -> dict[str, Any]:
 
     try:
         if path.endswith(".toml"):
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # Python 3.10
+            else:
                 import tomli as tomllib
 
             with open(path, "rb") as fh:

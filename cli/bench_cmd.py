@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from rankguide_edge.config import RuntimeConfig
@@ -146,9 +148,9 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     routers = _named_files("--router-file", router_specs, "a router file")
     check_steering(ms, steering)  # before any model loads
     check_routers(ms, routers)
-    for path in [router, *routers.values()]:
-        if path:
-            load_router(path)  # a malformed router file fails now
+    for router_file in [router, *routers.values()]:
+        if router_file:
+            load_router(router_file)  # a malformed router file fails now
     if not is_local(lrm) and any(m.policy == SPECDEC for m in ms):
         raise ConfigError("specdec needs a local LRM (a model name or GGUF path), not a server URL")
     problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
@@ -230,7 +232,7 @@ def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None,
         from rankguide_edge.evaluation._figures import draw_png
 
         for name, draw in (("pareto.png", write_pareto), ("share.png", write_share_plot)):
-            note = draw_png(lambda p, draw=draw: draw(summary, p), os.path.join(target, name))
+            note = draw_png(functools.partial(draw, summary), os.path.join(target, name))
             if note:
                 click.echo(f"note: {note}", err=True)
     if as_json:

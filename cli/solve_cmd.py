@@ -67,8 +67,7 @@ def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | No
 
     cfg = ReasonerConfig(policy=policy, decide=decide, max_tokens=max_tokens, temperature=temperature, seed=seed,
                          steer=steer or "", steer_scale=steer_scale, steer_where=steer_where, router=router or "",
-                         lrm_first=lrm_first,
-                         **({} if threshold is None else {"threshold": threshold}))
+                         lrm_first=lrm_first, threshold=threshold)
     return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed,
                                                                            n_gpu_layers=n_gpu_layers),
                   lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, lrm_retries=lrm_retries,

@@ -180,7 +180,7 @@ def _extras(rep: DoctorReport) -> None:
     facts: dict[str, Any] = {}
     for feature, (modules, extra) in EXTRAS.items():
         absent = [m for m in modules if importlib.util.find_spec(m) is None]
-        versions = {}
+        versions: dict[str, str | None] = {}
         for m in modules:
             try:
                 versions[m] = metadata.version(m.replace("_", "-"))

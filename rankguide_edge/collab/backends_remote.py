@@ -291,13 +291,17 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if the reply gave an object there, else an empty one (a missing or malformed field)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _parse(reply: dict[str, Any], *, chat: bool) -> _Answer:
     """Read the first choice of a completions or chat reply (missing fields become None/"")."""
     choices = reply.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     if chat:
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-        text = message.get("content") or ""
+        text = _mapping(choice.get("message")).get("content") or ""
     else:
         text = choice.get("text") or ""
     if not isinstance(text, str):
@@ -319,8 +323,7 @@ def _parse(reply: dict[str, Any], *, chat: bool) -> _Answer:
             stop_hit, ended = reason, False
         else:
             ended = True
-    usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
-    timings = reply.get("timings") if isinstance(reply.get("timings"), dict) else {}
+    usage, timings = _mapping(reply.get("usage")), _mapping(reply.get("timings"))
     prefill = _int_or_none(timings.get("prompt_n"))  # llama-server: tokens actually processed
     if prefill is None:
         prefill = _int_or_none(usage.get("prompt_tokens"))

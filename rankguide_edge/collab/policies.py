@@ -49,8 +49,11 @@ class StepView:
 @runtime_checkable
 class Policy(Protocol):
     name: str
-    #: decision points at which the policy's score means something
-    points: tuple[str, ...]
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        """Decision points at which the policy's score means something (read only: a class attribute will do)."""
+        ...
 
     def score(self, view: StepView) -> float: ...
 
@@ -197,7 +200,7 @@ class RandomPolicy:
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"random policy p={p} must lie in [0, 1]")
         self.p, self.seed = p, seed
-        self.reset()
+        self._rng: np.random.Generator | None = None
 
     def score(self, view: StepView) -> float:
         if self._rng is None:  # first decision of a solve: a stream of its own per (seed, problem)
@@ -205,7 +208,7 @@ class RandomPolicy:
         return 1.0 if self._rng.random() < self.p else 0.0
 
     def reset(self) -> None:
-        self._rng: np.random.Generator | None = None
+        self._rng = None
 
 
 class ConstantPolicy:

@@ -123,7 +123,7 @@ def parse_router(data: Any, source: str = "<dict>") -> Router:
 def load_router(path: str | os.PathLike[str] | None = None) -> Router:
     """Load a router file (None or "": the shipped default). Cached by path and modification time."""
     if not path:
-        ref = resources.files("rankguide_edge").joinpath("routers", "default.json")
+        ref = resources.files("rankguide_edge").joinpath("routers").joinpath("default.json")
         text = ref.read_text(encoding="utf-8")
         key = ("<default>", 0)
         with _LOCK:

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +113,14 @@ class ModelManifest:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
-            raise DependencyError("reading model manifests on Python 3.10 needs tomli; run `pip install tomli`") from None
+            raise DependencyError(
+                "reading model manifests on Python 3.10 needs tomli; run `pip install tomli`") from None
     with path.open("rb") as fh:
         return tomllib.load(fh)
 

@@ -606,7 +606,7 @@ def parse_layer_spec(spec: str | Sequence[int], n_layer: int) -> list[int]:
         return 0 <= (il + n_layer if il < 0 else il) < n_layer
 
     pairs = _layer_ranges(spec) if isinstance(spec, str) else [(int(x), int(x)) for x in spec]
-    out = set()
+    out: set[int] = set()
     for a, b in pairs:
         if a > b:
             continue

@@ -202,7 +202,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
             name: (table[lrm_m]["latency_s"][name] / lat) if lrm_m and lat else None
             for name, lat in row["latency_s"].items()}
         gap = (table[lrm_m]["accuracy"] - table[srm_m]["accuracy"]) if lrm_m and srm_m else None
-        row["pgr"] = ((row["accuracy"] - table[srm_m]["accuracy"]) / gap) if gap else None
+        row["pgr"] = ((row["accuracy"] - table[srm_m]["accuracy"]) / gap) if gap and srm_m else None
     for m in methods:  # lossless in exact arithmetic; batched verification can flip near-ties
         if table[m]["policy"] == "specdec" and lrm_m:
             table[m]["same_text_as_lrm"] = (sum(by_id[i][m].get("text") == by_id[i][lrm_m].get("text") for i in common)

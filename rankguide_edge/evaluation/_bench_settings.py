@@ -73,12 +73,13 @@ def start_session(out: Path, settings: Mapping[str, Any], *, threads: int) -> st
         for key in COMPARED:
             new_value, old_value = settings.get(key), old.get(key)
             if key in NAMED_FILES:  # new names may join; a name may not change its file
-                clash = sorted(n for n in set(new_value or {}) & set(old_value or {}) if new_value[n] != old_value[n])
+                new_named, old_named = new_value or {}, old_value or {}
+                clash = sorted(n for n in set(new_named) & set(old_named) if new_named[n] != old_named[n])
                 if clash:
                     option = "--steer" if key == "steering" else "--router-file"
-                    raise ConfigError(f"{out} declared {option} {clash[0]} with file digest {old_value[clash[0]]}, "
-                                      f"not {new_value[clash[0]]}: use the same file, a new name or a new --out")
-                old[key] = {**(old_value or {}), **(new_value or {})}
+                    raise ConfigError(f"{out} declared {option} {clash[0]} with file digest {old_named[clash[0]]}, "
+                                      f"not {new_named[clash[0]]}: use the same file, a new name or a new --out")
+                old[key] = {**old_named, **new_named}
             elif old_value is None and key == "lrm":  # a first run of SRM-only methods named no LRM
                 old["lrm"] = new_value
             elif new_value != old_value and not (key == "lrm" and new_value is None):

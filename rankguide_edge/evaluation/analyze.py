@@ -19,6 +19,7 @@ Outputs in the chosen directory (each written to a temporary name, then renamed)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -283,7 +284,7 @@ def _step_level(t: TraceTable, w: np.ndarray) -> dict[str, Any]:
         return {"available": False, "n_labelled": int(labelled.sum()),
                 "note": "step labels hold one class only; step-level AUROC not computed"}
     ws = w[:_STEP_BOOTSTRAP, t.owner[labelled]]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k, key in enumerate(t.keys):
         est = st.estimate(t.values[labelled, k], y, ws)
         rows.append({"signal": key, "auroc": 0.5 if est.value is None else est.value, "ci": est.ci,
@@ -315,11 +316,11 @@ def _combined(rows: list[dict[str, Any]], ests: dict[str, tuple[st.Estimate, st.
     by = {r["name"]: r for r in rows}
     out: dict[str, Any] = {"route": by.get("fail.route:max"), "entropy_max": by.get("text.entropy_max:max"),
                            "entropy_mean": by.get("text.entropy_max:mean"), "primary_layer": prim}
-    ent = [n for n in ("text.entropy_max:max", "text.entropy_max:mean")
-           if n in ests and ests[n][0].value is not None]
+    ent = {n: v for n in ("text.entropy_max:max", "text.entropy_max:mean")
+           if n in ests and (v := ests[n][0].value) is not None}
     route = ests.get("fail.route:max")
     if route is not None and route[0].value is not None and ent:
-        best = max(ent, key=lambda n: ests[n][0].value)  # both scores are meant as "high = failure"
+        best = max(ent, key=ent.__getitem__)  # both scores are meant as "high = failure"
         d = _paired_diff(route[0], ests[best][0])
         ds = _paired_diff(route[1], ests[best][1])
         out.update({"entropy_best": best, "route_minus_entropy": d, "verdict": _verdict(d),
@@ -491,7 +492,7 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, pl
 
         for key, draw in (("roc", plot_roc), ("trajectories", plot_trajectories)):
             png = out / f"{key}.png"
-            note = draw_png(lambda p, draw=draw: draw(result, p), png)
+            note = draw_png(functools.partial(draw, result), png)
             if note is None:
                 files[key] = str(png)
             else:
@@ -520,7 +521,7 @@ def analyze(traces_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     named in ``plot_notes``; it never fails the analysis.
     """
     cfg = config or AnalyzeConfig()
-    over = {"min_traces": min_traces, "strict": strict, "plots": plots,
+    over: dict[str, Any] = {"min_traces": min_traces, "strict": strict, "plots": plots,
             "thresholds": None if thresholds is None else tuple(thresholds)}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if v is not None})
     table = load_traces(traces_path, strict=cfg.strict)

@@ -238,7 +238,7 @@ class _MeteredBackend:
         out = self.inner.rate(messages, prefix, step, prompt)
         self.judge_s += time.perf_counter() - t0
         self.judge_calls += 1
-        if before is not None:
+        if before is not None and ctx is not None:
             after = ctx.tokens
             self.judge_prefill += 0 if after == before else len(after) - min(common_prefix(before, after),
                                                                              len(after) - 1)

@@ -268,7 +268,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
     chosen: dict[str, float] = {}
     table: list[dict[str, Any]] = []
     for decide in DECISION_POINTS:
-        cands = []
+        cands: list[dict[str, Any]] = []
         for (d, thr), rs in sorted(groups.items()):
             if d != decide:
                 continue
@@ -276,7 +276,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
             secs = float(np.mean([seconds(r) for r in rs]))
             steps = sum(int(r.get("n_steps", 0)) for r in rs)
             lrm_share = sum(int(r.get("lrm_steps", 0)) for r in rs) / steps if steps else 0.0
-            row = {"decide": d, "threshold": thr, "n": len(rs), "accuracy": acc, "seconds": secs,
+            row: dict[str, Any] = {"decide": d, "threshold": thr, "n": len(rs), "accuracy": acc, "seconds": secs,
                    "lrm_share": lrm_share, "latency_ratio": ratio(rs)}
             table.append(row)
             cands.append(row)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..config import bounded, validate
 from ..errors import ConfigError, DatasetError
@@ -190,7 +191,7 @@ def packaged_files() -> list[PackagedFile]:
     return out
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def _open_binary(path: Path) -> io.BufferedIOBase:
     """The file's bytes, decompressed when its name ends in ``.gz``."""
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -202,10 +203,10 @@ def load_profile(spec: str, model_bytes: Mapping[str, int | None] | None = None)
         raise ConfigError(f"unknown profile {spec!r}: use {', '.join(profile_names())} or a .toml/.json file")
     try:
         if path.suffix.lower() == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:
+                import tomli as tomllib
 
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         else:

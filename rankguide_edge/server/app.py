@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -71,7 +71,7 @@ def exception_response(exc: BaseException) -> JSONResponse:
 
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:
-    return json.loads(exception_response(exc).body)
+    return json.loads(bytes(exception_response(exc).body))
 
 
 def _sse(obj: dict[str, Any] | str) -> bytes:
@@ -105,7 +105,7 @@ class _EdgeMiddleware:
         t0 = time.perf_counter()
         state: dict[str, Any] = {"status": None, "done": False}
 
-        async def send_wrapper(message: dict[str, Any]) -> None:
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -166,7 +166,7 @@ def create_app(settings: ServerConfig | None = None, solver_factory: SolverFacto
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid request"}
+        first: dict[str, Any] = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
             return error_response(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}",
                                   code="invalid_json")
@@ -296,7 +296,7 @@ def create_app(settings: ServerConfig | None = None, solver_factory: SolverFacto
                         yield _sse(_error_payload(payload))
                         break
                     elif what == "cancelled":
-                        yield _sse(json.loads(timeout_response().body) if payload == "timeout"
+                        yield _sse(json.loads(bytes(timeout_response().body)) if payload == "timeout"
                                    else error_body("the request was cancelled", "server_error", code="cancelled"))
                         break
                     item = await queue.get()

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from ..errors import ConfigError
 from .settings import ServerConfig
 
 #: the default benchmark question (a short GSM8K-style problem)
@@ -36,10 +37,16 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.quantile(np.asarray(values, dtype=np.float64), q))
 
 
+def _connection(base_url: str, timeout: float) -> http.client.HTTPConnection:
+    u = urllib.parse.urlsplit(base_url)
+    if not u.hostname:
+        raise ConfigError(f"server URL {base_url!r} names no host; use http://HOST:PORT")
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+
+
 def _post(base_url: str, path: str, body: dict[str, Any], api_key: str = "", timeout: float = 600.0
           ) -> tuple[int, bytes]:
-    u = urllib.parse.urlsplit(base_url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    conn = _connection(base_url, timeout)
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -58,8 +65,7 @@ def stream_chat(base_url: str, body: dict[str, Any], api_key: str = "", timeout:
     Returns ``{"status", "text", "chunks", "first_chunk_s", "seconds", "completion_tokens", "done"}``
     (``first_chunk_s``: time to the first content delta; ``completion_tokens`` from the usage chunk).
     """
-    u = urllib.parse.urlsplit(base_url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    conn = _connection(base_url, timeout)
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"

@@ -24,13 +24,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TypedDict
 
 from ..config import bounded, validate
 from ..errors import ConfigError
 
-_W = dict(lo=0.0, hi=100.0)
-_C = dict(lo=-1e6, hi=1e6)
-_S = dict(lo=-1e6, hi=1e6)
+
+class _Bounds(TypedDict):
+    """The ``lo``/``hi`` keywords of :func:`bounded`, typed so that ``**_W`` is checked like spelled-out ones."""
+
+    lo: float
+    hi: float
+
+
+_W: _Bounds = {"lo": 0.0, "hi": 100.0}
+_C: _Bounds = {"lo": -1e6, "hi": 1e6}
+_S: _Bounds = {"lo": -1e6, "hi": 1e6}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ entropies and top-k log-probabilities. The result is a flat ``dict[str, float]``
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,14 +137,13 @@ def resolve_layers(config: SignalConfig, available: Sequence[int]) -> tuple[int,
     avail = sorted({int(i) for i in available})
     if not avail:
         raise InvalidInputError("no hidden states were passed; tap at least one layer")
-    if config.layers == "all":
-        return tuple(avail)
-    if config.layers == "last":
-        return (avail[-1],)
-    missing = [i for i in config.layers if i not in avail]  # type: ignore[union-attr]
+    layers = config.layers
+    if isinstance(layers, str):  # "all" or "last" (__post_init__ admits no other string)
+        return tuple(avail) if layers == "all" else (avail[-1],)
+    missing = [i for i in layers if i not in avail]
     if missing:
         raise LayerIndexError(f"layer(s) {missing} were not tapped; tap them or use layers from {avail}")
-    return tuple(config.layers)  # type: ignore[arg-type]
+    return tuple(layers)
 
 
 def _primary(config: SignalConfig, layers: Sequence[int]) -> int:
@@ -343,7 +343,7 @@ class StepSignalComputer:
             rows = np.unique(np.linspace(0, n_tok - 1, c.step_max_rows).round().astype(np.intp))
         else:
             rows = None
-        kw = {"centre": c.centre, "row_normalise": c.row_normalise, "dtype": self._dtype}
+        prep = functools.partial(prepare_window, centre=c.centre, row_normalise=c.row_normalise, dtype=self._dtype)
         keep = max(c.window, c.tucker_window)
         prepared: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, gram) of every distinct window
         slot: list[tuple[int, int]] = []  # per layer: indices of its step and sliding windows in ``prepared``
@@ -351,11 +351,11 @@ class StepSignalComputer:
         for layer in layers:
             h = hs[layer]
             win_w = self._win_rows(layer, h, c.window)
-            prepared.append(prepare_window(h[rows] if rows is not None else h, **kw))
+            prepared.append(prep(h[rows] if rows is not None else h))
             if rows is None and win_w.shape[0] == n_tok:
                 slot.append((len(prepared) - 1, len(prepared) - 1))
             else:
-                prepared.append(prepare_window(win_w, **kw))
+                prepared.append(prep(win_w))
                 slot.append((len(prepared) - 2, len(prepared) - 1))
             tails[layer] = self._next_tail(layer, h, keep)  # copied now, while h is still in cache
         grams = [g for _, g in prepared]

@@ -241,8 +241,9 @@ def _trace_scores(rec: Mapping[str, Any], thoughts: Sequence[Thought], signal: s
     for s in rec.get("steps") or []:
         text = str(s.get("text", ""))
         value = (s.get("signals") or {}).get(signal)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        by_span[(pos, pos + len(text))] = float(value) if ok else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            value = None
+        by_span[(pos, pos + len(text))] = None if value is None else float(value)
         pos += len(text)
     return [by_span.get((t.start, t.end)) for t in thoughts]
 
@@ -477,7 +478,7 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
     if cfg.filter == "rank":
         meta.update({"rankguide.signal": cfg.signal, "rankguide.fail_side": cfg.fail_side,
                      "rankguide.band": float(cfg.band)})
-    for c in CLASSES:
-        meta[f"rankguide.kept.{c}"] = report.thoughts[c]["kept"]
-        meta[f"rankguide.total.{c}"] = report.thoughts[c]["total"]
+    for kind in CLASSES:
+        meta[f"rankguide.kept.{kind}"] = report.thoughts[kind]["kept"]
+        meta[f"rankguide.total.{kind}"] = report.thoughts[kind]["total"]
     return ExtractResult(ControlVector(model.arch, directions, meta), report, table)

@@ -75,7 +75,7 @@ class MiniServer:
         self._release = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False  # type: ignore[attr-defined]
+        self._httpd.block_on_close = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -85,7 +85,8 @@ class MiniServer:
     @property
     def url(self) -> str:
         """The API root, ``http://host:port/v1``."""
-        return f"http://{self._httpd.server_address[0]}:{self.port}/v1"
+        # typeshed types a server address's host as str | bytes (bytes for AF_UNIX); an AF_INET server's is str
+        return f"http://{self._httpd.server_address[0]}:{self.port}/v1"  # type: ignore[str-bytes-safe]
 
     def start(self) -> MiniServer:
         if self._thread is None:
