@@ -39,24 +39,9 @@ def emit_json(obj: Any) -> None:
 
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a JSON or TOML config file into a dict (one-line ConfigError on failure)."""
-    from rankguide_edge.errors import ConfigError
+    from rankguide_edge.files import read_mapping
 
-    try:
-        if path.endswith(".toml"):
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:
-                import tomli as tomllib
-
-            with open(path, "rb") as fh:
-                return tomllib.load(fh)
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold an object of keys")
-    return data
+    return read_mapping(path, "config file")
 
 
 def steer_options() -> list[Callable[[F], F]]:

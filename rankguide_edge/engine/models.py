@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from ..errors import (
     NotAGGUFError,
     UnknownModelError,
 )
+from ..files import read_toml
 
 #: the default small reasoning model (the one whose hidden states are read)
 DEFAULT_SRM = "qwen2.5-coder-0.5b-instruct"
@@ -112,23 +112,10 @@ class ModelManifest:
             raise ConfigError(f"model {self.name} needs at least one [[parts]] table")
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise DependencyError(
-                "reading model manifests on Python 3.10 needs tomli; run `pip install tomli`") from None
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
-
-
 def _read_manifest(path: Path) -> ModelManifest:
     """Parse and check one manifest file; every problem is a ConfigError naming the file."""
     try:
-        data = _load_toml(path)
+        data = read_toml(path)
     except OSError as exc:
         raise ConfigError(f"cannot read model manifest {path}: {exc.strerror}; check its permissions") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError

@@ -36,9 +36,7 @@ fit more than hundreds of clean ones), refitting until that set settles. The shi
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -48,6 +46,7 @@ import numpy as np
 
 from ..config import bounded, from_mapping, validate
 from ..errors import ConfigError
+from ..files import read_mapping
 
 MEASURED = "measured"
 
@@ -201,20 +200,7 @@ def load_profile(spec: str, model_bytes: Mapping[str, int | None] | None = None)
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(f"unknown profile {spec!r}: use {', '.join(profile_names())} or a .toml/.json file")
-    try:
-        if path.suffix.lower() == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:
-                import tomli as tomllib
-
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        else:
-            data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read profile file {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"profile file {path} must hold a table with srm and lrm")
+    data = read_mapping(path, "profile file")
     name = data.get("name") or path.stem
     if name in profile_names():  # it would silently replace the shipped one in every report table
         raise ConfigError(f"profile file {path} is named {name!r} like a shipped profile: set another name "
