@@ -93,6 +93,52 @@ def _marker(source: str) -> str:
     return click.style("[LRM]", fg="magenta", bold=True) if source == "lrm" else click.style("[SRM]", fg="cyan")
 
 
+class StepPrinter:
+    """Prints a solve's events (the one event model, ``collab.events``) as they arrive: each step after its
+    [SRM]/[LRM] marker, token by token where tokens stream, its trailing blank lines replaced by its note.
+
+    ``drafts`` True (chat): SRM drafts show live, and one the LRM replaces ends with "↩ routed". False (solve):
+    only final text shows, so nothing printed is ever withdrawn. ``scores``: each step ends with its score.
+    """
+
+    def __init__(self, *, drafts: bool, scores: bool) -> None:
+        self.drafts, self.scores = drafts, scores
+        self.shown = ""  # the current step's text printed so far (its trailing whitespace held back)
+        self.held = ""
+        self.source: str | None = None
+
+    def __call__(self, kind: str, payload: Any) -> None:
+        if kind == "token" and (payload.final or self.drafts):
+            self._write(payload.source, payload.text)
+        elif kind == "discard" and self.source is not None:
+            sys.stdout.write(click.style(" ↩ routed", fg="yellow") + "\n")
+            self._reset()
+        elif kind == "step":
+            done = self.shown + self.held
+            self._write(payload.source, payload.text[len(done):] if payload.text.startswith(done) else payload.text)
+            note = f"  (score {payload.score:.2f})" if self.scores and payload.score is not None else ""
+            if payload.lrm_error:
+                note += click.style(f"  [LRM failed: {payload.lrm_error}; kept the SRM step]", fg="yellow")
+            sys.stdout.write(note + "\n")
+            self._reset()
+        sys.stdout.flush()
+
+    def _reset(self) -> None:
+        self.shown, self.held, self.source = "", "", None
+
+    def _write(self, source: str, text: str) -> None:
+        if not text:
+            return
+        if self.source != source:
+            sys.stdout.write(_marker(source) + " ")
+            self.source = source
+        body = (self.held + text).rstrip()
+        if body:
+            sys.stdout.write(body)
+            self.shown += body
+        self.held = (self.held + text)[len(body):]
+
+
 @click.command()
 @click.argument("question")
 @collab_options
@@ -110,16 +156,11 @@ def solve(question: str, kind: str, as_json: bool, **opts: Any) -> None:
     from rankguide_edge.collab.reasoner import check_question
 
     check_question(question)
-    with open_solver(progress=not as_json, **opts) as solver:
-        out = solver.solve(question, kind=kind)
+    with open_solver(progress=not as_json, **opts) as solver:  # steps print as they are written, final text only
+        out = solver.solve(question, kind=kind, on_event=None if as_json else StepPrinter(drafts=False, scores=True))
     if as_json:
         emit_json(out.to_dict())
         return
-    for st in out.result.steps:
-        note = f"  (score {st.score:.2f})" if st.score is not None else ""
-        if st.lrm_error:
-            note += click.style(f"  [LRM failed: {st.lrm_error}; kept the SRM step]", fg="yellow")
-        click.echo(f"{_marker(st.source)} {st.text.rstrip()}{note}")
     r = out.result
     click.echo(click.style(f"answer: {out.answer}", bold=True))
     click.echo(f"[{len(r.steps)} steps, {sum(s.source == 'lrm' for s in r.steps)} by the LRM; "
@@ -132,7 +173,7 @@ def solve(question: str, kind: str, as_json: bool, **opts: Any) -> None:
 @collab_options
 @handle_errors
 def chat(**opts: Any) -> None:
-    """Interactive multi-turn chat. SRM tokens stream as they are written; LRM steps are marked.
+    """Interactive multi-turn chat. Both models' tokens stream as they are written; LRM steps are marked.
 
     Commands: /reset (forget the conversation), /policy NAME, /threshold X (or auto: the router's),
     /decide post|early|pre, /steer FILE [SCALE] or /steer off, /stats, /quit. Ctrl-C or Ctrl-D leaves.
@@ -190,26 +231,8 @@ def chat(**opts: Any) -> None:
                     click.echo(f"error: {exc}")
                 continue
             history.append(("user", line))
-            srm_marked = False  # the [SRM] marker goes out with the first SRM token after an LRM step (or none)
-
-            def on_event(kind: str, payload: Any) -> None:
-                nonlocal srm_marked
-                if kind == "token":
-                    if not srm_marked:
-                        sys.stdout.write(_marker("srm") + " ")
-                        srm_marked = True
-                    sys.stdout.write(payload)
-                elif kind == "discard":
-                    sys.stdout.write(click.style(" ↩ routed\n", fg="yellow"))
-                elif kind == "step" and payload.source == "lrm":
-                    sys.stdout.write(f"{_marker('lrm')} {payload.text}")
-                    if not payload.text.endswith("\n"):
-                        sys.stdout.write("\n")
-                    srm_marked = False
-                sys.stdout.flush()
-
-            try:
-                result = solver.chat(history, on_event=on_event)
+            try:  # drafts show live; one the LRM replaces is marked "↩ routed"
+                result = solver.chat(history, on_event=StepPrinter(drafts=True, scores=False))
             except KeyboardInterrupt:
                 click.echo(click.style("\n(interrupted)", fg="yellow"))
                 history.pop()

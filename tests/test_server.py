@@ -84,8 +84,9 @@ def sse_events(payload: bytes) -> list[str]:
 
 
 def test_models_health_and_model_card(server: BackgroundServer, client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert [m.id for m in client.models.list().data] == [MODEL, "srm", "lrm"]
     assert client.models.retrieve(MODEL).id == MODEL
+    assert client.models.retrieve("lrm").model_extra["rankguide"]["role"] == "lrm"
     status, _, body = raw(server, "GET", "/health")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok" and health["workers"] == 1 and health["lrm_available"]
@@ -117,11 +118,16 @@ def test_stream_gives_the_same_text_in_openai_chunks(server: BackgroundServer, c
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert "".join(pieces) == full.choices[0].message.content
-    # one delta per kept step, each tagged with its step and model
+    # each delta tagged with its step and model, in step order; an LRM step (final as it is written) arrives
+    # token by token, many chunks per step; SRM drafts the policy may still replace arrive whole with their step
     deltas = [c for c in chunks if c.choices and c.choices[0].delta.content]
     steps = full.model_extra["rankguide"]["steps"]
-    assert len(deltas) == len(steps) and [d.model_extra["rankguide"]["source"] for d in deltas] == \
-        [s["source"] for s in steps]
+    tags = [(d.model_extra["rankguide"]["step"], d.model_extra["rankguide"]["source"]) for d in deltas]
+    assert [t for i, t in enumerate(tags) if i == 0 or tags[i - 1] != t] == [(s["index"], s["source"]) for s in steps]
+    for s in steps:
+        n = tags.count((s["index"], s["source"]))
+        assert n == 1 if s["source"] == "srm" else (n > 1 or s["lrm_tokens"] <= 1)
+    assert any(s["source"] == "lrm" and s["lrm_tokens"] > 1 for s in steps)
     last = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
     assert last.choices[0].finish_reason == full.choices[0].finish_reason
     assert last.model_extra["rankguide"]["usage"] == full.model_extra["rankguide"]["usage"]
@@ -202,6 +208,61 @@ def test_stop_strings_cut_the_answer_even_across_steps(server: BackgroundServer,
             resp = client.chat.completions.create(model=MODEL, messages=msgs, stop=stop)
             got, reason = resp.choices[0].message.content, resp.choices[0].finish_reason
         assert got == expected and reason == "stop"
+
+
+# ------------------------------------------------------------------------------------- who answers: model
+
+
+def _alone(model: Path, policy: str, question: str = QUESTION) -> Any:
+    """The reference answer of one model alone (policy srm or lrm, no plan), with the server's settings."""
+    with Model(model) as m, LocalBackend(m, RuntimeConfig(n_ctx=512), progress=False) as lrm, \
+            Reasoner(m, lrm, ReasonerConfig(policy=policy, lrm_first=0, max_tokens=40, max_step_tokens=8),
+                     runtime=RuntimeConfig(n_ctx=512)) as r:
+        return r.solve([("user", question)])
+
+
+@pytest.mark.parametrize("model_id, policy", [("srm", "srm"), ("lrm", "lrm")])
+def test_the_model_field_picks_the_srm_or_the_lrm_alone(client: openai.OpenAI, tiny_gguf: Path, model_id: str,
+                                                          policy: str) -> None:
+    ref = _alone(tiny_gguf, policy)
+    resp = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": QUESTION}])
+    rg = resp.model_extra["rankguide"]
+    assert resp.model == model_id and resp.choices[0].message.content == ref.answer_text != ""
+    assert {s["source"] for s in rg["steps"]} == {policy} and rg["policy"] == policy
+    assert rg["usage"]["lrm_calls"] == (0 if policy == "srm" else len(ref.steps))
+    assert rg["usage"]["srm_discarded_tokens"] == 0  # no routing: nothing drafted in vain
+    streamed = client.chat.completions.create(model=model_id, stream=True,
+                                              messages=[{"role": "user", "content": QUESTION}])
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == ref.answer_text
+    # the routed id is untouched: it still routes (the tiny model's plan is the LRM's)
+    routed = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}])
+    assert routed.model_extra["rankguide"]["policy"] == "rankguide"
+
+
+def test_the_single_model_ids_refuse_routing_settings_and_unknown_ids_are_404(server: BackgroundServer,
+                                                                              client: openai.OpenAI) -> None:
+    for model_id, key, value in (("srm", "policy", "entropy"), ("lrm", "threshold", 0.5), ("lrm", "steer", "seal")):
+        got, _, payload = raw(server, "POST", "/v1/chat/completions", chat(model=model_id, rankguide={key: value}))
+        assert got == 400 and error_of(400, payload)["param"] == f"rankguide.{key}"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QUESTION}])
+    assert err.value.body["code"] == "model_not_found" and "'srm'" in err.value.body["message"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+
+
+def test_own_model_names_are_aliases_and_lrm_is_absent_without_an_lrm(tiny_gguf: Path, tmp_path: Path) -> None:
+    from rankguide_edge.server.roles import ModelRoles
+
+    roles = ModelRoles(MODEL, "qwen2.5-coder-0.5b-instruct", "/models/big.gguf")
+    assert roles.canonical("qwen2.5-coder-0.5b-instruct") == "srm" and roles.canonical("big") == "lrm"
+    assert ModelRoles(MODEL, "same", "same").ids() == [MODEL, "srm", "lrm"]  # same file: only the roles' ids
+    with BackgroundServer(create_app(_settings(tiny_gguf, lrm=""))) as srv:
+        client = openai.OpenAI(base_url=srv.url, api_key="unused", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list().data] == [MODEL, "srm"]
+        with pytest.raises(openai.NotFoundError) as err:
+            client.chat.completions.create(model="lrm", messages=[{"role": "user", "content": QUESTION}])
+        assert "no LRM" in err.value.body["message"]
 
 
 # ----------------------------------------------------------------------------------------------- errors

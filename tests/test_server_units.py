@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from rankguide_edge.collab.events import Token
 from rankguide_edge.collab.reasoner import StepRecord
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.server import ServerConfig
@@ -87,8 +88,12 @@ def _collect(stops: tuple[str, ...], steps: list[StepRecord]) -> tuple[list[tupl
     col = _Collector(Job(messages=[("user", "q")], changes={}, stop=stops, sink=lambda k, p: events.append((k, p))))
     stopped = False
     try:
-        for st in steps:
-            col("token", st.text[:1])
+        for st in steps:  # an SRM draft's first token (not final: never sent), an LRM step token by token
+            if st.source == "srm":
+                col("token", Token(st.text[:1], "srm", st.index, False))
+            else:
+                for ch in st.text:
+                    col("token", Token(ch, "lrm", st.index, True))
             col("step", st)
     except _Abort as a:
         assert a.reason == "stop"
@@ -101,8 +106,9 @@ def test_steps_become_deltas_and_stop_strings_are_cut_across_steps() -> None:
     steps = [_step(0, "First we add.\n\n"), _step(1, "Then END", "lrm"), _step(2, "HERE we stop.\n\n")]
     events, col, stopped = _collect((), steps)
     deltas = [p[0] for k, p in events if k == "delta"]
-    assert events[0] == ("started", None) and deltas == [s.text for s in steps] and not stopped
-    assert [p[1]["source"] for k, p in events if k == "delta"] == ["srm", "lrm", "srm"]
+    assert events[0] == ("started", None) and deltas == [steps[0].text, *steps[1].text, steps[2].text]
+    assert not stopped
+    assert [p[1]["source"] for k, p in events if k == "delta"] == ["srm"] + ["lrm"] * 8 + ["srm"]
 
     events, col, stopped = _collect(("ENDHERE",), steps)  # the stop spans steps 1 and 2
     text = "".join(p[0] for k, p in events if k == "delta")
@@ -116,11 +122,11 @@ def test_steps_become_deltas_and_stop_strings_are_cut_across_steps() -> None:
 def test_a_cancelled_job_aborts_at_the_next_event() -> None:
     job = Job(messages=[("user", "q")], changes={}, stop=(), sink=lambda k, p: None)
     col = _Collector(job)
-    col("token", "a")
+    col("token", Token("a", "srm", 0, True))
     job.cancel_reason = "disconnect"
     job._cancel.set()
     with pytest.raises(_Abort) as info:
-        col("token", "b")
+        col("token", Token("b", "srm", 0, True))
     assert info.value.reason == "disconnect"
 
 

@@ -38,6 +38,9 @@ class StepRequest:
     ``prefix``: the assistant text written so far (all previous steps, whoever wrote them).
     ``max_tokens``: token budget of this step. ``stop``: the step delimiter(s); the reply's text includes the
     delimiter when one was hit. ``temperature`` 0 is greedy; ``seed`` fixes sampling otherwise.
+    ``on_text``: called with the text the step gains as the backend generates it, when the backend can stream
+    (the local one does; a remote one does not call it); the pieces spell a prefix of the reply's text (the
+    whole text when the reply is ok).
     """
 
     messages: list[tuple[str, str]]
@@ -46,6 +49,7 @@ class StepRequest:
     stop: tuple[str, ...] = (STEP_DELIMITER,)
     temperature: float = 0.0
     seed: int = 0
+    on_text: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.messages:

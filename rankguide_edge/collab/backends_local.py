@@ -148,7 +148,8 @@ class LocalBackend:
     # -- LRMBackend -----------------------------------------------------------------------------------------
 
     def write_step(self, req: StepRequest) -> StepReply:
-        """Generate the step after ``req.prefix`` until a stop string (kept in the text), EOG or max_tokens.
+        """Generate the step after ``req.prefix`` until a stop string (kept in the text), EOG or max_tokens;
+        ``req.on_text`` gets the text as it is generated (cut at the stop).
 
         The step is capped by the context room left after the prompt; a prompt that leaves no room raises
         ContextOverflowError. An empty step (the model ended at once) is ``ok=False``, "empty reply". The
@@ -167,6 +168,7 @@ class LocalBackend:
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             longest = max((len(s) for s in req.stop), default=0)
             text, n_tokens, finished = "", 0, False
+            shown = 0  # characters of ``text`` given to ``req.on_text``
             for _ in range(budget):
                 tok = _sample(ctx.logits(), req.temperature, rng)
                 if self.model.is_eog(tok):
@@ -179,6 +181,10 @@ class LocalBackend:
                 hit = find_stop(text, req.stop, max(0, before - longest + 1)) if req.stop else None
                 if hit is not None:
                     text = text[: hit[0]]
+                if req.on_text is not None and len(text) > shown:
+                    req.on_text(text[shown:])
+                    shown = len(text)
+                if hit is not None:
                     break
         reply = StepReply(text=text, n_tokens=n_tokens, finished=finished, prefill_tokens=prefill,
                           seconds=time.perf_counter() - t0)

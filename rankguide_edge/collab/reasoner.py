@@ -31,6 +31,7 @@ from ..errors import ConfigError, ContextOverflowError, InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
 from .backends import LRMBackend, StepRequest
+from .events import EventSink, Token
 from .policies import DECISION_POINTS, StepView, make_policy
 from .router import Router, load_router
 from .stepping import DraftStep, draft_step, join_drafts
@@ -143,9 +144,6 @@ class SolveResult:
         return d
 
 
-EventSink = Callable[[str, Any], None]
-
-
 def pooled_state(hidden: dict[int, Any]) -> Any:
     """The mean hidden row of a step at its deepest tapped layer (float32 ``(n_embd,)``), None without rows."""
     if not hidden:
@@ -247,9 +245,9 @@ class Reasoner:
     # -- the loop -----------------------------------------------------------------------------------------------
 
     def solve(self, messages: str | Sequence[tuple[str, str]], on_event: EventSink | None = None) -> SolveResult:
-        """Answer ``messages`` (a str is one user message). ``on_event(kind, payload)`` streams progress:
-        ("token", text) for SRM tokens as drafted, ("discard", n_chars) when a draft is thrown away,
-        ("step", StepRecord) when a step is kept."""
+        """Answer ``messages`` (a str is one user message). ``on_event(kind, payload)`` streams progress in the
+        event model of :mod:`.events`: ("token", Token) as either model writes, final when no policy can
+        withdraw it, ("discard", n_chars) when a draft is thrown away, ("step", StepRecord) when a step is kept."""
         msgs = [("user", messages)] if isinstance(messages, str) else list(messages)
         check_question(msgs[-1][1] if msgs else "")
         cfg = self.config
@@ -325,11 +323,15 @@ class Reasoner:
                     return early_scores[-1] >= threshold  # noqa: B023
 
                 use_early = cfg.decide == "early" and lrm_allowed
+                # final: no decision after the draft can hand it to the LRM (pre decided already, and the
+                # revalidation streak cannot reach its limit with this step)
+                draft_final = not lrm_allowed or (cfg.decide == "pre" and not (
+                    cfg.revalidation_k and streak + 1 >= cfg.revalidation_k))
                 catch_up()
                 n0 = ctx.n_past
                 draft = draft_step(ctx, seg, sampling, budget, early=check_early if use_early else None,
                                    early_from=cfg.early_tokens, early_every=cfg.early_every,
-                                   on_token=lambda t: emit("token", t))
+                                   on_token=self._token_sink(emit, "srm", len(steps), draft_final))
                 timing["srm"] += draft.seconds
                 usage["srm_tokens"] += draft.n_tokens
                 if draft.ended_by == "early":
@@ -355,9 +357,20 @@ class Reasoner:
             if route:
                 assert self.lrm is not None
                 t1 = time.perf_counter()
+                withdrawn = draft is None or not draft.n_tokens  # the draft's discard event went out
+                lrm_token = self._token_sink(emit, "lrm", len(steps), True)
+
+                def on_text(text: str) -> None:
+                    nonlocal withdrawn
+                    if not withdrawn:  # the LRM writes: its draft is gone (before its first token)
+                        withdrawn = True
+                        emit("discard", len(draft.text) if draft is not None else 0)
+                    lrm_token(text)
+
                 reply = self.lrm.write_step(StepRequest(
                     messages=msgs, prefix=prefix, max_tokens=min(cfg.max_step_tokens, budget),
-                    stop=(self.signal_cfg.delimiter,), temperature=cfg.temperature, seed=cfg.seed))
+                    stop=(self.signal_cfg.delimiter,), temperature=cfg.temperature, seed=cfg.seed,
+                    on_text=on_text))
                 timing["lrm"] += time.perf_counter() - t1
                 usage["lrm_calls"] += 1
                 usage["lrm_prefill_tokens"] += reply.prefill_tokens
@@ -367,7 +380,8 @@ class Reasoner:
                         ctx.rollback(n0)
                         usage["srm_discarded_tokens"] += draft.n_tokens
                         record.discarded_tokens = draft.n_tokens
-                        emit("discard", len(draft.text))
+                        if not withdrawn:
+                            emit("discard", len(draft.text))
                         if before is not None:  # the draft's signals were recorded: forget them
                             self.computer.restore(before)
                     if lrm_ends:
@@ -395,8 +409,11 @@ class Reasoner:
                 if draft is None or draft.ended_by == "early":
                     # the LRM failed after "pre" routing or an early stop: the SRM writes (the rest of) the step
                     catch_up()
+                    # after "pre" the step is the SRM's for good; after an early stop it continues a draft whose
+                    # first tokens went out as non-final, and stays so until the step is kept
                     rest = draft_step(ctx, seg, sampling, budget - (draft.n_tokens if draft else 0),
-                                      on_token=lambda t: emit("token", t))
+                                      on_token=self._token_sink(emit, "srm", len(steps), draft is None),
+                                      shown=len(seg.text) if draft is not None else 0)
                     timing["srm"] += rest.seconds
                     usage["srm_tokens"] += rest.n_tokens
                     record.srm_tokens += rest.n_tokens
@@ -423,6 +440,10 @@ class Reasoner:
                            timing={k: round(v, 4) for k, v in timing.items()}, usage=usage,
                            policy=cfg.policy, threshold=threshold, decide=cfg.decide,
                            steering=self._steer_state, lrm_first=lrm_first)
+
+    @staticmethod
+    def _token_sink(emit: EventSink, source: str, step: int, final: bool) -> Callable[[str], None]:
+        return lambda text: emit("token", Token(text, source, step, final))
 
     def _signals(self, draft: DraftStep, timing: dict[str, float]) -> dict[str, float]:
         s0 = time.perf_counter()

@@ -46,14 +46,18 @@ EarlyCheck = Callable[["DraftStep"], bool]
 
 def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig, budget: int, *,
                early: EarlyCheck | None = None, early_from: int = 8, early_every: int = 4,
-               on_token: Callable[[str], None] | None = None) -> DraftStep:
+               on_token: Callable[[str], None] | None = None, shown: int = 0) -> DraftStep:
     """Generate from the context's current state until the step ends, the model ends, or ``budget`` tokens.
 
     The context must hold logits (its last eval fed at least one token). ``segmenter`` carries text across
     steps (a delimiter inside a token leaves the rest of the token's text for the next step). With ``early``,
     the partial draft is checked after ``early_from`` tokens and every ``early_every`` tokens after that; a
     True answer stops drafting with ``ended_by="early"`` (the segmenter then still holds the partial text:
-    reset it if the draft is discarded). ``on_token`` receives each token's text as it is generated.
+    reset it if the draft is discarded). ``on_token`` receives the text the step gains with each token, so the
+    pieces spell the step's text: text carried over from the previous step's last token comes first, and a
+    token that ends the step gives only its part up to the step's end (the rest opens the next step).
+    ``shown``: characters of the segmenter's current text already given to ``on_token`` (continuing a draft
+    stopped early).
     """
     t0 = time.perf_counter()
     ids: list[int] = []
@@ -73,11 +77,15 @@ def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig,
             ent.append(ev.entropy)
             tops.append(ev.top_logprobs)
             pieces.append(ev.text)
-            if on_token is not None:
-                on_token(ev.text)
             for il, h in ev.hidden.items():
                 rows[il].append(h)
-            if segmenter.feed(ev.text):
+            ended = segmenter.feed(ev.text)
+            if on_token is not None:
+                current = segmenter.last_step if ended else segmenter.text
+                if len(current) > shown:
+                    on_token(current[shown:])
+                    shown = len(current)
+            if ended:
                 text = segmenter.last_step
                 ended_by = "delimiter" if text.endswith(segmenter.delimiter) else "max_step_tokens"
                 break
@@ -92,6 +100,8 @@ def draft_step(ctx: Context, segmenter: StepSegmenter, sampling: SamplingConfig,
                     return partial
     if ended_by in ("eog", "budget"):
         text = segmenter.flush()
+        if on_token is not None and len(text) > shown:
+            on_token(text[shown:])
     return _pack(ctx, text, ids, rows, ent, tops, pieces, ended_by, t0)
 
 

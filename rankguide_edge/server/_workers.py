@@ -6,8 +6,9 @@ the first free worker applies the job's per-request settings with ``solver.recon
 worker reports through ``job.sink(kind, payload)``, called from the worker thread:
 
 * ``("started", None)`` -- the first token or step exists (the prompt was accepted);
-* ``("delta", (text, {"step": i, "source": "srm"|"lrm"}))`` -- new answer text, one kept step at a time
-  (drafts the LRM later replaces are never sent), with stop strings cut;
+* ``("delta", (text, {"step": i, "source": "srm"|"lrm"}))`` -- new answer text as soon as it can never be
+  withdrawn: final tokens one by one, a draft a policy could still replace only once its step is kept (so
+  drafts the LRM replaces are never sent), with stop strings cut;
 * ``("done", Outcome)``, ``("error", exception)`` or ``("cancelled", reason)`` -- exactly one of them, last.
 
 Cancelling a job (client gone, timeout) makes the solver's event sink raise a private exception at the next
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from ..collab.events import FinalText
 from ..errors import RankGuideError
 from .metrics import Metrics
 
@@ -140,14 +142,16 @@ def usage_of_steps(steps: Sequence[Any]) -> dict[str, int]:
 
 
 class _Collector:
-    """The solver's event sink for one job: checks cancellation on every event and turns kept steps into
-    deltas, holding back the last ``len(longest stop) - 1`` characters so a stop string split across two
-    steps is still cut."""
+    """The solver's event sink for one job: checks cancellation on every event and turns the text that can never
+    be withdrawn (final tokens at once, the rest of a step when it is kept: :class:`~rankguide_edge.collab.events.
+    FinalText`) into deltas, holding back the last ``len(longest stop) - 1`` characters so a stop string split
+    across two deltas is still cut."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.stops = tuple(s for s in job.stop if s)
         self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.final = FinalText()
         self.text = ""
         self.sent = 0
         self.steps: list[Any] = []
@@ -168,12 +172,14 @@ class _Collector:
         if not self.started:
             self.started = True
             job.sink("started", None)
-        if kind != "step":
+        if kind == "step":
+            self.steps.append(payload)
+        new = self.final.advance(kind, payload)
+        if not new:
             return
-        self.steps.append(payload)
-        self._last_info = {"step": payload.index, "source": payload.source}
+        self._last_info = {"step": payload.step if kind == "token" else payload.index, "source": payload.source}
         before = len(self.text)
-        full = self.text + payload.text
+        full = self.text + new
         hit = first_stop(full, self.stops, max(0, before - self.hold)) if self.stops else None
         if hit is not None:
             self.text = full[:hit]

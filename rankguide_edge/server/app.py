@@ -27,6 +27,7 @@ from ..config import from_mapping
 from ..errors import ContextOverflowError, RankGuideError
 from ._workers import Job, Outcome, QueueFull, SolverFactory, WorkerPool
 from .metrics import Metrics
+from .roles import ModelRoles
 from .schemas import (
     ChatCompletionRequest,
     ChunkMaker,
@@ -189,16 +190,13 @@ def create_app(settings: ServerConfig | None = None, solver_factory: SolverFacto
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
-    def check_model(name: str) -> None:
-        if name != settings.model_name:
-            raise RequestError(404, f"model {name!r} is not served here: use {settings.model_name!r} "
-                                    "(see GET /v1/models)", param="model", code="model_not_found")
+    def roles() -> ModelRoles:
+        return ModelRoles(settings.model_name, settings.srm, settings.lrm if pool.lrm_available else "")
 
     def submit(body: ChatCompletionRequest | CompletionRequest) -> tuple[Job, asyncio.Queue[Any]]:
         body.check_supported()
-        check_model(body.model)
+        changes = roles().changes(body.model, body.changes())  # 404 for an unknown id
         messages = body.pairs()
-        changes = body.changes()
         if changes.get("steer"):  # a name from the server's steering folder, never a client's path
             changes["steer"] = settings.steering_file(changes["steer"])
         if changes:
@@ -319,21 +317,25 @@ def create_app(settings: ServerConfig | None = None, solver_factory: SolverFacto
     async def completions(request: Request, body: CompletionRequest) -> Response:
         return await complete(request, body, "completion")
 
-    def model_card() -> dict[str, Any]:
-        return {"id": settings.model_name, "object": "model", "created": started, "owned_by": "rankguide-edge",
-                "rankguide": {"srm": settings.srm, "lrm": settings.lrm if pool.lrm_available else None,
-                              "defaults": {k: pool.defaults.get(k) for k in ("policy", "threshold", "decide",
-                                                                              "router", "max_tokens")},
-                              "steering_vectors": settings.steering_vectors()}}
+    def model_card(model_id: str) -> dict[str, Any]:
+        known = roles()
+        cid = known.canonical(model_id)  # 404 for an unknown id
+        card = {"id": cid, "object": "model", "created": started, "owned_by": "rankguide-edge"}
+        if cid != settings.model_name:
+            return {**card, "rankguide": {"role": cid, "model": known.card_model(cid)}}
+        return {**card, "rankguide": {"role": "router", "srm": settings.srm,
+                                      "lrm": settings.lrm if pool.lrm_available else None,
+                                      "defaults": {k: pool.defaults.get(k) for k in ("policy", "threshold", "decide",
+                                                                                      "router", "max_tokens")},
+                                      "steering_vectors": settings.steering_vectors()}}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card()]}
+        return {"object": "list", "data": [model_card(i) for i in roles().ids()]}
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str) -> dict[str, Any]:
-        check_model(model_id)
-        return model_card()
+        return model_card(model_id)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
