@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .collab.backends import LRMBackend
-from .collab.lrm import RemoteOptions, config_needs_lrm
 from .collab.events import EventSink
+from .collab.lrm import RemoteOptions, config_needs_lrm
 from .collab.reasoner import ReasonerConfig, SolveResult, check_question, check_reasoner_config
 from .collab.solver import open_reasoner
 from .config import RuntimeConfig

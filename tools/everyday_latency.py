@@ -44,8 +44,8 @@ def _ttft() -> dict[str, Any]:
     import httpx
 
     from rankguide_edge.api import Solver
-    from rankguide_edge.server import BackgroundServer, ServerConfig, create_app
     from rankguide_edge.collab.reasoner import ReasonerConfig
+    from rankguide_edge.server import BackgroundServer, ServerConfig, create_app
 
     out: dict[str, Any] = {"api_first": [], "api_total": [], "server_first": [], "server_total": []}
     with Solver(config=ReasonerConfig(max_tokens=MAX_TOKENS), progress=False) as solver:
