@@ -14,13 +14,13 @@ from typing import Any
 
 import openai
 import pytest
+from _exposition import samples as parse_exposition
 
 from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.server import BackgroundServer, ServerConfig, create_app
-from rankguide_edge.server.metrics import parse_exposition
 
 MODEL = "rankguide-edge"
 QUESTION = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left?"

@@ -16,10 +16,10 @@ from typing import Any
 
 import openai
 import pytest
+from _exposition import samples as parse_exposition
 
 from rankguide_edge.server import BackgroundServer, ServerConfig, create_app
 from rankguide_edge.server.bench import stream_chat
-from rankguide_edge.server.metrics import parse_exposition
 from rankguide_edge.testing.mini_server import MiniServer
 
 MODEL = "rankguide-edge"

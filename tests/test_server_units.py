@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from _exposition import samples as parse_exposition
 
 from rankguide_edge.collab.events import Token
 from rankguide_edge.collab.reasoner import StepRecord
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.server import ServerConfig
 from rankguide_edge.server._workers import Job, _Abort, _Collector, first_stop, usage_of_steps
-from rankguide_edge.server.metrics import Metrics, parse_exposition
+from rankguide_edge.server.metrics import Metrics
 from rankguide_edge.server.schemas import ChatCompletionRequest, CompletionRequest, RequestError
 
 

@@ -360,12 +360,14 @@ class Reasoner:
                 withdrawn = draft is None or not draft.n_tokens  # the draft's discard event went out
                 lrm_token = self._token_sink(emit, "lrm", len(steps), True)
 
-                def on_text(text: str) -> None:
+                draft_chars = len(draft.text) if draft is not None else 0
+
+                def on_text(text: str, sink: Callable[[str], None] = lrm_token, chars: int = draft_chars) -> None:
                     nonlocal withdrawn
                     if not withdrawn:  # the LRM writes: its draft is gone (before its first token)
                         withdrawn = True
-                        emit("discard", len(draft.text) if draft is not None else 0)
-                    lrm_token(text)
+                        emit("discard", chars)
+                    sink(text)
 
                 reply = self.lrm.write_step(StepRequest(
                     messages=msgs, prefix=prefix, max_tokens=min(cfg.max_step_tokens, budget),

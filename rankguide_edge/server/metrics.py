@@ -155,14 +155,3 @@ class Metrics:
                 for key, v in sorted(self._values.get(name, {}).items()):
                     lines.append(f"{full}{_fmt_labels(key)} {_fmt_value(v)}")
         return "\n".join(lines) + "\n"
-
-
-def parse_exposition(text: str) -> dict[str, float]:
-    """Samples of an exposition text as ``{'name{labels}': value}`` (labels as written), for tests and tools."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        out[name] = float(value)
-    return out
