@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,11 +65,8 @@ def _field(reader: gguf.GGUFReader, key: str) -> object:
 # ---------------------------------------------------------------------------------------------- the file
 
 
-def test_write_is_fast_atomic_and_gguf(tmp_path: Path) -> None:
-    start = time.perf_counter()
+def test_write_is_atomic_and_gguf(tmp_path: Path) -> None:
     out = write_tiny_gguf(tmp_path / "sub" / "m.gguf")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
     assert out == (tmp_path / "sub" / "m.gguf").resolve()
     assert out.read_bytes()[:4] == b"GGUF"
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.gguf"]  # no temporary left behind
