@@ -39,7 +39,7 @@ def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int
     from tqdm import tqdm
 
     from rankguide_edge.engine import load_model
-    from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
+    from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
     from rankguide_edge.evaluation.capture_bench import run_capture_bench
 
     check_layer_spec(layers)  # syntax now; the range once the model is loaded

@@ -118,7 +118,7 @@ def _replayer(srm: str, records: list, threads: int, progress: bool, n_gpu_layer
         layers = sorted({int(x) for r in usable for x in (r.get("layers") or [])})
         with load_model(srm, RuntimeConfig(n_threads=threads, n_gpu_layers=n_gpu_layers), progress=progress) as model:
             if not layers:
-                from rankguide_edge.engine.runtime import parse_layer_spec
+                from rankguide_edge.engine.layers import parse_layer_spec
                 layers = parse_layer_spec("auto", model.n_layer)
             bar = tqdm(total=len(usable), desc="replay", unit="trace", disable=not progress)
             for item in replay_traces(model, usable, layers=model.check_layers(layers), n_threads=threads):

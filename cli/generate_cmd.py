@@ -39,8 +39,8 @@ def generate(prompt: str, model_name: str, layers: str, max_tokens: int, tempera
     import numpy as np
 
     from rankguide_edge.engine import load_model
+    from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
     from rankguide_edge.engine.prompts import encode_prompt
-    from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
     from rankguide_edge.errors import InvalidInputError
 
     if not prompt.strip():

@@ -54,7 +54,7 @@ def label(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     from rankguide_edge.collab.backends_local import LocalBackend
     from rankguide_edge.collab.lrm import is_local
     from rankguide_edge.engine import load_model
-    from rankguide_edge.engine.runtime import check_layer_spec
+    from rankguide_edge.engine.layers import check_layer_spec
     from rankguide_edge.errors import ConfigError
     from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
     from rankguide_edge.evaluation.label import LabelConfig, Labeller, header, run_labels

@@ -110,7 +110,7 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
     result_extra: dict[str, object] = {"out": out, "traces": str(traces_path)}
     # everything the user gave is read and checked here, before the SRM loads
     if data:
-        from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
+        from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
         from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
         from rankguide_edge.evaluation.trace import TraceConfig, run_trace
 

@@ -45,7 +45,7 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     from tqdm import tqdm
 
     from rankguide_edge.engine import load_model
-    from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
+    from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
     from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
     from rankguide_edge.evaluation.trace import TraceConfig, run_trace
     from rankguide_edge.signals.step import SignalConfig

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
-from rankguide_edge.engine.runtime import check_layer_spec, parse_layer_spec
+from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
 from rankguide_edge.errors import ConfigError, InvalidInputError, LayerIndexError
 
 

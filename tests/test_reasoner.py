@@ -90,6 +90,35 @@ def test_lrm_first_writes_the_plan_then_the_policy_decides(smol) -> None:
     assert plan.usage["lrm_calls"] == 1 and not any(s.routed for s in plan.steps[1:])
 
 
+def _conversation(answer: str = "") -> list[tuple[str, str]]:
+    msgs = [("system", "You are a careful tutor. Explain each step of a calculation on its own line, check "
+                       "every product and sum twice, and end with the final number alone on the last line."),
+            ("user", QUESTION + " Keep every intermediate result, and say which operation you use and why.")]
+    return [*msgs, ("assistant", answer), ("user", "And if Tom buys 5 more apples?")] if answer else msgs
+
+
+@pytest.mark.parametrize("policy", ["random", "srm"])
+def test_a_second_turn_reads_only_what_is_new_and_answers_as_a_cold_start(smol, tiny, policy: str) -> None:
+    """The SRM keeps what the first turn read of the conversation, and the second turn's answer, steps,
+    routing and signals are exactly those of a reasoner that starts cold."""
+    cfg = ReasonerConfig(max_tokens=N, max_step_tokens=16, policy=policy, random_p=0.4, lrm_first=1)
+    rt = RuntimeConfig(n_ctx=1024, n_batch=64)  # blocks of 32: the short first prompt holds whole ones
+    with LocalBackend(tiny, RT) as lrm, Reasoner(smol, lrm, cfg, runtime=rt, details=True) as warm:
+        first = warm.solve(_conversation())
+        assert first.usage["srm_reused_tokens"] == 0
+        second = warm.solve(_conversation(first.answer_text))
+        reused = second.usage["srm_reused_tokens"]
+        assert reused >= warm.ctx.prefill_block  # at least one whole block of the first turn's prompt
+        with Reasoner(smol, lrm, cfg, runtime=rt, details=True) as cold_r:
+            cold = cold_r.solve(_conversation(first.answer_text))
+    assert cold.usage["srm_reused_tokens"] == 0
+    assert second.usage["srm_prefill_tokens"] == cold.usage["srm_prefill_tokens"] - reused
+    assert second.answer_text == cold.answer_text
+    assert [(s.source, s.score, s.text, s.signals, s.token_ids) for s in second.steps] == \
+        [(s.source, s.score, s.text, s.signals, s.token_ids) for s in cold.steps]
+    assert any(s.source == "lrm" for s in cold.steps) and any(s.source == "srm" for s in cold.steps)
+
+
 def test_pre_decision_lets_the_lrm_write_without_a_draft(smol) -> None:
     with LocalBackend(smol, RT) as lrm:
         res = _solve(smol, lrm, policy="random", random_p=1.0, decide="pre")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.engine.prompts import chat_tokens
 from rankguide_edge.engine.runtime import Model, generate_text
 from rankguide_edge.errors import ContextOverflowError, ControlVectorError, LayerIndexError, NativeError, NotAGGUFError
 
@@ -448,3 +449,76 @@ def test_sync_keeps_the_common_prefix_and_gives_fresh_logits(model: Model) -> No
         assert ctx.sync(other[:5]) == 1 and ctx.tokens == other[:5]  # a prefix: roll back, refeed the last
         with pytest.raises(ContextOverflowError):
             ctx.sync(list(range(3, 3 + ctx.n_ctx + 1)))
+
+
+def _turns(model: Model, answer: str = "") -> list[int]:
+    """A chat long enough for whole prefill blocks; with ``answer``, the next turn of the same conversation."""
+    msgs = [("system", "You are a careful tutor. Explain each step of a calculation on its own line, "
+                       "check every product and sum twice, and end with the final number alone."),
+            ("user", "A farm has 14 rows of 23 apple trees and sells 3 crates of apples per tree. "
+                     "How many crates does it sell? Think step by step.")]
+    if answer:
+        msgs += [("assistant", answer), ("user", "And if each crate holds 12 apples, how many apples is that?")]
+    return chat_tokens(model, msgs)
+
+
+def _kept_prefix_continues_as_a_cold_start(model: Model, n_batch: int) -> None:
+    cfg = RuntimeConfig(n_ctx=1024, n_batch=n_batch, n_threads=2)
+    with model.context(cfg, tap_layers=[1]) as ctx, model.context(cfg, tap_layers=[1]) as cold:
+        block = ctx.prefill_block
+        first = _turns(model)
+        assert block == n_batch // 2 and len(first) >= 3 * block
+        ctx.prefill(first)
+        text, _ = generate_text(ctx, None, GREEDY)
+        assert ctx.tokens[:len(first)] == first
+        second = _turns(model, text)
+        kept = ctx.keep_prefix(second)
+        # whole aligned blocks only, none that held the joined tail or generated tokens
+        assert 0 < kept <= len(first) and kept % block == 0 and ctx.n_past == kept
+        ctx.prefill(second[kept:])
+        cold.prefill(second)
+        assert ctx.tokens == cold.tokens == second
+        np.testing.assert_array_equal(ctx.logits(), cold.logits())
+        assert generate_text(ctx, None, GREEDY)[0] == generate_text(cold, None, GREEDY)[0]
+
+
+def test_a_kept_prefix_continues_exactly_as_a_cold_start(model: Model) -> None:
+    """The next turn keeps whole prefilled blocks of the last one and feeds the rest as a cold start would:
+    identical logits, bit for bit, and the same greedy continuation."""
+    _kept_prefix_continues_as_a_cold_start(model, n_batch=32)
+
+
+@pytest.mark.bigmodel
+def test_default_srm_keeps_a_prefix_exactly() -> None:
+    """The default SRM's quantised kernels round a token fed alone, in a small batch and in a large one
+    differently (measured: logits differ by up to 0.4), so this is where keeping generated tokens would show."""
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.engine.models import DEFAULT_SRM
+
+    with load_model(DEFAULT_SRM, progress=False) as m:
+        _kept_prefix_continues_as_a_cold_start(m, n_batch=32)
+
+
+def test_a_kept_prefix_is_only_what_a_cold_start_would_compute_the_same(model: Model) -> None:
+    cfg = RuntimeConfig(n_ctx=1024, n_batch=32, n_threads=2)
+    first = _turns(model)
+    with model.context(cfg) as ctx:
+        ctx.eval(first, hidden=False)  # fed in one go, not in prefill blocks: nothing to keep
+        assert ctx.keep_prefix(first) == 0 and ctx.n_past == 0
+        ctx.prefill(first)
+        assert ctx.keep_prefix(first) == ctx.n_past > 0  # the last cut is fed again, for fresh logits
+        ctx.prefill(first[ctx.n_past:])
+        ctx.rollback(5)  # a rollback forgets what it removed
+        assert ctx.keep_prefix(first) == 0
+        ctx.prefill(first)
+        other = [*first[:10], *reversed(first[10:])]
+        assert ctx.keep_prefix(other) == 0  # diverges inside the first block
+        ctx.prefill(first)
+        # a control vector changes every state computed after it: the blocks before it are not kept
+        ctx.set_control_vector({1: np.full(model.n_embd, 0.5, np.float32)})
+        assert ctx.keep_prefix(first) == 0
+        ctx.prefill(first)
+        assert ctx.keep_prefix(first) > 0  # the same vector still in force
+        ctx.clear_control_vector()
+        assert ctx.keep_prefix(first) == 0
+        assert ctx.keep_prefix([]) == 0 and ctx.n_past == 0

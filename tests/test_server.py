@@ -389,6 +389,33 @@ def test_metrics_count_requests_tokens_and_steps(server: BackgroundServer, clien
     assert after["rankguide_workers"] == 1 and after["rankguide_queue_depth"] == 0
 
 
+def test_requests_sharing_a_prefix_are_not_read_twice(server: BackgroundServer, client: openai.OpenAI) -> None:
+    """The worker's SRM keeps the whole prefilled blocks of the last request's prompt: a second request with the
+    same system prompt reads only the rest, counts what it kept, and answers as it did from a cold start."""
+    system = "You are a patient tutor for primary school arithmetic. " * 6
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": QUESTION}]
+    opts = {"rankguide": {"policy": "srm"}}
+    before = parse_exposition(raw(server, "GET", "/metrics")[2].decode())
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hi."}])
+    cold = client.chat.completions.create(model=MODEL, messages=msgs, extra_body=opts)  # after another prompt
+    warm = client.chat.completions.create(model=MODEL, messages=msgs, extra_body=opts)
+    other = client.chat.completions.create(
+        model=MODEL, messages=[msgs[0], {"role": "user", "content": "What is 7 plus 8?"}], extra_body=opts)
+    used = [r.model_extra["rankguide"]["usage"] for r in (cold, warm, other)]
+    assert used[0]["srm_reused_tokens"] == 0
+    assert used[1]["srm_reused_tokens"] > 0 and used[2]["srm_reused_tokens"] > 0
+    assert used[1]["srm_reused_tokens"] + used[1]["srm_prefill_tokens"] == used[0]["srm_prefill_tokens"]
+    assert warm.choices[0].message.content == cold.choices[0].message.content
+    key, deadline = "rankguide_prompt_reused_tokens_total", time.monotonic() + 10
+    while True:  # a request is counted just after its last byte went out
+        after = parse_exposition(raw(server, "GET", "/metrics")[2].decode())
+        got = after.get(key, 0) - before.get(key, 0)
+        if got >= used[1]["srm_reused_tokens"] + used[2]["srm_reused_tokens"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert got == sum(u["srm_reused_tokens"] for u in used)
+
+
 # ------------------------------------------------------------------------------------- a real small model
 
 

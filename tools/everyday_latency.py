@@ -6,13 +6,14 @@ Two measurements on the default pair with the shipped router:
   prints: the first ``token`` or ``step`` event with text) and through the server (the first streamed content
   delta, over loopback HTTP), for a few different questions; also the total time of each answer;
 * ``turns``: a 6-turn conversation through ``Solver.chat`` (each turn's answer is appended to the history, as
-  ``chat`` does): the wall time and the SRM prefill tokens of every turn.
+  ``chat`` does): the wall time, the SRM prefill tokens and the prompt tokens the SRM kept of every turn.
 
 It is a pytest file so that machines which pause background jobs while pytest runs give it the cores; run it
 with each installed version alternately (the environment variable picks the measurement) and compare:
 
     RG_MEASURE=ttft  .venv/bin/pytest -q -s tools/everyday_latency.py
     RG_MEASURE=turns .venv/bin/pytest -q -s tools/everyday_latency.py
+    RG_MEASURE=turns RG_POLICY=srm RG_LRM_FIRST=0 .venv/bin/pytest -q -s tools/everyday_latency.py
 
 Each run prints one JSON line (``RESULT {...}``).
 """
@@ -38,6 +39,10 @@ TURNS = [
     "Summarise the whole calculation in two sentences.",
 ]
 MAX_TOKENS = int(os.environ.get("RG_MAX_TOKENS", "96"))
+#: ``turns`` only: the policy and plan length (the shipped router hands a short turn's whole answer to the LRM
+#: as its plan, so the SRM reads nothing after turn 1; ``RG_POLICY=srm RG_LRM_FIRST=0`` is the SRM alone)
+POLICY = os.environ.get("RG_POLICY", "rankguide")
+LRM_FIRST = int(os.environ["RG_LRM_FIRST"]) if os.environ.get("RG_LRM_FIRST") else None
 
 
 def _ttft() -> dict[str, Any]:
@@ -83,15 +88,18 @@ def _turns() -> dict[str, Any]:
     from rankguide_edge.api import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
 
-    out: dict[str, Any] = {"seconds": [], "srm_prefill_tokens": []}
+    out: dict[str, Any] = {"policy": POLICY, "lrm_first": LRM_FIRST, "seconds": [], "srm_prefill_tokens": [],
+                           "srm_reused_tokens": []}
     history: list[tuple[str, str]] = []
-    with Solver(config=ReasonerConfig(max_tokens=MAX_TOKENS), progress=False) as solver:
+    cfg = ReasonerConfig(max_tokens=MAX_TOKENS, policy=POLICY, lrm_first=LRM_FIRST)
+    with Solver(config=cfg, progress=False) as solver:
         for q in TURNS:
             history.append(("user", q))
             t0 = time.perf_counter()
             result = solver.chat(history)
             out["seconds"].append(round(time.perf_counter() - t0, 3))
             out["srm_prefill_tokens"].append(result.usage["srm_prefill_tokens"])
+            out["srm_reused_tokens"].append(result.usage.get("srm_reused_tokens", 0))  # 0 before prefix reuse
             history.append(("assistant", result.answer_text))
     return out
 

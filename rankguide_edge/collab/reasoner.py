@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, validate
+from ..engine.layers import parse_layer_spec
 from ..engine.prompts import chat_tokens
-from ..engine.runtime import STEER_WHERE, Model, parse_layer_spec
+from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError, ContextOverflowError, InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
@@ -259,23 +260,25 @@ class Reasoner:
                  "lrm_failures": 0, "lrm_prefill_tokens": 0, "srm_prefill_tokens": 0, "lrm_checks": 0,
                  "lrm_check_prefill_tokens": 0}
         ctx = self.ctx
-        ctx.reset()
-        ctx.reseed(cfg.seed)  # a solve's sampling depends on its seed only, not on earlier solves
-        self.computer.reset()
-        self.policy.reset()
-        seg = self.signal_cfg.segmenter()
         prompt = chat_tokens(self.srm, msgs)
         if len(prompt) + 1 > ctx.n_ctx:
             raise ContextOverflowError(f"the question takes {len(prompt)} tokens but the SRM context holds "
                                        f"{ctx.n_ctx}: shorten it or raise --n-ctx")
-        # text the SRM has not read yet (the prompt, then LRM steps): fed in one batch right before it next
-        # drafts, so a run whose remaining steps all go to the LRM (policy lrm) never spends SRM time on them
-        pending: list[int] = list(prompt)
+        # the SRM keeps what an earlier solve already read of this prompt (a conversation's earlier turns, a
+        # shared system prompt), exactly as a cold start would have computed it
+        usage["srm_reused_tokens"] = ctx.keep_prefix(prompt)
+        ctx.reseed(cfg.seed)  # a solve's sampling depends on its seed only, not on earlier solves
+        self.computer.reset()
+        self.policy.reset()
+        seg = self.signal_cfg.segmenter()
+        # text the SRM has not read yet (the prompt, then LRM steps): fed right before it next drafts, so a run
+        # whose remaining steps all go to the LRM (policy lrm) never spends SRM time on them
+        pending: list[int] = prompt[usage["srm_reused_tokens"]:]
 
         def catch_up() -> None:
             if pending:
                 t0 = time.perf_counter()
-                ctx.eval(pending, hidden=False)
+                ctx.prefill(pending)
                 timing["srm"] += time.perf_counter() - t0
                 usage["srm_prefill_tokens"] += len(pending)
                 pending.clear()

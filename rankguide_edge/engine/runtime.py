@@ -26,11 +26,11 @@ from ..errors import (
     ContextOverflowError,
     ControlVectorError,
     InvalidInputError,
-    LayerIndexError,
     ModelLoadError,
     NativeError,
 )
 from . import _native
+from .layers import parse_layer_spec
 from .prompts import chat_text
 
 #: where a steering vector is added: every fed token, or only generated step-delimiter tokens
@@ -38,6 +38,10 @@ STEER_WHERE = ("all", "boundary")
 
 #: most tokens :meth:`Context.teacher_force` feeds per batch, so that replayed logits equal generated ones
 TEACHER_FORCE_CHUNK = 32
+
+#: :meth:`Context.prefill` feeds text in blocks of this many tokens at multiples of it (a shorter tail joins
+#: the block before it), so a kept prefix can be continued exactly as a cold start would feed it
+PREFILL_BLOCK = 64
 
 
 @dataclass
@@ -191,6 +195,9 @@ class Context:
         self._batch = _native.Batch(self.config.n_batch)
         self.tokens: list[int] = []
         self._last_logits: np.ndarray | None = None
+        #: leading positions fed by :meth:`prefill` in whole aligned blocks, and the control vector then in force
+        self._canon = 0
+        self._canon_cvec: np.ndarray | None = None
         self._rng = np.random.default_rng(self.config.seed)
         self._cvec: np.ndarray | None = None  # the buffer last given to llama.cpp (it copies it)
         self._steer_boundary: tuple[tuple[np.ndarray, int, int], bytes] | None = None
@@ -325,13 +332,76 @@ class Context:
         if not _native.memory_seq_rm(self.ptr, n_keep, -1):
             raise NativeError(f"llama_memory_seq_rm could not remove positions {n_keep}.. from the cache")
         del self.tokens[n_keep:]
+        self._canon = min(self._canon, n_keep)
         self._last_logits = None
 
     def reset(self) -> None:
         """Empty the context (KV cache and tokens)."""
         _native.memory_clear(self.ptr)
         self.tokens.clear()
+        self._canon = 0
         self._last_logits = None
+
+    # -- prompt prefill and prefix reuse ------------------------------------------------------------------------
+
+    @property
+    def prefill_block(self) -> int:
+        """Tokens per :meth:`prefill` block: :data:`PREFILL_BLOCK`, or half of a smaller ``n_batch`` (a joined
+        tail holds up to two blocks less one token, which must fit one batch)."""
+        return max(1, min(PREFILL_BLOCK, self.n_batch // 2))
+
+    def _prefill_cuts(self, start: int, end: int) -> list[int]:
+        """Chunk starts for feeding positions ``start..end`` from an aligned ``start``: every multiple of the
+        block, except that a tail shorter than a block joins the block before it. The cuts of ``(0, end)`` from
+        ``start`` on are exactly the cuts of ``(start, end)`` whenever ``start`` is one of them."""
+        b = self.prefill_block
+        cuts = list(range(start, end, b))
+        if len(cuts) > 1 and end - cuts[-1] < b:
+            cuts.pop()
+        return cuts
+
+    def prefill(self, tokens: Sequence[int]) -> None:
+        """Feed text the model reads but did not write (a prompt, another model's step), without hidden rows,
+        leaving the last token's logits.
+
+        From a position that is a multiple of :attr:`prefill_block` the tokens go in aligned blocks (see
+        :meth:`_prefill_cuts`), so that llama.cpp computes every position exactly as in a cold start, whose
+        batch sizes decide its rounding; from anywhere else, as :meth:`eval` does. Whole blocks fed from
+        position 0 on form the prefix :meth:`keep_prefix` may keep."""
+        toks = [int(t) for t in tokens]
+        start, b = self.n_past, self.prefill_block
+        if not toks or start % b:
+            self.eval(toks, hidden=False)
+            return
+        end = start + len(toks)
+        if end > self.n_ctx:
+            raise ContextOverflowError(f"{end} tokens do not fit the context of {self.n_ctx}: "
+                                       "shorten the input or raise --n-ctx")
+        cuts = self._prefill_cuts(start, end)
+        for a, z in zip(cuts, [*cuts[1:], end], strict=True):
+            self.eval(toks[a - start:z - start], hidden=False)
+            if self._canon == 0 and a == 0:
+                self._canon_cvec = self._cvec
+            if z - a == b and self._canon == a and self._cvec is self._canon_cvec:
+                self._canon = z
+
+    def keep_prefix(self, tokens: Sequence[int]) -> int:
+        """Roll back to the longest prefix of the held tokens that a :meth:`prefill` of ``tokens`` from here
+        computes exactly as one from an empty context would, and return its length (the tokens still to feed
+        are ``tokens[kept:]``, at least one).
+
+        Kept: whole aligned blocks fed by :meth:`prefill` from position 0 under the control vector now in force,
+        that ``tokens`` start with, and that leave a cut of ``tokens``' own prefill. Generated tokens and text
+        fed elsewhere are read again: llama.cpp rounds a token fed alone differently from one in a batch."""
+        toks = [int(t) for t in tokens]
+        held = 0
+        limit = min(len(toks), self._canon) if self._cvec is self._canon_cvec else 0
+        while held < limit and self.tokens[held] == toks[held]:
+            held += 1
+        cuts = self._prefill_cuts(0, len(toks)) if toks else [0]
+        keep = max(c for c in cuts if c <= held and c < len(toks)) if toks else 0
+        self.rollback(keep)
+        return keep
 
     def _pick(self, logits: np.ndarray, sampling: SamplingConfig) -> tuple[int, np.ndarray]:
         logp = _log_softmax(logits.astype(np.float32, copy=False))
@@ -558,64 +628,6 @@ class Context:
             return self.eval([tok], hidden=True)
         finally:
             self._apply_cvec(None)
-
-
-_LAYER_WORDS = ("auto", "all", "last")
-
-
-def _layer_ranges(spec: str) -> list[tuple[int, int]]:
-    """``"0,5,-1"`` / ``"20-23"`` -> inclusive ``(first, last)`` pairs, not expanded; LayerIndexError on bad
-    syntax or when no layer is named."""
-    bad = f"bad layer list {spec!r}: use auto, all, last, 0,5,-1 or 20-23"
-    pairs: list[tuple[int, int]] = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-                pairs.append((int(a), int(b)))
-            elif part:
-                pairs.append((int(part), int(part)))
-        except ValueError:
-            raise LayerIndexError(bad) from None
-    if all(a > b for a, b in pairs):  # nothing named (an empty list, or only reversed ranges)
-        raise LayerIndexError(bad)
-    return pairs
-
-
-def check_layer_spec(spec: str, extra_words: Sequence[str] = ()) -> str:
-    """``spec`` if its syntax is that of :func:`parse_layer_spec` (or one of ``extra_words``, e.g. ``none``),
-    checked before a model is loaded; the range is checked against the model by :func:`parse_layer_spec`."""
-    if spec.strip().lower() not in (*_LAYER_WORDS, *extra_words):
-        _layer_ranges(spec)
-    return spec
-
-
-def parse_layer_spec(spec: str | Sequence[int], n_layer: int) -> list[int]:
-    """``"all"``, ``"last"``, ``"auto"`` (four evenly spaced layers ending at the last, e.g. 5,11,17,23 of 24),
-    ``"0,5,-1"`` or ``"20-23"`` (inclusive ranges) -> sorted 0-based layer indices."""
-    word = spec.strip().lower() if isinstance(spec, str) else None
-    if word == "auto":
-        return sorted({max(0, round(n_layer * k / 4) - 1) for k in range(1, 5)})
-    if word == "all":
-        return list(range(n_layer))
-    if word == "last":
-        return [n_layer - 1]
-
-    def valid(il: int) -> bool:
-        return 0 <= (il + n_layer if il < 0 else il) < n_layer
-
-    pairs = _layer_ranges(spec) if isinstance(spec, str) else [(int(x), int(x)) for x in spec]
-    out: set[int] = set()
-    for a, b in pairs:
-        if a > b:
-            continue
-        if not (valid(a) and valid(b)):  # the first index of range(a, b + 1) out of range, without expanding it
-            il = a if not valid(a) else n_layer
-            raise LayerIndexError(f"layer {il} is out of range for a {n_layer}-layer model: "
-                                  f"use 0..{n_layer - 1} or negative indices from the end")
-        out.update(j + n_layer if j < 0 else j for j in range(a, b + 1))
-    return sorted(out)
 
 
 def generate_text(ctx: Context, prompt: Sequence[int] | None, sampling: SamplingConfig) -> tuple[str, list[TokenEvent]]:

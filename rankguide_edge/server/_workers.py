@@ -416,6 +416,7 @@ class WorkerPool:
         m = self.metrics
         kept_srm = max(0, usage.get("srm_tokens", 0) - usage.get("srm_discarded_tokens", 0))
         m.inc("prompt_tokens_total", prompt_tokens)
+        m.inc("prompt_reused_tokens_total", usage.get("srm_reused_tokens", 0))
         m.inc("completion_tokens_total", kept_srm, source="srm")
         m.inc("completion_tokens_total", usage.get("lrm_tokens", 0), source="lrm")
         m.inc("srm_discarded_tokens_total", usage.get("srm_discarded_tokens", 0))

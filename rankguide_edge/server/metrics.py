@@ -5,7 +5,8 @@ Families (all prefixed ``rankguide_``):
 * ``requests_total{endpoint,status}`` -- finished HTTP requests; a client that went away mid-response counts
   as status 499;
 * ``requests_cancelled_total{reason}`` -- generations stopped early: ``disconnect`` or ``timeout``;
-* ``prompt_tokens_total``, ``completion_tokens_total{source}`` (kept tokens, ``srm``/``lrm``),
+* ``prompt_tokens_total``, ``prompt_reused_tokens_total`` (prompt tokens the SRM kept from the request
+  before instead of reading them again), ``completion_tokens_total{source}`` (kept tokens, ``srm``/``lrm``),
   ``srm_discarded_tokens_total`` (SRM drafts thrown away because the LRM rewrote the step);
 * ``steps_total{source}``, ``steps_routed_total`` (steps the policy sent to the LRM, whether or not it
   answered), ``lrm_calls_total``, ``lrm_failures_total``;
@@ -29,6 +30,7 @@ _HELP: dict[str, tuple[str, str]] = {
     "requests_total": ("counter", "HTTP requests by endpoint and status (499: client went away)"),
     "requests_cancelled_total": ("counter", "generations stopped early, by reason"),
     "prompt_tokens_total": ("counter", "prompt tokens of served requests"),
+    "prompt_reused_tokens_total": ("counter", "prompt tokens the SRM kept from an earlier request"),
     "completion_tokens_total": ("counter", "kept completion tokens by the model that wrote them"),
     "srm_discarded_tokens_total": ("counter", "SRM draft tokens thrown away when the LRM rewrote a step"),
     "steps_total": ("counter", "kept reasoning steps by the model that wrote them"),

@@ -114,14 +114,14 @@ class ExtractConfig:
 def check_steering_layers(spec: str) -> str:
     """``spec`` if it is ``mid`` or a layer list in :func:`steering_layers`' syntax (checked before a model is
     loaded; the range is checked by :func:`steering_layers` against the model)."""
-    from ..engine.runtime import check_layer_spec
+    from ..engine.layers import check_layer_spec
 
     return check_layer_spec(spec, extra_words=("mid",))
 
 
 def steering_layers(spec: str | Sequence[int], n_layer: int) -> list[int]:
     """0-based steering layers from ``"mid"`` or a layer list; each must be steerable (``1..n_layer-1``)."""
-    from ..engine.runtime import parse_layer_spec
+    from ..engine.layers import parse_layer_spec
 
     if n_layer < 2:
         raise LayerIndexError(f"a {n_layer}-layer model has no steerable layer (layer 0 cannot be steered)")
@@ -332,7 +332,7 @@ def _computed_scores(forced: _Forced, thoughts: Sequence[Thought], signal_layers
 
 
 def _signal_layers(records: Sequence[Mapping[str, Any]], n_layer: int) -> list[int]:
-    from ..engine.runtime import parse_layer_spec
+    from ..engine.layers import parse_layer_spec
 
     for rec in records:
         layers = rec.get("layers")
