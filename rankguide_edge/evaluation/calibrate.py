@@ -27,7 +27,7 @@ import datetime as _dt
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: fl
     return Logistic(features, tuple(map(float, mean)), tuple(map(float, sd)), tuple(map(float, w)), float(b))
 
 
-def _matrix(rows: list[dict[str, float]], features: tuple[str, ...]) -> np.ndarray:
+def feature_matrix(rows: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.ndarray:
+    """float ``(len(rows), len(features))`` of the named signals per row; NaN where a row lacks one or it is
+    not finite."""
     out = np.full((len(rows), len(features)), np.nan)
     for i, r in enumerate(rows):
         for j, f in enumerate(features):
@@ -151,7 +153,7 @@ def calibrate_traces(records: list[dict[str, Any]], cfg: CalibrateConfig, *,
             raise InvalidInputError("every trace is right (or every one wrong): the logistic fit needs both")
         layers = recs[0].get("layers") or [0]
         feats = logistic_features(int(max(layers)))
-        logistic = fit_logistic(_matrix(rows, feats), y, feats, cfg.l2)
+        logistic = fit_logistic(feature_matrix(rows, feats), y, feats, cfg.l2)
     policy = make_policy(cfg.policy)
 
     def score(point: str, idx: int, text: str, n: int, sig: dict[str, float], prefix: str) -> float:

@@ -19,16 +19,20 @@ components of the step's mean hidden row at the deepest tapped layer, fitted on 
 in the ablations only: a router file holds signal weights, not a projection).
 
 Validation holds out whole *problems* (``n_folds`` folds by problem; no step of a test problem is seen in
-training), and scores every model on the ``gain`` label: AUROC and AUPRC of the out-of-fold scores, with a
-95 % interval from a bootstrap over problems. Single signals (entropy, ``fail.route``, the LRM's own
+training), and scores every model on the ``gain`` label: AUROC and AUPRC of the out-of-fold scores (all folds
+on one scale: features standardised over all rows, no intercept; see :func:`out_of_fold`), with a 95 %
+interval from a bootstrap over problems. Single signals (entropy, ``fail.route``, the LRM's own
 ``lrm.*`` check) are reported on the same steps as references. The router written is an L2 logistic
 regression fitted on all rows, its ``post`` threshold set so that, on the labelled traces, the LRM would write
-about ``target_lrm_share`` of all answer tokens (the plan's included).
+about ``target_lrm_share`` of all answer tokens (the plan's included). The report also names the thresholds
+at which ``entropy`` and ``verify`` (scored by the policies themselves) and the routing probability at which
+``random`` give the LRM the same share on these traces: the settings the bench compares the router with.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import zlib
 from collections.abc import Sequence
@@ -41,7 +45,7 @@ from ..collab.router import Router
 from ..config import bounded, validate
 from ..errors import InvalidInputError
 from . import _analyze_stats as _stats
-from .calibrate import fit_logistic, logistic_features
+from .calibrate import feature_matrix, fit_logistic, logistic_features
 from .label import decode_vector
 
 GROUPS = ("core", "text", "rank", "fail", "position", "probe")
@@ -153,16 +157,6 @@ def group_features(steps: Steps, groups: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _matrix(rows: Sequence[dict[str, float]], feats: Sequence[str]) -> np.ndarray:
-    x = np.full((len(rows), len(feats)), np.nan)
-    for i, r in enumerate(rows):
-        for j, f in enumerate(feats):
-            v = r.get(f)
-            if v is not None and math.isfinite(v):
-                x[i, j] = v
-    return x
-
-
 def problem_folds(problems: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold number (int ``(n,)``) of each row, the same for every row of a problem (``crc32(seed:id)``)."""
     return np.array([zlib.crc32(f"{seed}:{p}".encode()) % n_folds for p in problems])
@@ -192,11 +186,26 @@ def target_labels(steps: Steps, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]
     return risk >= cfg.disagree_level, np.isfinite(risk)
 
 
+def _standardise(x: np.ndarray) -> np.ndarray:
+    """Columns of ``x`` (float ``(n, d)``, NaN = missing) centred and scaled over all rows, NaN -> 0 (the mean).
+    Label-free, so scaling on every row leaks nothing about held-out labels."""
+    ok = np.isfinite(x)
+    mean = np.where(ok, x, 0.0).sum(axis=0) / np.maximum(ok.sum(axis=0), 1)
+    filled = np.where(ok, x, mean)
+    sd = filled.std(axis=0)
+    return (filled - mean) / np.where(sd > 1e-12, sd, 1.0)
+
+
 def out_of_fold(steps: Steps, groups: Sequence[str], cfg: FitConfig, folds: np.ndarray) -> np.ndarray:
-    """Held-out decision values (float ``(n,)``; NaN where a fold could not be fitted) of a logistic model on
-    feature ``groups`` trained for ``cfg.target``, each problem scored by a model that never saw it."""
+    """Held-out scores (float ``(n,)``; NaN where a fold could not be fitted) of a logistic model on feature
+    ``groups`` trained for ``cfg.target``, each problem scored by a model that never saw it.
+
+    The scores of all folds are ranked together, so they must share a scale: features are standardised once
+    over all rows and a fold's score is ``x @ w`` without its intercept. (Scaling per training fold and adding
+    each fold's intercept shifts whole folds against each other; with a few dozen positives that alone took a
+    single-feature model from its feature's own AUROC of 0.69 to 0.56.)"""
     feats = group_features(steps, groups)
-    base = _matrix(steps.signals, feats)
+    base = feature_matrix(steps.signals, feats)
     y, usable = target_labels(steps, cfg)
     out = np.full(len(steps), np.nan)
     for f in np.unique(folds):
@@ -206,9 +215,9 @@ def out_of_fold(steps: Steps, groups: Sequence[str], cfg: FitConfig, folds: np.n
             x = np.hstack([base, _probe(steps, train, cfg.probe_dims)])
         if y[train].all() or not y[train].any():
             continue
-        tr, te = _stats._prepare(x[train], x[test])
-        w, b = _stats.fit_logistic(tr, y[train], cfg.l2)
-        out[test] = te @ w + b
+        x = _standardise(x)
+        w, _ = _stats.fit_logistic(x[train], y[train], cfg.l2)
+        out[test] = x[test] @ w
     return out
 
 
@@ -277,6 +286,30 @@ def lrm_token_share(steps: Steps, routed: np.ndarray) -> float:
     return lrm / (total - float(steps.n_tokens[routed].sum()) + float(cost[routed].sum()))
 
 
+#: the bench methods a fitted router is compared with at its own LRM token share: policy -> options
+MATCHED_POLICIES: dict[str, dict[str, Any]] = {"entropy": {}, "verify": {}}
+
+
+def policy_scores(steps: Steps, name: str, **options: Any) -> np.ndarray:
+    """What policy ``name`` (built by the policy registry, as a run builds it) scores each labelled step at
+    ``post``: from its signals, and for a policy that reads the LRM's check, from the step's ``lrm.*``
+    features."""
+    from ..collab.policies import StepView, make_policy
+
+    policy = make_policy(name, **options)
+    out = np.zeros(len(steps))
+    for i, (sig, lrm) in enumerate(zip(steps.signals, steps.lrm, strict=True)):
+        policy.reset()
+        view = StepView("post", 0, "(step)", int(steps.n_tokens[i]), sig, check=functools.partial(_checked, lrm))
+        out[i] = policy.score(view)
+    return out
+
+
+def _checked(features: dict[str, float], _text: str) -> dict[str, float] | None:
+    """A labelled step's recorded LRM check, as the live check callable would return it."""
+    return features or None
+
+
 def share_threshold(scores: np.ndarray, steps: Steps, share: float) -> float:
     """The lowest threshold whose routed steps keep the LRM's token share at or below ``share`` (1.0 when the
     plan alone exceeds it: route nothing after the plan)."""
@@ -306,6 +339,8 @@ class FitResult:
     counterfactuals: int
     share_at_threshold: float
     routed_share: float
+    #: bench methods at the router's LRM token share on these traces, e.g. {"entropy": 0.62, "random": 0.17}
+    matched: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "problems": self.problems, "helps": self.positives,
@@ -314,7 +349,8 @@ class FitResult:
                 "references": [r.to_dict() for r in self.references],
                 "weights": [{"feature": f, "weight": w} for f, w in self.weights],
                 "threshold": self.router.thresholds, "lrm_token_share_on_labels": self.share_at_threshold,
-                "routed_step_share_on_labels": self.routed_share, "router": self.router.to_dict()}
+                "routed_step_share_on_labels": self.routed_share, "matched": self.matched,
+                "router": self.router.to_dict()}
 
 
 def fit_router(header: dict[str, Any], records: Sequence[dict[str, Any]], cfg: FitConfig, *, source: str = "",
@@ -333,7 +369,7 @@ def fit_router(header: dict[str, Any], records: Sequence[dict[str, Any]], cfg: F
     fitted = next(a for a in ablations if a.name == "+".join(cfg.features))
     refs = [score_on_gain(k, v, steps, cfg.n_boot, cfg.seed) for k, v in reference_scores(steps).items()]
     feats = group_features(steps, cfg.features)
-    x = _matrix(steps.signals, feats)
+    x = feature_matrix(steps.signals, feats)
     model = fit_logistic(x[usable], y[usable], feats, cfg.l2)
     scores = np.array([model.score(s) for s in steps.signals])
     t = share_threshold(scores, steps, cfg.target_lrm_share)
@@ -346,6 +382,10 @@ def fit_router(header: dict[str, Any], records: Sequence[dict[str, Any]], cfg: F
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": command}
     router = Router(policy="rankguide", thresholds={"post": round(t, 6)}, logistic=model, lrm_first=lrm_first,
                     meta=meta)
+    share = lrm_token_share(steps, routed)
+    matched = {name: share_threshold(policy_scores(steps, name, **opts), steps, share)
+               for name, opts in MATCHED_POLICIES.items()}
+    matched["random"] = round(float(routed.mean()), 4)  # the routing probability of SRM steps after the plan
     order = np.argsort(-np.abs(model.weights))
     has_gain = np.isfinite(steps.gain)
     known = np.isfinite(steps.helps)
@@ -354,8 +394,8 @@ def fit_router(header: dict[str, Any], records: Sequence[dict[str, Any]], cfg: F
                      rows=len(steps), problems=int(len(np.unique(steps.problem))),
                      positives=int((steps.helps[known] == 1).sum()), negatives=int((steps.helps[known] == 0).sum()),
                      harmful=int((steps.gain[has_gain] == -1).sum()), counterfactuals=int(has_gain.sum()),
-                     share_at_threshold=round(lrm_token_share(steps, routed), 4),
-                     routed_share=round(float(routed.mean()), 4))
+                     share_at_threshold=round(share, 4), routed_share=round(float(routed.mean()), 4),
+                     matched=matched)
 
 
 def _fmt(x: float | None, nd: int = 3) -> str:
@@ -394,6 +434,9 @@ def fit_markdown(res: FitResult, header: dict[str, Any]) -> str:
         f"{res.router.thresholds['post']:.4f}, which on these traces routes {res.routed_share:.1%} of SRM steps "
         f"and gives the LRM {res.share_at_threshold:.1%} of answer tokens (plan included; target "
         f"{res.router.meta.get('target_lrm_share')}).", "",
+        "The same LRM token share on these traces, for the bench's comparisons with the LRM writing the plan: "
+        + ", ".join(f"`{k}:{v:.4g}^{res.router.lrm_first}`" for k, v in res.matched.items())
+        + " (random: the share of SRM steps routed).", "",
         "Largest standardised weights:", "",
         "| feature | weight |", "| --- | --- |",
         *[f"| {f} | {w:+.3f} |" for f, w in res.weights], "",
