@@ -80,6 +80,16 @@ def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
     run(settings, log_level=log_level, progress=True)
 
 
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"{value!r} is not a comma list of positive integers, e.g. 1,2,4")
+    return out
+
+
 @click.command("serve")
 @click.option("--srm", default=DEFAULT_SRM, show_default=True, help="Small model: name or path.")
 @click.option("--lrm", default=DEFAULT_LRM, show_default=True,
@@ -98,19 +108,30 @@ def serve(config_file: str | None, log_level: str, **opts: Any) -> None:
               help="Context window in tokens.")
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
 @gpu_option()
-@click.option("--only", default=None, type=click.Choice(["overhead", "concurrency"]),
-              help="Run only this benchmark.  [default: both]")
+@click.option("--only", default=None, type=click.Choice(["overhead", "concurrency", "load"]),
+              help="Run only this benchmark.  [default: overhead and concurrency; load only when named]")
+@click.option("--load-clients", default="1,2,4,8,16", show_default=True, callback=_int_list,
+              help="load: concurrent client counts, comma-separated.")
+@click.option("--load-parallel", default="1,2", show_default=True, callback=_int_list,
+              help="load: --parallel values (one server each), comma-separated.")
+@click.option("--requests", default=2, show_default=True, type=click.IntRange(1, 1000),
+              help="load: requests each client sends one after another.")
+@click.option("--queue-size", default=8, show_default=True, type=click.IntRange(0, 100000),
+              help="load: requests allowed to wait for a worker (more get 503 with Retry-After).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the per-run timings).")
 @handle_errors
 def bench_serve(srm: str, lrm: str, policy: str, n: int, clients: int, parallel: int, max_tokens: int, n_ctx: int,
-                threads: int, n_gpu_layers: int, only: str | None, as_json: bool) -> None:
-    """Server benchmarks: HTTP overhead over the Python API, and throughput/latency of concurrent streams.
+                threads: int, n_gpu_layers: int, only: str | None, load_clients: tuple[int, ...],
+                load_parallel: tuple[int, ...], requests: int, queue_size: int, as_json: bool) -> None:
+    """Server benchmarks: HTTP overhead over the Python API, throughput/latency of concurrent streams, and
+    (--only load) the sizing table: clients x --parallel -> requests/min, p50/p95 first token and total, 503s,
+    peak memory.
 
-    Prints one line per benchmark, or with --json one object: {"overhead": {...medians, ratio...},
-    "concurrency": {...tokens/s, p50/p95...}}.
+    Prints one line per benchmark (the load table as markdown), or with --json one object: {"overhead":
+    {...medians, ratio...}, "concurrency": {...tokens/s, p50/p95...}, "load": {"rows": [...]}}.
     """
     from rankguide_edge.server import require_server_deps
-    from rankguide_edge.server.bench import bench_concurrency, bench_overhead, report_lines
+    from rankguide_edge.server.bench import bench_concurrency, bench_load, bench_overhead, report_lines
     from rankguide_edge.server.settings import ServerConfig
 
     from ._common import emit_json
@@ -123,6 +144,13 @@ def bench_serve(srm: str, lrm: str, policy: str, n: int, clients: int, parallel:
         report["overhead"] = bench_overhead(settings, n=n, max_tokens=max_tokens)
     if only in (None, "concurrency"):
         report["concurrency"] = bench_concurrency(settings, clients=clients, max_tokens=max_tokens)
+    if only == "load":
+        def progress(row: dict[str, Any]) -> None:
+            click.echo(f"load: --parallel {row['parallel']}, {row['clients']} clients: "
+                       f"{row['requests_per_min']} requests/min, {row['refused_503']} refused", err=True)
+
+        report["load"] = bench_load(settings, clients=load_clients, parallel=load_parallel, requests=requests,
+                                    queue_size=queue_size, max_tokens=max_tokens, on_row=progress)
     if as_json:
         emit_json(report)
     else:

@@ -111,3 +111,36 @@ def test_bench_reports_overhead_and_concurrency(tiny_gguf: Path) -> None:
                 "--clients", "2", "--max-tokens", "8", "--n-ctx", "256", "--threads", "1", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["concurrency"]["ok"] == 2
+
+
+def test_bench_load_table_retries_refused_requests_after_retry_after(tiny_gguf: Path) -> None:
+    """No waiting place (--queue-size 0) and three clients on one worker: two are refused at once with a 503
+    that says when to come back, wait that long, and are served; every request ends in the table."""
+    args = ["bench", "serve", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--only", "load",
+            "--load-clients", "1,3", "--load-parallel", "1", "--requests", "2", "--queue-size", "0",
+            "--max-tokens", "12", "--n-ctx", "256", "--threads", "1"]
+    res = _run([*args, "--json"])
+    assert res.exit_code == 0, res.output
+    load = json.loads(res.stdout)["load"]
+    assert (load["queue_size"], load["requests_per_client"]) == (0, 2)
+    one, three = load["rows"]
+    assert (one["clients"], three["clients"]) == (1, 3) and one["parallel"] == three["parallel"] == 1
+    for row in (one, three):
+        assert row["ok"] == row["requests"] == 2 * row["clients"]
+        assert 0 < row["first_token_p50_s"] <= row["first_token_p95_s"] <= row["total_p95_s"] <= row["wall_s"]
+        assert row["requests_per_min"] == pytest.approx(60 * row["ok"] / row["wall_s"], rel=0.1)  # wall_s rounded
+        assert row["peak_rss_mib"] > 0
+    assert one["refused_503"] == 0
+    assert three["refused_503"] >= 2 and three["refused_with_retry_after"] == three["refused_503"]
+    assert three["wall_s"] >= 1.0  # a refused client waited its Retry-After (at least 1 s) before trying again
+    bad = _run([*args[:-4], "--load-clients", "1,x"])
+    assert bad.exit_code == 2 and "comma list of positive integers" in bad.output
+
+
+def test_bench_load_prints_its_table(tiny_gguf: Path) -> None:
+    res = _run(["bench", "serve", "--srm", str(tiny_gguf), "--lrm", str(tiny_gguf), "--only", "load",
+                "--load-clients", "2", "--load-parallel", "2", "--requests", "1", "--max-tokens", "8",
+                "--n-ctx", "256", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    table = [line for line in res.stdout.splitlines() if line.startswith("| 2 | 2 |")]
+    assert len(table) == 1 and table[0].count("|") == 8

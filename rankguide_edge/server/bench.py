@@ -4,9 +4,14 @@
   *same* solver (the server's only worker), alternating the two ``n`` times; reports medians and the ratio.
 * :func:`bench_concurrency` -- ``clients`` streaming clients at once against a server with ``parallel``
   workers; reports total throughput (completion tokens / wall second) and p50/p95 latency (first chunk and
-  whole request).
+  whole request);
+* :func:`bench_load` -- the sizing table: for each ``--parallel`` and each number of concurrent clients, every
+  client sends ``requests`` streamed requests one after another, and a refused one (503) waits its
+  ``Retry-After`` and tries again, as the ``openai`` client does; requests per minute, p50/p95 time to the first
+  token and to the end, the 503s, and the process's peak resident memory.
 
-Run both: ``rankguide-edge bench serve --srm NAME --lrm NAME [--json]`` (``--help`` for the options).
+Run them: ``rankguide-edge bench serve --srm NAME --lrm NAME [--only load] [--json]`` (``--help`` for the
+options).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import os
 import statistics
 import threading
 import time
@@ -63,7 +69,8 @@ def stream_chat(base_url: str, body: dict[str, Any], api_key: str = "", timeout:
     """POST a streamed chat request and read its SSE to the end.
 
     Returns ``{"status", "text", "chunks", "first_chunk_s", "seconds", "completion_tokens", "done"}``
-    (``first_chunk_s``: time to the first content delta; ``completion_tokens`` from the usage chunk).
+    (``first_chunk_s``: time to the first content delta; ``completion_tokens`` from the usage chunk); a refused
+    request adds ``error`` (the body) and ``retry_after`` (the header, or None).
     """
     conn = _connection(base_url, timeout)
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -78,6 +85,7 @@ def stream_chat(base_url: str, body: dict[str, Any], api_key: str = "", timeout:
         resp = conn.getresponse()
         out["status"] = resp.status
         if resp.status != 200:
+            out["retry_after"] = resp.getheader("Retry-After")
             out["error"] = json.loads(resp.read() or b"{}")
             return out
         parts = []
@@ -218,7 +226,126 @@ def bench_concurrency(settings: ServerConfig, *, clients: int = 8, question: str
             "first_chunk_p95_s": round(percentile(first, 0.95), 4)}
 
 
+def _rss_bytes() -> int | None:
+    """This process's resident memory (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _PeakMemory:
+    """Samples :func:`_rss_bytes` every ``every`` seconds in a thread, keeping the maximum (None off Linux)."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        self.every, self.peak = every, _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            now = _rss_bytes()
+            if now is not None and (self.peak is None or now > self.peak):
+                self.peak = now
+
+    def __enter__(self) -> _PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+#: a refused client waits at most this long before it tries again, whatever Retry-After says
+MAX_RETRY_WAIT_S = 120.0
+
+
+def _load_client(base_url: str, settings: ServerConfig, i: int, requests: int, max_tokens: int, question: str,
+                 barrier: threading.Barrier, out: list[dict[str, Any]]) -> None:
+    barrier.wait()
+    for r in range(requests):
+        body = {"model": settings.model_name, "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": f"({i + 1}.{r + 1}) {question}"}]}
+        refused: list[str | None] = []
+        while True:
+            res = stream_chat(base_url, body, settings.api_key)
+            if res["status"] != 503 or len(refused) >= 100:
+                break
+            refused.append(res.get("retry_after"))
+            try:
+                wait = float(res.get("retry_after") or 1.0)
+            except ValueError:
+                wait = 1.0
+            time.sleep(min(MAX_RETRY_WAIT_S, wait))
+        res["refused"] = refused
+        out.append(res)
+
+
+def bench_load(settings: ServerConfig, *, clients: tuple[int, ...] = (1, 2, 4, 8, 16),
+               parallel: tuple[int, ...] = (1, 2), requests: int = 2, queue_size: int = 8, max_tokens: int = 64,
+               question: str = QUESTION, on_row: Any = None) -> dict[str, Any]:
+    """The sizing table: one server per ``parallel`` value (``queue_size`` waiting places), and for each count
+    of ``clients`` a closed loop of ``requests`` streamed requests per client (503s retried after their
+    ``Retry-After``, capped at :data:`MAX_RETRY_WAIT_S`). ``on_row(row)`` is called as each row is done."""
+    from .app import create_app
+    from .runner import BackgroundServer
+
+    rows: list[dict[str, Any]] = []
+    for par in parallel:
+        app = create_app(dataclasses.replace(settings, port=0, parallel=par, queue_size=queue_size))
+        with BackgroundServer(app) as srv:
+            warm = {"model": settings.model_name, "messages": [{"role": "user", "content": question}],
+                    "max_tokens": 8}
+            _post(srv.base_url, "/v1/chat/completions", warm, settings.api_key)
+            for n in clients:
+                results: list[dict[str, Any]] = []
+                barrier = threading.Barrier(n)
+                threads = [threading.Thread(target=_load_client, args=(srv.base_url, settings, i, requests,
+                                                                       max_tokens, question, barrier, results))
+                           for i in range(n)]
+                with _PeakMemory() as mem:
+                    t0 = time.perf_counter()
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    wall = time.perf_counter() - t0
+                ok = [r for r in results if r.get("status") == 200 and r.get("done")]
+                first = [r["first_chunk_s"] for r in ok if r["first_chunk_s"] is not None]
+                lat = [r["seconds"] for r in ok]
+                refused = [h for r in results for h in r["refused"]]
+                row = {"parallel": par, "clients": n, "requests": len(results), "ok": len(ok),
+                       "wall_s": round(wall, 3), "requests_per_min": round(60 * len(ok) / wall, 2) if wall else None,
+                       "first_token_p50_s": round(percentile(first, 0.5), 3),
+                       "first_token_p95_s": round(percentile(first, 0.95), 3),
+                       "total_p50_s": round(percentile(lat, 0.5), 3), "total_p95_s": round(percentile(lat, 0.95), 3),
+                       "refused_503": len(refused), "refused_with_retry_after": sum(h is not None for h in refused),
+                       "peak_rss_mib": None if mem.peak is None else round(mem.peak / 2**20, 1)}
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return {"queue_size": queue_size, "requests_per_client": requests, "max_tokens": max_tokens, "rows": rows}
+
+
+def load_table(report: dict[str, Any]) -> list[str]:
+    """The load report as a markdown table."""
+    head = ["| --parallel | clients | requests/min | first token p50 / p95 (s) | total p50 / p95 (s) | 503s "
+            "(with Retry-After) | peak RSS (MiB) |", "|---|---|---|---|---|---|---|"]
+    return head + [f"| {r['parallel']} | {r['clients']} | {r['requests_per_min']} | {r['first_token_p50_s']} / "
+                   f"{r['first_token_p95_s']} | {r['total_p50_s']} / {r['total_p95_s']} | {r['refused_503']} "
+                   f"({r['refused_with_retry_after']}) | {r['peak_rss_mib']} |" for r in report["rows"]]
+
+
 def report_lines(report: dict[str, Any]) -> list[str]:
-    """A short human reading of a ``{"overhead": ..., "concurrency": ...}`` report (lists left out)."""
-    return [f"{name}: " + ", ".join(f"{k} {v}" for k, v in part.items() if not isinstance(v, list))
-            for name, part in report.items()]
+    """A short human reading of a ``{"overhead": ..., "concurrency": ..., "load": ...}`` report (lists left out;
+    the load report as its table)."""
+    out = []
+    for name, part in report.items():
+        if name == "load":
+            out += [f"load (queue {part['queue_size']}, {part['requests_per_client']} requests per client, "
+                    f"max_tokens {part['max_tokens']}):", *load_table(part)]
+        else:
+            out.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in part.items() if not isinstance(v, list)))
+    return out
