@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from rankguide_edge.collab.policies import DECISION_POINTS, available_policies
+from rankguide_edge.collab.reasoner import PREFIX_REUSE
 from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
 
 from ._common import gpu_option, handle_errors, load_config_file
@@ -44,6 +45,10 @@ POLICIES = available_policies()  # the registry decides, so a registered policy 
 @click.option("--max-tokens", default=None, type=click.IntRange(8, 262144),
               help="Answer budget when a request gives none [512].")
 @click.option("--n-ctx", default=None, type=click.IntRange(64, 262144), help="Context window [4096].")
+@click.option("--prefix-reuse", default=None, type=click.Choice(PREFIX_REUSE),
+              help="What a worker's SRM keeps of the last prompt it read: exact (whole prefill blocks; answers "
+                   "equal a cold start's), all (every common token, like llama-server's cache; faster, may "
+                   "differ in near-ties) or off [exact].")
 @click.option("--threads", "n_threads", default=None, type=click.IntRange(0, 1024),
               help="CPU threads per context (0: all) [0].")
 @gpu_option(default=None)

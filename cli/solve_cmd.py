@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from rankguide_edge.collab.policies import DECISION_POINTS, available_policies
+from rankguide_edge.collab.reasoner import PREFIX_REUSE
 from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
 
 from ._common import emit_json, gpu_option, handle_errors, remote_lrm_options, steer_options
@@ -45,6 +46,10 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Seed of the sampler (and of the random policy)."),
         click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(64, 262144),
                      help="Context window in tokens (SRM, and a local LRM)."),
+        click.option("--prefix-reuse", default="exact", show_default=True, type=click.Choice(PREFIX_REUSE),
+                     help="What the SRM keeps of the last prompt it read (chat: the earlier turns): exact (whole "
+                          "prefill blocks; answers equal a cold start's), all (every common token, like "
+                          "llama-server's cache; faster, may differ in near-ties) or off."),
         click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
                      help="CPU threads (0: all)."),
         gpu_option(),
@@ -60,14 +65,14 @@ def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | No
                 temperature: float, seed: int,
                 n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
                 steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int | None = None,
-                n_gpu_layers: int = 0):  # noqa: ANN201
+                n_gpu_layers: int = 0, prefix_reuse: str = "exact"):  # noqa: ANN201
     from rankguide_edge.api import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.config import RuntimeConfig
 
     cfg = ReasonerConfig(policy=policy, decide=decide, max_tokens=max_tokens, temperature=temperature, seed=seed,
                          steer=steer or "", steer_scale=steer_scale, steer_where=steer_where, router=router or "",
-                         lrm_first=lrm_first, threshold=threshold)
+                         lrm_first=lrm_first, threshold=threshold, prefix_reuse=prefix_reuse)
     return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed,
                                                                            n_gpu_layers=n_gpu_layers),
                   lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, lrm_retries=lrm_retries,

@@ -10,7 +10,7 @@ from rankguide_edge.collab.backends_remote import RemoteBackend
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
 from rankguide_edge.engine.runtime import Model, generate_text
-from rankguide_edge.errors import ContextOverflowError, InvalidInputError
+from rankguide_edge.errors import ConfigError, ContextOverflowError, InvalidInputError
 from rankguide_edge.testing.mini_server import MiniServer
 
 QUESTION = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left? Think step by step."
@@ -117,6 +117,22 @@ def test_a_second_turn_reads_only_what_is_new_and_answers_as_a_cold_start(smol, 
     assert [(s.source, s.score, s.text, s.signals, s.token_ids) for s in second.steps] == \
         [(s.source, s.score, s.text, s.signals, s.token_ids) for s in cold.steps]
     assert any(s.source == "lrm" for s in cold.steps) and any(s.source == "srm" for s in cold.steps)
+
+
+def test_prefix_reuse_all_keeps_the_last_answer_and_off_keeps_nothing(smol) -> None:
+    rt = RuntimeConfig(n_ctx=1024, n_batch=64)
+    kept = {}
+    for mode in ("exact", "all", "off"):
+        cfg = ReasonerConfig(max_tokens=N, max_step_tokens=16, policy="srm", lrm_first=0, prefix_reuse=mode)
+        with Reasoner(smol, None, cfg, runtime=rt) as r:
+            first = r.solve(_conversation())
+            prompt_len = first.usage["srm_prefill_tokens"]
+            second = r.solve(_conversation(first.answer_text))
+            kept[mode] = second.usage["srm_reused_tokens"]
+            assert kept[mode] + second.usage["srm_prefill_tokens"] > prompt_len + first.usage["srm_tokens"] // 2
+    assert kept["off"] == 0 < kept["exact"] <= prompt_len < kept["all"]
+    with pytest.raises(ConfigError, match="prefix_reuse"):
+        ReasonerConfig(prefix_reuse="some")
 
 
 def test_pre_decision_lets_the_lrm_write_without_a_draft(smol) -> None:

@@ -522,3 +522,22 @@ def test_a_kept_prefix_is_only_what_a_cold_start_would_compute_the_same(model: M
         ctx.clear_control_vector()
         assert ctx.keep_prefix(first) == 0
         assert ctx.keep_prefix([]) == 0 and ctx.n_past == 0
+
+
+def test_keeping_every_common_token_is_the_fast_inexact_choice(model: Model) -> None:
+    """exact=False keeps generated tokens too (llama-server's prompt cache), never a position computed under
+    another control vector, and always leaves one token to feed."""
+    cfg = RuntimeConfig(n_ctx=1024, n_batch=32, n_threads=2)
+    first = _turns(model)
+    with model.context(cfg) as ctx:
+        ctx.prefill(first)
+        text, events = generate_text(ctx, None, GREEDY)
+        held = list(ctx.tokens)
+        assert len(held) > len(first)
+        assert ctx.keep_prefix([*held, 7, 8], exact=False) == len(held)
+        assert ctx.keep_prefix(held, exact=False) == len(held) - 1 and ctx.tokens == held[:-1]
+        ctx.prefill(held[-1:])
+        assert ctx.keep_prefix(held) <= len(first)  # exact: the generated tokens are read again
+        ctx.prefill(held[ctx.n_past:])
+        ctx.set_control_vector({1: np.full(model.n_embd, 0.5, np.float32)})
+        assert ctx.keep_prefix(held, exact=False) == 0

@@ -167,7 +167,7 @@ def test_server_settings_take_the_reasoner_fields_from_reasoner_config() -> None
     from rankguide_edge.server.settings import REASONER_FIELDS, ServerConfig
 
     assert set(REASONER_FIELDS) == {"policy", "threshold", "router", "decide", "lrm_first", "max_tokens",
-                                    "max_step_tokens", "seed"}
+                                    "max_step_tokens", "seed", "prefix_reuse"}
     ours = {f.name: f for f in dataclasses.fields(ServerConfig)}
     theirs = {f.name: f for f in dataclasses.fields(ReasonerConfig)}
     for name in REASONER_FIELDS:  # same bounds and choices; the server's answer budget alone has its own default

@@ -43,6 +43,7 @@ MAX_TOKENS = int(os.environ.get("RG_MAX_TOKENS", "96"))
 #: as its plan, so the SRM reads nothing after turn 1; ``RG_POLICY=srm RG_LRM_FIRST=0`` is the SRM alone)
 POLICY = os.environ.get("RG_POLICY", "rankguide")
 LRM_FIRST = int(os.environ["RG_LRM_FIRST"]) if os.environ.get("RG_LRM_FIRST") else None
+PREFIX_REUSE = os.environ.get("RG_PREFIX_REUSE", "exact")  # turns only: exact, all or off
 
 
 def _ttft() -> dict[str, Any]:
@@ -88,10 +89,10 @@ def _turns() -> dict[str, Any]:
     from rankguide_edge.api import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
 
-    out: dict[str, Any] = {"policy": POLICY, "lrm_first": LRM_FIRST, "seconds": [], "srm_prefill_tokens": [],
-                           "srm_reused_tokens": []}
+    out: dict[str, Any] = {"policy": POLICY, "lrm_first": LRM_FIRST, "prefix_reuse": PREFIX_REUSE, "seconds": [],
+                           "srm_prefill_tokens": [], "srm_reused_tokens": [], "answers": []}
     history: list[tuple[str, str]] = []
-    cfg = ReasonerConfig(max_tokens=MAX_TOKENS, policy=POLICY, lrm_first=LRM_FIRST)
+    cfg = ReasonerConfig(max_tokens=MAX_TOKENS, policy=POLICY, lrm_first=LRM_FIRST, prefix_reuse=PREFIX_REUSE)
     with Solver(config=cfg, progress=False) as solver:
         for q in TURNS:
             history.append(("user", q))
@@ -101,6 +102,7 @@ def _turns() -> dict[str, Any]:
             out["srm_prefill_tokens"].append(result.usage["srm_prefill_tokens"])
             out["srm_reused_tokens"].append(result.usage.get("srm_reused_tokens", 0))  # 0 before prefix reuse
             history.append(("assistant", result.answer_text))
+            out["answers"].append(result.answer_text)
     return out
 
 

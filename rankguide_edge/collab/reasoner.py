@@ -37,6 +37,9 @@ from .policies import DECISION_POINTS, StepView, make_policy
 from .router import Router, load_router
 from .stepping import DraftStep, draft_step, join_drafts
 
+#: what the SRM keeps of the last prompt it read (see ``ReasonerConfig.prefix_reuse``)
+PREFIX_REUSE = ("exact", "all", "off")
+
 
 @dataclass(frozen=True)
 class ReasonerConfig:
@@ -67,6 +70,10 @@ class ReasonerConfig:
     steer: str = bounded("", help="control-vector .gguf that steers the SRM ('' = no steering)")
     steer_scale: float = bounded(1.0, lo=-64.0, hi=64.0, help="multiplier of the steering vector")
     steer_where: str = bounded("all", choices=STEER_WHERE, help="steer every token, or step-delimiter tokens only")
+    prefix_reuse: str = bounded("exact", choices=PREFIX_REUSE,
+                                help="what the SRM keeps of the last prompt it read: exact (whole prefill blocks, "
+                                     "answers equal a cold start's), all (every common token, like llama-server's "
+                                     "cache; faster, may differ in near-ties) or off")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -265,8 +272,10 @@ class Reasoner:
             raise ContextOverflowError(f"the question takes {len(prompt)} tokens but the SRM context holds "
                                        f"{ctx.n_ctx}: shorten it or raise --n-ctx")
         # the SRM keeps what an earlier solve already read of this prompt (a conversation's earlier turns, a
-        # shared system prompt), exactly as a cold start would have computed it
-        usage["srm_reused_tokens"] = ctx.keep_prefix(prompt)
+        # shared system prompt); "exact" only what a cold start would have computed the same
+        if cfg.prefix_reuse == "off":
+            ctx.reset()
+        usage["srm_reused_tokens"] = ctx.keep_prefix(prompt, exact=cfg.prefix_reuse == "exact")
         ctx.reseed(cfg.seed)  # a solve's sampling depends on its seed only, not on earlier solves
         self.computer.reset()
         self.policy.reset()

@@ -195,9 +195,10 @@ class Context:
         self._batch = _native.Batch(self.config.n_batch)
         self.tokens: list[int] = []
         self._last_logits: np.ndarray | None = None
-        #: leading positions fed by :meth:`prefill` in whole aligned blocks, and the control vector then in force
+        #: leading positions fed by :meth:`prefill` in whole aligned blocks, and leading positions computed under
+        #: the control vector now in force (what :meth:`keep_prefix` may keep)
         self._canon = 0
-        self._canon_cvec: np.ndarray | None = None
+        self._uniform = 0
         self._rng = np.random.default_rng(self.config.seed)
         self._cvec: np.ndarray | None = None  # the buffer last given to llama.cpp (it copies it)
         self._steer_boundary: tuple[tuple[np.ndarray, int, int], bytes] | None = None
@@ -274,13 +275,16 @@ class Context:
                     chunk = toks[start:start + step]
                     last = start + step >= len(toks)
                     mode = logits if (last or logits == "all") else "none"
-                    self._batch.fill(chunk, self.n_past, logits=mode)
+                    at = self.n_past
+                    self._batch.fill(chunk, at, logits=mode)
                     if self._tap is not None:
                         self._tap.reset()
                     rc = self._batch.decode(self.ptr)
                     if rc != 0:
                         raise NativeError(f"llama_decode failed with code {rc} at position {self.n_past}")
                     self.tokens.extend(chunk)
+                    if self._uniform == at:
+                        self._uniform += len(chunk)
                     if hidden and self._tap is not None:
                         self._collect(parts)
                     if mode == "none":
@@ -333,13 +337,14 @@ class Context:
             raise NativeError(f"llama_memory_seq_rm could not remove positions {n_keep}.. from the cache")
         del self.tokens[n_keep:]
         self._canon = min(self._canon, n_keep)
+        self._uniform = min(self._uniform, n_keep)
         self._last_logits = None
 
     def reset(self) -> None:
         """Empty the context (KV cache and tokens)."""
         _native.memory_clear(self.ptr)
         self.tokens.clear()
-        self._canon = 0
+        self._canon = self._uniform = 0
         self._last_logits = None
 
     # -- prompt prefill and prefix reuse ------------------------------------------------------------------------
@@ -380,26 +385,30 @@ class Context:
         cuts = self._prefill_cuts(start, end)
         for a, z in zip(cuts, [*cuts[1:], end], strict=True):
             self.eval(toks[a - start:z - start], hidden=False)
-            if self._canon == 0 and a == 0:
-                self._canon_cvec = self._cvec
-            if z - a == b and self._canon == a and self._cvec is self._canon_cvec:
+            if z - a == b and self._canon == a:
                 self._canon = z
 
-    def keep_prefix(self, tokens: Sequence[int]) -> int:
-        """Roll back to the longest prefix of the held tokens that a :meth:`prefill` of ``tokens`` from here
-        computes exactly as one from an empty context would, and return its length (the tokens still to feed
-        are ``tokens[kept:]``, at least one).
+    def keep_prefix(self, tokens: Sequence[int], *, exact: bool = True) -> int:
+        """Roll back to the longest reusable prefix of the held tokens for ``tokens`` and return its length (the
+        tokens still to feed are ``tokens[kept:]``, at least one). Only positions computed under the control
+        vector now in force are ever kept.
 
-        Kept: whole aligned blocks fed by :meth:`prefill` from position 0 under the control vector now in force,
-        that ``tokens`` start with, and that leave a cut of ``tokens``' own prefill. Generated tokens and text
-        fed elsewhere are read again: llama.cpp rounds a token fed alone differently from one in a batch."""
+        ``exact``: keep only what a :meth:`prefill` of ``tokens`` from here computes exactly as one from an empty
+        context would: whole aligned blocks fed by :meth:`prefill` from position 0 that ``tokens`` start with,
+        up to a cut of ``tokens``' own prefill. Generated tokens and text fed elsewhere are read again: llama.cpp
+        rounds a token fed alone differently from one in a batch. Otherwise keep the whole common prefix, as
+        llama-server's prompt cache does (faster; the result may differ from a cold start in near-ties)."""
         toks = [int(t) for t in tokens]
         held = 0
-        limit = min(len(toks), self._canon) if self._cvec is self._canon_cvec else 0
+        limit = min(len(toks), self._uniform, self._canon if exact else self.n_past)
         while held < limit and self.tokens[held] == toks[held]:
             held += 1
-        cuts = self._prefill_cuts(0, len(toks)) if toks else [0]
-        keep = max(c for c in cuts if c <= held and c < len(toks)) if toks else 0
+        if not toks:
+            keep = 0
+        elif exact:
+            keep = max(c for c in self._prefill_cuts(0, len(toks)) if c <= held)
+        else:
+            keep = min(held, len(toks) - 1)
         self.rollback(keep)
         return keep
 
@@ -563,6 +572,8 @@ class Context:
         return np.ascontiguousarray(data), min(directions), max(directions)
 
     def _apply_cvec(self, buf: tuple[np.ndarray, int, int] | None) -> None:
+        if (None if buf is None else buf[0]) is not self._cvec:
+            self._uniform = 0  # what the context holds was computed under another vector
         if buf is None:
             _native.set_cvec(self.ptr, None, self.model.n_embd, -1, -1)
             self._cvec = None

@@ -56,6 +56,9 @@ class ServerConfig:
     max_tokens: int = same_as(ReasonerConfig, "max_tokens", default=512, help="answer budget when a request "
                               "gives none")
     max_step_tokens: int = same_as(ReasonerConfig, "max_step_tokens")
+    prefix_reuse: str = same_as(ReasonerConfig, "prefix_reuse", help="what a worker's SRM keeps of the last "
+                                "prompt it read: exact (answers equal a cold start's), all (every common token) "
+                                "or off")
     n_ctx: int = bounded(4096, lo=64, hi=262144, help="context window of each worker's SRM (and local LRM)")
     n_threads: int = bounded(0, lo=0, hi=1024, help="CPU threads per context; 0 = all cores")
     n_gpu_layers: int = bounded(0, lo=-1, hi=10000, help="layers of each local model offloaded to a GPU; -1 = all")
