@@ -56,6 +56,12 @@ def test_verify_maps_each_feature_into_a_routing_score(key: str, value: float, s
     assert policy.score(StepView("post", 1, "3 + 4 = 8", 7, {})) == 0.0  # no LRM to check with: keep the step
 
 
+def test_verify_reads_the_lrms_least_likely_token_by_default() -> None:
+    view = StepView("post", 1, "3 + 4 = 8", 7, {}, check=lambda step: {"lrm.logprob_min": math.log(0.01),
+                                                                        "lrm.risk": 0.2})
+    assert make_policy("verify").score(view) == pytest.approx(0.99)
+
+
 def test_verify_refuses_an_unknown_feature() -> None:
     from rankguide_edge.errors import ConfigError
 

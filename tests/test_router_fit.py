@@ -39,7 +39,7 @@ def _records(n_problems: int = 120, seed: int = 0, level: float = 1.2, noise: fl
                 "signals": {"text.entropy_max": ent, "rank.eff_norm.L23.win": float(rng.normal()),
                             "tucker.eff_norm.mode1": float(rng.normal()), "step.index": float(i),
                             "fail.route": float(rng.uniform())},
-                "lrm": {"lrm.risk": float(rng.uniform())},
+                "lrm": {"lrm.risk": float(rng.uniform()), "lrm.logprob_min": float(np.log(rng.uniform(0.01, 1)))},
                 "pooled": encode_vector(rng.normal(size=16)),
                 "cf": {"gain": 1 if helps else 0, "lrm_tokens": 12},
             })
@@ -162,7 +162,7 @@ def test_policies_the_router_is_benched_against_get_its_lrm_share() -> None:
     routed = np.array([learned.score(s) for s in steps.signals]) >= res.router.thresholds["post"]
     assert np.array_equal(ent >= res.matched["entropy"], routed)
     ver = policy_scores(steps, "verify")
-    assert ((ver >= 0) & (ver <= 1)).all() and len(set(ver.round(6))) > len(ver) // 2  # scored from lrm.risk
+    assert ((ver >= 0) & (ver <= 1)).all() and len(set(ver.round(6))) > len(ver) // 2  # scored from lrm.logprob_min
     assert share - 0.02 <= lrm_token_share(steps, ver >= res.matched["verify"]) <= share
     assert res.matched["random"] == pytest.approx(res.routed_share)
     assert f"`entropy:{res.matched['entropy']:.4g}^1`" in fit_markdown(res, HEADER)

@@ -157,14 +157,16 @@ class JudgePolicy:
 class VerifyPolicy:
     """The LRM checks each SRM draft with one teacher-forced prefill (no generation) and the step is rewritten
     when it disagrees: the score is one of the ``lrm.*`` features of :mod:`.disagreement` mapped into [0, 1]
-    (``lrm.risk``, the default: one minus the LRM's probability of the step's least likely arithmetic token;
-    a log-probability feature ``x`` scores ``1 - exp(x)``). Without a local LRM the score is 0."""
+    (a log-probability feature ``x`` scores ``1 - exp(x)``; the default, ``lrm.logprob_min``, is then one minus
+    the LRM's probability of the step's least likely token: on 200 labelled GSM8K train problems it ranked the
+    steps where routing helps best of the ``lrm.*`` features, docs/BENCHMARKS.md). Without a local LRM the
+    score is 0."""
 
     name = "verify"
     points = ("post",)
     uses_lrm_check = True
 
-    def __init__(self, key: str = "lrm.risk") -> None:
+    def __init__(self, key: str = "lrm.logprob_min") -> None:
         from .disagreement import FEATURES
 
         if key not in FEATURES:
