@@ -186,16 +186,6 @@ def target_labels(steps: Steps, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]
     return risk >= cfg.disagree_level, np.isfinite(risk)
 
 
-def _standardise(x: np.ndarray) -> np.ndarray:
-    """Columns of ``x`` (float ``(n, d)``, NaN = missing) centred and scaled over all rows, NaN -> 0 (the mean).
-    Label-free, so scaling on every row leaks nothing about held-out labels."""
-    ok = np.isfinite(x)
-    mean = np.where(ok, x, 0.0).sum(axis=0) / np.maximum(ok.sum(axis=0), 1)
-    filled = np.where(ok, x, mean)
-    sd = filled.std(axis=0)
-    return (filled - mean) / np.where(sd > 1e-12, sd, 1.0)
-
-
 def out_of_fold(steps: Steps, groups: Sequence[str], cfg: FitConfig, folds: np.ndarray) -> np.ndarray:
     """Held-out scores (float ``(n,)``; NaN where a fold could not be fitted) of a logistic model on feature
     ``groups`` trained for ``cfg.target``, each problem scored by a model that never saw it.
@@ -215,7 +205,7 @@ def out_of_fold(steps: Steps, groups: Sequence[str], cfg: FitConfig, folds: np.n
             x = np.hstack([base, _probe(steps, train, cfg.probe_dims)])
         if y[train].all() or not y[train].any():
             continue
-        x = _standardise(x)
+        x, _ = _stats._prepare(x, x)  # imputed and scaled over all rows (label-free: leaks no held-out label)
         w, _ = _stats.fit_logistic(x[train], y[train], cfg.l2)
         out[test] = x[test] @ w
     return out

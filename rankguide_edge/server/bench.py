@@ -24,6 +24,7 @@ import statistics
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -187,6 +188,23 @@ def bench_overhead(settings: ServerConfig, *, n: int = 5, question: str = QUESTI
             "api_s": [round(x, 4) for x in api_s], "server_s": [round(x, 4) for x in http_s]}
 
 
+def _run_all(threads: Sequence[threading.Thread]) -> float:
+    """Start every client thread, wait for all; the wall seconds."""
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def _served(results: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[float], list[float]]:
+    """The streamed results that were served to the end, their times to the first content delta, and their
+    whole-request times."""
+    ok = [r for r in results if r.get("status") == 200 and r.get("done")]
+    return ok, [r["first_chunk_s"] for r in ok if r["first_chunk_s"] is not None], [r["seconds"] for r in ok]
+
+
 def bench_concurrency(settings: ServerConfig, *, clients: int = 8, question: str = QUESTION,
                       max_tokens: int = 64) -> dict[str, Any]:
     """``clients`` streaming chat requests at once (each a different variant of ``question``) against a fresh
@@ -207,16 +225,8 @@ def bench_concurrency(settings: ServerConfig, *, clients: int = 8, question: str
             barrier.wait()
             results[i] = stream_chat(srv.base_url, body, settings.api_key)
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-    ok = [r for r in results if r.get("status") == 200 and r.get("done")]
-    lat = [r["seconds"] for r in ok]
-    first = [r["first_chunk_s"] for r in ok if r["first_chunk_s"] is not None]
+        wall = _run_all([threading.Thread(target=client, args=(i,)) for i in range(clients)])
+    ok, first, lat = _served(results)
     tokens = sum(r["completion_tokens"] for r in ok)
     return {"clients": clients, "parallel": settings.parallel, "max_tokens": max_tokens, "ok": len(ok),
             "wall_s": round(wall, 4), "completion_tokens": tokens,
@@ -306,15 +316,8 @@ def bench_load(settings: ServerConfig, *, clients: tuple[int, ...] = (1, 2, 4, 8
                                                                        max_tokens, question, barrier, results))
                            for i in range(n)]
                 with _PeakMemory() as mem:
-                    t0 = time.perf_counter()
-                    for t in threads:
-                        t.start()
-                    for t in threads:
-                        t.join()
-                    wall = time.perf_counter() - t0
-                ok = [r for r in results if r.get("status") == 200 and r.get("done")]
-                first = [r["first_chunk_s"] for r in ok if r["first_chunk_s"] is not None]
-                lat = [r["seconds"] for r in ok]
+                    wall = _run_all(threads)
+                ok, first, lat = _served(results)
                 refused = [h for r in results for h in r["refused"]]
                 row = {"parallel": par, "clients": n, "requests": len(results), "ok": len(ok),
                        "wall_s": round(wall, 3), "requests_per_min": round(60 * len(ok) / wall, 2) if wall else None,
