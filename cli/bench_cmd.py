@@ -203,14 +203,17 @@ def _named_files(option: str, specs: tuple[str, ...], what: str) -> dict[str, st
 @click.option("--methods", default=None, metavar="LABEL,...",
               help="Report only these methods (labels as in results.jsonl); the problems compared are those "
                    "they all ran.  [default: every method in the file]")
+@click.option("--versus", default=None, metavar="LABEL,...",
+              help="Baselines every method is paired against (wins/losses, exact McNemar p), besides srm: "
+                   "e.g. the matched 'entropy:0.52^1,random:0.21^1'. Each must be among the methods reported.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write summary.json, summary.md and the plots here instead of DIR (created).")
 @click.option("--no-plot", "--no-plots", "no_plot", is_flag=True,
               help="Skip pareto.png and share.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
-def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None, no_plot: bool,
-           as_json: bool) -> None:
+def report(run_dir: str, profile: str, methods: str | None, versus: str | None, out_dir: str | None,
+           no_plot: bool, as_json: bool) -> None:
     """Summarise DIR/results.jsonl (or a committed results.jsonl.gz) into summary.json, summary.md, pareto.png
     (accuracy vs latency) and share.png (accuracy vs LRM token share: policies compared at matched LRM use)."""
     import json
@@ -223,7 +226,8 @@ def report(run_dir: str, profile: str, methods: str | None, out_dir: str | None,
     results = os.path.join(run_dir, "results.jsonl")
     if not os.path.exists(results) and os.path.exists(results + ".gz"):  # a committed, compressed run
         results += ".gz"
-    summary = summarize(results, profile=profile, methods=chosen)
+    bases = [m.strip() for m in versus.split(",") if m.strip()] if versus else []
+    summary = summarize(results, profile=profile, methods=chosen, versus=bases)
     target = out_dir or run_dir
     os.makedirs(target, exist_ok=True)
     for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_markdown(summary))):

@@ -11,6 +11,7 @@ import pytest
 from rankguide_edge.errors import InvalidInputError
 from rankguide_edge.evaluation._bench_report import (
     _sign_test,
+    _sweep_of,
     _wilson,
     summarize,
     summary_markdown,
@@ -111,6 +112,38 @@ def test_paired_comparisons_and_token_cap(tmp_path) -> None:
     assert "| method | measured | laptop+gpu-server | gpu-large-ratio |" in per_profile
     lrm_row = next(line for line in per_profile.splitlines() if line.startswith("| lrm |"))
     assert lrm_row.count("(1.00×)") == 3
+
+
+def test_paired_against_named_baselines(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    _write(path, {"srm": "0011000000", "lrm": "1111111000", "rankguide": "1011100000"})
+    s = summarize(path, versus=["rankguide", "lrm", "rankguide"])
+    assert s["vs_table"] == ["rankguide", "lrm"]
+    m = s["methods"]
+    # lrm gets p1, p5, p6 that rankguide misses; rankguide gets nothing lrm misses
+    assert m["lrm"]["vs"] == {"rankguide": {"wins": 3, "losses": 0, "p": pytest.approx(0.25)}}
+    assert m["srm"]["vs"]["rankguide"] == {"wins": 0, "losses": 2, "p": pytest.approx(0.5)}
+    assert m["srm"]["vs"]["lrm"] == {"wins": 0, "losses": 5, "p": pytest.approx(2 / 32)}
+    assert "rankguide" not in m["rankguide"]["vs"]  # never against itself
+    md = summary_markdown(s)
+    assert "| method | vs rankguide | vs lrm |" in md
+    assert "| srm | +0/−2, p 0.50 | +0/−5, p 0.06 |" in md
+    assert "| rankguide | — | +0/−3, p 0.25 |" in md
+    assert "vs rankguide" not in summary_markdown(summarize(path))  # no table without baselines
+    with pytest.raises(InvalidInputError, match="baseline random is not among the methods reported"):
+        summarize(path, versus=["random"])
+    with pytest.raises(InvalidInputError, match="baseline lrm"):
+        summarize(path, methods=["srm", "rankguide"], versus=["lrm"])
+
+
+def test_a_threshold_sweep_is_one_curve() -> None:
+    same = {"entropy:0.41^1", "entropy:0.63^1", "entropy^1"}
+    assert {_sweep_of(m) for m in same} == {"entropy^1"}
+    assert _sweep_of("rankguide~learned:0.158^1") == _sweep_of("rankguide~learned^1") == "rankguide~learned^1"
+    apart = ["entropy", "entropy^2", "entropy@early:0.5", "rankguide~learned^1", "rankguide^1", "specdec:4",
+             "random:0.2", "srm+v*0.5/boundary", "srm+v*0.25/boundary", "srm"]
+    assert len({_sweep_of(m) for m in apart}) == len(apart)  # another plan length, point, router or steering
+    assert _sweep_of("random:0.2") == "random" and _sweep_of("specdec:4") == "specdec"
 
 
 def test_pareto_draws_a_method_with_no_correct_answer(tmp_path) -> None:

@@ -67,6 +67,15 @@ def _unsteered(label: str) -> str | None:
     return base if plus else None
 
 
+def _sweep_of(label: str) -> str:
+    """The curve a method label lies on: the label without its threshold, probability or draft length
+    (``entropy:0.41^1`` and ``entropy:0.63^1`` -> ``entropy^1``; ``rankguide~learned^1`` stays itself), so a
+    threshold sweep is one line while another decision point, router, plan length or steering is another."""
+    head, plus, steer = label.partition("+")
+    head, caret, first = head.partition("^")
+    return head.partition(":")[0] + (caret + first) + (plus + steer)
+
+
 def _policy_of(rec: Mapping[str, Any]) -> str:
     return str(rec.get("policy") or str(rec["method"]).split("@")[0].split(":")[0])
 
@@ -114,13 +123,15 @@ def load_results(results: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = "measured",
-              methods: Sequence[str] | None = None) -> dict[str, Any]:
+              methods: Sequence[str] | None = None, versus: Sequence[str] = ()) -> dict[str, Any]:
     """Per method: n, accuracy (Wilson 95% CI), measured latency, speedup vs lrm, LRM step and token share
     (``lrm_tokens / (srm kept + lrm tokens)``), LRM calls (round trips, judge ratings and verify batches
     included), PGR, tokens thrown away, mean steps and tokens, answers that hit the token cap, mean work
     counts, the mean latency and speedup under every shipped profile plus ``profile`` (a name, file or profile
     object), and paired comparisons on the same problems (``vs_srm``; ``vs_unsteered`` for ``METHOD+NAME...``
-    against ``METHOD``): wins, losses and the exact two-sided McNemar p-value.
+    against ``METHOD``): wins, losses and the exact two-sided McNemar p-value. ``versus`` names further
+    baselines (labels among the methods reported): every other method's ``vs`` maps each of them to the same
+    paired comparison (``vs_table`` lists the baselines in order).
 
     ``methods``: report only these labels (InvalidInputError for a label the file lacks); the comparison
     set is then the problems these methods all ran. ``short_methods`` names the methods that limit that set
@@ -169,6 +180,11 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
         methods = list(dict.fromkeys(methods))
     else:
         methods = in_file
+    versus = list(dict.fromkeys(versus))
+    absent = [b for b in versus if b not in methods]
+    if absent:
+        raise InvalidInputError(f"baseline {', '.join(absent)} is not among the methods reported "
+                                f"({', '.join(methods)}): add it to the methods or drop it")
     by_id: dict[str, dict[str, dict]] = {}
     for r in recs:
         if r["method"] in methods:
@@ -196,6 +212,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
         base = _unsteered(m)
         table[m]["vs_unsteered"] = (_paired(rows, [by_id[i][base] for i in common])
                                     if base in table else None)
+        table[m]["vs"] = {b: _paired(rows, [by_id[i][b] for i in common]) for b in versus if b != m}
     for row in table.values():
         row["speedup_vs_lrm"] = (table[lrm_m]["mean_s"] / row["mean_s"]) if lrm_m and row["mean_s"] else None
         row["speedup_vs_lrm_by_profile"] = {
@@ -215,7 +232,7 @@ def summarize(results: str | os.PathLike[str], profile: str | HardwareProfile = 
     planner = next((m for m in methods if table[m]["policy"] == "srm" and m.endswith("^1")), None)
     plans = ({"planner": planner, "kinds": plan_breakdown({i: by_id[i] for i in common}, planner, methods)}
              if planner else None)
-    return {"results": str(path), "problems": len(common), "short_methods": short,
+    return {"results": str(path), "problems": len(common), "short_methods": short, "vs_table": versus,
             "mixed_session_problems": mixed,
             "errors": {m: failed[m] for m in methods if m in failed},
             "problems_per_method": ran, "methods": table, "profile": chosen.name, "plans": plans,
@@ -323,6 +340,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                      f"{r['srm_discarded_tokens']} | {f(r['mean_steps'], 1)} | {f(r['mean_tokens'], 0)} | "
                      f"{r.get('unfinished', 0)} | {pgr(r)} | {paired(r.get('vs_srm'))} | "
                      f"{paired(r.get('vs_unsteered'))} | {100 * r['signals_vs_srm']:.2f} % |")
+    if summary.get("vs_table"):  # paired against each named baseline, on the same problems
+        bases = summary["vs_table"]
+        lines += ["", f"Paired on the same {summary['problems']} problems: wins/losses against each baseline (problems "
+                      "the method gets right and the baseline wrong, and the reverse) and the exact two-sided "
+                      "McNemar p-value:", "",
+                  "| method | " + " | ".join(f"vs {b}" for b in bases) + " |", "|---|" + "---|" * len(bases)]
+        for m, r in summary["methods"].items():
+            vs = r.get("vs") or {}
+            lines.append(f"| {m} | " + " | ".join(paired(vs.get(b)) for b in bases) + " |")
     names = list(summary.get("profiles") or {})
     if names:  # every method under every profile: latency and speedup against lrm priced the same way
         lines += ["", "Mean latency per problem in seconds (speedup against lrm) under each hardware profile:", "",
@@ -369,8 +395,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 def write_pareto(summary: dict[str, Any], path: str | os.PathLike[str], profile: str | None = None) -> Path:
     """Accuracy (with 95% CI bars) against mean latency under ``profile`` (default: the summary's), one point
-    per method; unsteered methods of one policy and decision point (a sweep) are joined in threshold order.
-    PNG."""
+    per method; the methods of one sweep (labels equal but for the threshold, see :func:`_sweep_of`) are joined
+    left to right. PNG."""
     prof = profile or summary.get("profile", "measured")
     return _plot_accuracy(summary, path, lambda r: r.get("latency_s", {}).get(prof, r["mean_s"]),
                           f"mean latency per problem, s (profile: {prof})", "accuracy vs latency")
@@ -404,24 +430,20 @@ def _plot_accuracy(summary: dict[str, Any], path: str | os.PathLike[str], x_of: 
                    title: str) -> Path:
     fig = agg_figure(7.5, 5.5)
     ax = fig.add_subplot(1, 1, 1)
-    groups: dict[tuple[str, str], list[tuple[float, float, float, float, str, float]]] = {}
+    groups: dict[str, list[tuple[float, float, float, float, str]]] = {}
     labels: list[tuple[float, float, str]] = []
     for m, r in summary["methods"].items():
         x = x_of(r)
         if x is None:
             continue
         lo, hi = r["accuracy_ci95"]
-        order = float(r.get("k") or r.get("threshold") or 0.0)
-        variant = _unsteered(m) or "^" in m  # steered or plan-first: a point of its own, not on the sweep line
-        key = (m, "") if variant else (r.get("policy", m), r.get("decide") or "")
-        groups.setdefault(key, []).append((float(x), r["accuracy"], lo, hi, m, order))
-    for (policy, decide), pts in groups.items():
-        pts.sort(key=lambda p: p[5])
+        groups.setdefault(_sweep_of(m), []).append((float(x), r["accuracy"], lo, hi, m))
+    for name, pts in groups.items():
+        pts.sort()
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         yerr = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]  # >= 0: _wilson is exact at the ends
-        name = policy if decide in ("", "post") or policy in ("srm", "lrm", "specdec") else f"{policy}@{decide}"
         ax.errorbar(xs, ys, yerr=yerr, fmt="o-" if len(pts) > 1 else "o", capsize=3, alpha=0.85, label=name)
-        labels += [(x, y, label) for x, y, *_rest, label, _order in pts]
+        labels += [(x, y, label) for x, y, *_rest, label in pts]
     _place_labels(ax, labels, dpi=fig.dpi)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
