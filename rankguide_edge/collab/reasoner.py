@@ -198,6 +198,11 @@ class Reasoner:
         if cfg.decide not in policy.points:
             raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use "
                                     f"{decide_option} {' or '.join(policy.points)}")
+        if "logistic" in opts and cfg.threshold is None and cfg.decide not in router.thresholds:
+            # fitted weights score what they were fitted on: a post-only router has no meaning before the step
+            raise ConfigError(f"router file {router.source} was fitted to decide at "
+                              f"{' and '.join(router.thresholds)} only: use {decide_option} "
+                              f"{' or '.join(router.thresholds)}, or give a threshold for {cfg.decide!r}")
         return policy
 
     def reconfigure(self, **changes: Any) -> None:
