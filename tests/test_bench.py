@@ -261,6 +261,26 @@ def test_run_json_lets_an_lrm_and_new_vectors_join_but_not_change(tmp_path) -> N
     assert len(json.loads((tmp_path / "run.json").read_text())["sessions"]) == 3  # refused runs add none
 
 
+def test_run_json_names_the_shipped_router_by_its_content(tmp_path) -> None:
+    """A run on the package's default router records that router's digest, so resuming after an upgrade that
+    ships another router is refused instead of mixing records of two routers."""
+    import hashlib
+
+    from rankguide_edge.collab.router import shipped_router_text
+    from rankguide_edge.evaluation._bench_settings import router_identity, start_session
+
+    shipped = router_identity(None)
+    assert shipped == router_identity("") == "shipped " + hashlib.sha256(
+        shipped_router_text().encode()).hexdigest()[:16]
+    mine = tmp_path / "mine.json"
+    mine.write_text(shipped_router_text())  # the same bytes under a path: the file's own digest, not "shipped"
+    assert router_identity(mine) == shipped.split()[1]
+    base = {"srm": "s.gguf (1 bytes)", "lrm": None, "max_tokens": 768, "seed": 0, "router": shipped}
+    start_session(tmp_path, base, threads=2)
+    with pytest.raises(ConfigError, match="was run with router = 'shipped "):
+        start_session(tmp_path, {**base, "router": "shipped 0123456789abcdef"}, threads=2)
+
+
 def test_a_problem_that_fails_gets_an_error_record_and_the_run_goes_on(tiny_gguf, tmp_path) -> None:
     data = tmp_path / "d.jsonl"
     rows = [{"id": "ok0", "question": "What is 1 + 1?", "answer": "2"},

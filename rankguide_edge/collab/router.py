@@ -120,11 +120,15 @@ def parse_router(data: Any, source: str = "<dict>") -> Router:
                   source=source)
 
 
+def shipped_router_text() -> str:
+    """The JSON text of the router the package ships (``routers/default.json``)."""
+    return resources.files("rankguide_edge").joinpath("routers").joinpath("default.json").read_text(encoding="utf-8")
+
+
 def load_router(path: str | os.PathLike[str] | None = None) -> Router:
     """Load a router file (None or "": the shipped default). Cached by path and modification time."""
     if not path:
-        ref = resources.files("rankguide_edge").joinpath("routers").joinpath("default.json")
-        text = ref.read_text(encoding="utf-8")
+        text = shipped_router_text()
         key = ("<default>", 0)
         with _LOCK:
             if key in _CACHE:

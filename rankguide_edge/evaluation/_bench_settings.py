@@ -57,6 +57,18 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def router_identity(path: str | os.PathLike[str] | None) -> str:
+    """The digest of the router file in force: ``path``'s, or ``shipped <digest>`` for the package's default, so
+    a resumed run notices a package upgrade that changed the shipped router."""
+    import hashlib
+
+    from ..collab.router import shipped_router_text
+
+    if path:
+        return file_digest(path)
+    return "shipped " + hashlib.sha256(shipped_router_text().encode("utf-8")).hexdigest()[:16]
+
+
 def start_session(out: Path, settings: Mapping[str, Any], *, threads: int) -> str:
     """Check ``settings`` against ``out``/run.json (writing it on a folder's first run), append this session
     and return its id (the UTC start time). ConfigError when a compared setting differs."""

@@ -51,7 +51,7 @@ from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError, RankGuideError
 from ..jsonl import append_jsonl, read_records
 from ._bench_report import summarize, summary_markdown, write_pareto, write_share_plot
-from ._bench_settings import file_digest, model_identity, start_session
+from ._bench_settings import file_digest, model_identity, router_identity, start_session
 from .answers import grade, prompt_for
 from .datasets import Problem
 from .latency import counts_of
@@ -344,7 +344,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
     lrm_id = (model_identity(lrm_model.path) if lrm_model is not None
               else (getattr(lrm, "base_url", None) or getattr(lrm, "name", None)) if lrm is not None else None)
     session = start_session(out, {"srm": model_identity(srm.path), "lrm": lrm_id, "max_tokens": max_tokens,
-                                  "seed": seed, "router": file_digest(router) if router else "",
+                                  "seed": seed, "router": router_identity(router),
                                   "steering": {n: file_digest(f) for n, f in steering.items()},
                                   "routers": {n: file_digest(f) for n, f in routers.items()}},
                             threads=runtime.n_threads)
