@@ -31,10 +31,11 @@ def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Route a step when the policy score >= threshold [default: the router's threshold "
                           "for the decision point]."),
         click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
-                     help="Router config from `rankguide-edge calibrate` [default: the shipped one, calibrated "
-                          "on GSM8K train traces of the default SRM]."),
+                     help="Router file from `rankguide-edge router fit` or `calibrate` [default: the shipped one, "
+                          "learned from intervention labels on GSM8K train problems of the default pair]."),
         click.option("--decide", default="post", show_default=True, type=click.Choice(DECISION_POINTS),
-                     help="Judge the finished step (post), its first tokens (early) or predict it (pre)."),
+                     help="Judge the finished step (post), its first tokens (early) or predict it (pre); the "
+                          "shipped router has a threshold for post only."),
         click.option("--lrm-first", default=None, type=click.IntRange(0, 1000),
                      help="The LRM writes the first N steps (the plan) whatever the score [default: the "
                           "router's value (1 in the shipped router) when the policy is the router's, else 0]."),

@@ -41,8 +41,11 @@ def test_upper_quantile_routes_the_target_share() -> None:
 
 def test_router_round_trip_and_bad_files(tmp_path) -> None:
     default = load_router()
-    assert default.policy == "rankguide" and set(default.thresholds) == {"post", "early", "pre"}
-    assert default.lrm_first == 1  # the shipped router lets the LRM write the plan (docs/BENCHMARKS.md)
+    # the shipped router: learned from intervention labels, decides after a step, the LRM writes the plan
+    assert default.policy == "rankguide" and set(default.thresholds) == {"post"}
+    assert default.logistic is not None and "step.index" in default.logistic.features
+    assert not any(f.startswith(("rank.", "tucker.")) for f in default.logistic.features)  # BENCHMARKS: no weight
+    assert default.lrm_first == 1
     r = parse_router({"format": "rankguide-edge/router", "version": 1, "policy": "rankguide",
                       "thresholds": {"post": 0.3, "early": 0.5, "pre": 0.4},
                       "logistic": {"features": ["a", "b"], "mean": [0, 1], "scale": [1, 2], "weights": [2, -1],
