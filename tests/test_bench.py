@@ -270,15 +270,16 @@ def test_run_json_names_the_shipped_router_by_its_content(tmp_path) -> None:
     from rankguide_edge.evaluation._bench_settings import router_identity, start_session
 
     shipped = router_identity(None)
-    assert shipped == router_identity("") == "shipped " + hashlib.sha256(
-        shipped_router_text().encode()).hexdigest()[:16]
+    assert shipped == router_identity("") == hashlib.sha256(shipped_router_text().encode()).hexdigest()[:16]
     mine = tmp_path / "mine.json"
-    mine.write_text(shipped_router_text())  # the same bytes under a path: the file's own digest, not "shipped"
-    assert router_identity(mine) == shipped.split()[1]
+    mine.write_text(shipped_router_text())  # a copy of the shipped router under --router is the same router
+    assert router_identity(mine) == shipped
+    mine.write_text(shipped_router_text().replace("0.", "0.0", 1))
+    assert router_identity(mine) != shipped
     base = {"srm": "s.gguf (1 bytes)", "lrm": None, "max_tokens": 768, "seed": 0, "router": shipped}
     start_session(tmp_path, base, threads=2)
-    with pytest.raises(ConfigError, match="was run with router = 'shipped "):
-        start_session(tmp_path, {**base, "router": "shipped 0123456789abcdef"}, threads=2)
+    with pytest.raises(ConfigError, match="was run with router = '"):
+        start_session(tmp_path, {**base, "router": "0123456789abcdef"}, threads=2)
 
 
 def test_a_problem_that_fails_gets_an_error_record_and_the_run_goes_on(tiny_gguf, tmp_path) -> None:

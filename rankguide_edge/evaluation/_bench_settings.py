@@ -58,15 +58,15 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def router_identity(path: str | os.PathLike[str] | None) -> str:
-    """The digest of the router file in force: ``path``'s, or ``shipped <digest>`` for the package's default, so
-    a resumed run notices a package upgrade that changed the shipped router."""
+    """The digest of the router in force, by content: ``path``'s file, or the package's default (so a resumed run
+    notices an upgrade that changed the shipped router, and a copy of the old one under ``--router`` matches)."""
     import hashlib
 
     from ..collab.router import shipped_router_text
 
     if path:
         return file_digest(path)
-    return "shipped " + hashlib.sha256(shipped_router_text().encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(shipped_router_text().encode("utf-8")).hexdigest()[:16]
 
 
 def start_session(out: Path, settings: Mapping[str, Any], *, threads: int) -> str:
