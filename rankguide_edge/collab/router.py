@@ -128,12 +128,11 @@ def shipped_router_text() -> str:
 def load_router(path: str | os.PathLike[str] | None = None) -> Router:
     """Load a router file (None or "": the shipped default). Cached by path and modification time."""
     if not path:
-        text = shipped_router_text()
         key = ("<default>", 0)
         with _LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        router = parse_router(json.loads(text), "routers/default.json")
+        router = parse_router(json.loads(shipped_router_text()), "routers/default.json")
         with _LOCK:
             _CACHE[key] = router
         return router

@@ -50,23 +50,23 @@ def run_model_bytes(run_dir: str | os.PathLike[str]) -> dict[str, int | None]:
     return {role: identity_bytes(settings.get(role)) for role in ("srm", "lrm")}
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of a small file (a steering vector): a re-extracted vector under the same name differs."""
+def _digest(data: bytes) -> str:
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a small file (a steering vector): a re-extracted vector under the same name differs."""
+    return _digest(Path(path).read_bytes())
 
 
 def router_identity(path: str | os.PathLike[str] | None) -> str:
     """The digest of the router in force, by content: ``path``'s file, or the package's default (so a resumed run
     notices an upgrade that changed the shipped router, and a copy of the old one under ``--router`` matches)."""
-    import hashlib
-
     from ..collab.router import shipped_router_text
 
-    if path:
-        return file_digest(path)
-    return hashlib.sha256(shipped_router_text().encode("utf-8")).hexdigest()[:16]
+    return file_digest(path) if path else _digest(shipped_router_text().encode("utf-8"))
 
 
 def start_session(out: Path, settings: Mapping[str, Any], *, threads: int) -> str:
