@@ -26,6 +26,9 @@ from ._common import apply_options, dataset_options, emit_json, gpu_option, hand
               help="Counterfactuals (LRM writes the step, SRM continues, answer graded) for the first K SRM steps.")
 @click.option("--cf-right-share", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Share of right-answered problems that get counterfactuals (every wrong one does; seeded by id).")
+@click.option("--control/--no-control", default=False, show_default=True,
+              help="Also a control for the first SRM step of every counterfactual problem: the SRM re-drafts it "
+                   "sampled (seeded by id) and continues greedily.")
 @click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768),
               help="Token budget of one answer.")
 @click.option("--max-step-tokens", default=256, show_default=True, type=click.IntRange(4, 32768),
@@ -39,8 +42,9 @@ from ._common import apply_options, dataset_options, emit_json, gpu_option, hand
 @handle_errors
 def label(data: str, out: str, limit: int | None, offset: int, kind: str, on_error: str,
           question_field: str | None, answer_field: str | None, id_field: str | None, srm: str, lrm: str,
-          lrm_first: int, max_cf_steps: int, cf_right_share: float, max_tokens: int, max_step_tokens: int,
-          layers: str, seed: int, n_ctx: int, threads: int, n_gpu_layers: int, as_json: bool) -> None:
+          lrm_first: int, max_cf_steps: int, cf_right_share: float, control: bool, max_tokens: int,
+          max_step_tokens: int, layers: str, seed: int, n_ctx: int, threads: int, n_gpu_layers: int,
+          as_json: bool) -> None:
     """Label the steps of a dataset's answers with what routing them to the LRM changes.
 
     Each problem is solved un-intervened in the served regime (the LRM writes the plan, the SRM the rest).
@@ -67,6 +71,7 @@ def label(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
                              question_field=question_field, answer_field=answer_field, id_field=id_field
                              ).load(report)
     cfg = LabelConfig(lrm_first=lrm_first, max_cf_steps=max_cf_steps, cf_right_share=cf_right_share,
+                      control=control,
                       max_tokens=max_tokens, max_step_tokens=max_step_tokens, layers=layers, seed=seed,
                       n_ctx=n_ctx, n_threads=threads)
     runtime = dataclasses.replace(cfg.runtime(), n_gpu_layers=n_gpu_layers)  # a load setting, not a label one

@@ -3,6 +3,7 @@ invariant has an exact oracle: the same model reading the same tokens)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -17,6 +18,7 @@ from rankguide_edge.evaluation.datasets import Problem
 from rankguide_edge.evaluation.label import (
     LabelConfig,
     Labeller,
+    control_seed,
     decode_vector,
     header,
     load_labels,
@@ -99,6 +101,44 @@ def test_every_srm_step_carries_its_evidence(smol, labelled) -> None:
     assert len(with_cf) == min(CFG.max_cf_steps, len(srm_steps))
     assert all(s["cf"]["gain"] == int(s["cf"]["correct"]) - int(rec["correct"]) for s in with_cf)
     json.dumps(rec)  # a record is plain JSON
+
+
+def test_srm_steps_keep_their_token_ids(labelled) -> None:
+    rec, _ = labelled
+    for s in rec["steps"]:
+        if s["source"] == "srm":
+            assert len(s["token_ids"]) == s["n_tokens"] > 0
+        else:
+            assert "token_ids" not in s
+
+
+def _control_of(smol, **cfg):
+    config = dataclasses.replace(CFG, control=True, **cfg)
+    with LocalBackend(smol, RT) as lrm, Labeller(smol, lrm, config) as lab:
+        rec = lab.label(PROBLEM)
+    first = next(s for s in rec["steps"] if s["source"] == "srm")
+    assert "control" in first and "cf" in first
+    return rec, first
+
+
+def test_a_greedy_control_reproduces_the_unintervened_answer(smol) -> None:
+    """The control re-drafts the first SRM step from exactly the live loop's tokens: at temperature 0 it must
+    write the same step and, continuing greedily, the same answer, so any change it shows when sampled is the
+    sampling's doing."""
+    rec, first = _control_of(smol, control_temperature=0.0)
+    ctl = first["control"]
+    assert ctl["same_as_base"] and ctl["step_text"] == first["text"]
+    prefix = "".join(s["text"] for s in rec["steps"][: first["index"]])
+    assert prefix + ctl["step_text"] + ctl["continuation"] == rec["text"]
+    assert ctl["correct"] == rec["correct"] and ctl["gain"] == 0
+
+
+def test_a_sampled_control_is_seeded_by_the_problem(smol) -> None:
+    rec, a = _control_of(smol, control_temperature=1.5)
+    _, b = _control_of(smol, control_temperature=1.5)
+    assert a["control"] == b["control"]
+    assert a["control"]["gain"] == int(a["control"]["correct"]) - int(rec["correct"])
+    assert control_seed("tom", 0) != control_seed("tom", 1) and control_seed("tom", 0) != control_seed("tim", 0)
 
 
 def test_label_file_resumes_and_refuses_other_settings(smol, labelled, tmp_path) -> None:

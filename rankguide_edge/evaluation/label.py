@@ -10,8 +10,12 @@ SRM step ``t`` of that trace:
   ``t`` on the same prefix, the SRM continues greedily to the end from exactly the tokens the live loop would
   hold (its own tokens for its steps, the LRM's text re-tokenized), the answer is graded, and
   ``gain = correct(intervened) - correct(un-intervened)`` in {-1, 0, +1}, with the LRM tokens spent;
-* the SRM-side evidence a router may read: every step signal, the step index, the answer position, and the
-  step's mean hidden row at the deepest tapped layer (``pooled``, base64 float16: :func:`decode_vector`).
+* the SRM-side evidence a router may read: every step signal, the step index, the answer position, the
+  step's mean hidden row at the deepest tapped layer (``pooled``, base64 float16: :func:`decode_vector`) and
+  its token ids (so a teacher-forced replay can tap every layer of exactly that step later);
+* optionally (``control``) a control for the first SRM step of each counterfactual problem: the SRM re-drafts
+  it *sampled* (seeded by id) and continues greedily, so "any change of the step helps" can be told apart
+  from "the LRM's step helps".
 
 Counterfactuals are the costly part (an LRM step and an SRM continuation each), so they run for every problem
 the un-intervened trace gets wrong and for a seeded share of the ones it gets right (``cf_right_share``; the
@@ -61,6 +65,11 @@ class LabelConfig:
     max_cf_steps: int = bounded(8, lo=0, hi=1000, help="counterfactuals for the first K SRM steps of a trace")
     cf_right_share: float = bounded(0.2, lo=0.0, hi=1.0, help="share of right-ending traces that get "
                                     "counterfactuals (every wrong-ending one does)")
+    control: bool = bounded(False, help="a control for the first SRM step of every counterfactual problem: the "
+                            "SRM re-drafts it sampled (seeded by id), then continues greedily")
+    control_temperature: float = bounded(1.0, lo=0.0, hi=10.0, help="sampling temperature of the control "
+                                         "re-draft (0: greedy, which reproduces the un-intervened step)")
+    control_top_p: float = bounded(0.95, lo=0.0, hi=1.0, help="nucleus mass of the control re-draft")
     max_tokens: int = bounded(768, lo=8, hi=32768, help="token budget of one answer")
     max_step_tokens: int = bounded(256, lo=4, hi=32768, help="a step ends after this many tokens")
     layers: str = bounded("auto", help="SRM layers tapped for signals")
@@ -85,9 +94,19 @@ def selected_for_counterfactuals(problem_id: str, base_correct: bool, share: flo
 
 
 def selection_rule(cfg: LabelConfig) -> str:
-    return (f"counterfactuals for the first {cfg.max_cf_steps} SRM steps of every problem whose un-intervened "
+    rule = (f"counterfactuals for the first {cfg.max_cf_steps} SRM steps of every problem whose un-intervened "
             f"answer is wrong, and of right-answered problems with crc32(id) < {cfg.cf_right_share} * 2**32 "
             f"(a seeded {cfg.cf_right_share:.0%} of them); LRM disagreement for every SRM step")
+    if cfg.control:
+        rule += (f"; on those problems a control for the first SRM step: the SRM re-drafts it sampled "
+                 f"(temperature {cfg.control_temperature}, top-p {cfg.control_top_p}, seed crc32(id) ^ seed) "
+                 "and continues greedily")
+    return rule
+
+
+def control_seed(problem_id: str, seed: int) -> int:
+    """The sampler seed of a problem's control re-draft: the same for a resumed or re-run file."""
+    return (zlib.crc32(str(problem_id).encode("utf-8")) ^ int(seed)) & 0x7FFFFFFF
 
 
 def encode_vector(v: np.ndarray) -> str:
@@ -159,6 +178,10 @@ class Labeller:
             for i in reversed(srm_steps):  # from the last: the SRM context keeps the base prefix of earlier steps
                 steps[i]["cf"] = self._counterfactual(problem, msgs, base.steps, i, seq[: starts[i]],
                                                       used_before[i], correct)
+            if cfg.control:
+                i = srm_steps[0]
+                steps[i]["control"] = self._control(problem, base.steps, i, seq[: starts[i]], used_before[i],
+                                                    correct)
         return {
             "id": problem.id, "kind": problem.kind, "question": problem.question, "gold": problem.gold,
             "prediction": prediction, "correct": bool(correct), "finished": base.finished,
@@ -174,6 +197,7 @@ class Labeller:
                                "token_start": token_start}
         if st.source == "srm":
             row["signals"] = {k: _finite(v) for k, v in (st.signals or {}).items()}
+            row["token_ids"] = [int(t) for t in (st.token_ids or [])]  # what a teacher-forced replay feeds
             row["pooled"] = encode_vector(st.pooled) if st.pooled is not None else None
             check = self.lrm.check_step(msgs, prefix, st.text)
             row["lrm"] = {k: _finite(v) for k, v in check.features.items()} if check is not None else None
@@ -207,6 +231,45 @@ class Labeller:
         prediction, correct = grade(text, problem)
         return {"lrm_text": reply.text, "lrm_tokens": reply.n_tokens, "lrm_ends": ends,
                 "continuation": text[len(prefix) + len(reply.text):], "srm_tokens": srm_tokens,
+                "prediction": prediction, "correct": bool(correct), "gain": int(correct) - int(base_correct)}
+
+
+    def _control(self, problem: Problem, steps: list[StepRecord], i: int, head: list[int], used: int,
+                 base_correct: bool) -> dict[str, Any]:
+        """The SRM re-drafts step ``i`` sampled (seeded by id) from ``head``, then continues greedily: a change
+        of the step that is not the LRM's, to tell "any change helps" from "the LRM's step helps"."""
+        cfg = self.cfg
+        prefix = "".join(s.text for s in steps[:i])
+        ctx = self.reasoner.ctx
+        room = min(cfg.max_tokens - used, ctx.n_ctx - 1 - len(head))
+        if room <= 0:
+            return {"error": "no room left for a re-draft", "gain": None}
+        ctx.sync(head)
+        ctx.reseed(control_seed(problem.id, cfg.seed))
+        delim = self.signal_cfg.delimiter
+        drafted, n, eog = "", 0, False
+        sampled = SamplingConfig(temperature=cfg.control_temperature, top_p=cfg.control_top_p,
+                                 max_tokens=min(cfg.max_step_tokens, room))
+        for ev in ctx.generate(None, sampled):
+            if ev.eog:
+                eog = True
+                break
+            drafted += ev.text
+            n += 1
+            if delim in drafted:
+                break
+        cut = drafted.find(delim)
+        step_text = drafted if cut < 0 else drafted[: cut + len(delim)]
+        text, greedy_tokens = prefix + drafted, 0
+        if not eog and room - n > 0:
+            for ev in ctx.generate(None, SamplingConfig(temperature=0.0, max_tokens=room - n)):
+                if ev.eog:
+                    break
+                text += ev.text
+                greedy_tokens += 1
+        prediction, correct = grade(text, problem)
+        return {"step_text": step_text, "same_as_base": step_text == steps[i].text, "step_tokens": n,
+                "continuation": text[len(prefix) + len(step_text):], "srm_tokens": n + greedy_tokens,
                 "prediction": prediction, "correct": bool(correct), "gain": int(correct) - int(base_correct)}
 
 
