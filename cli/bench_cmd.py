@@ -129,8 +129,9 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     """
     from tqdm import tqdm
 
-    from rankguide_edge.collab.lrm import RemoteOptions, is_local, needs_lrm, open_backend
+    from rankguide_edge.collab.lrm import RemoteOptions, is_local, open_backend
     from rankguide_edge.collab.router import load_router
+    from rankguide_edge.collab.routing import needs_lrm
     from rankguide_edge.engine import load_model
     from rankguide_edge.errors import ConfigError
     from rankguide_edge.evaluation.bench import (

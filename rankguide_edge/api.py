@@ -14,7 +14,7 @@ from typing import Any
 
 from .collab.backends import LRMBackend
 from .collab.events import EventSink
-from .collab.lrm import RemoteOptions, config_needs_lrm
+from .collab.lrm import RemoteOptions
 from .collab.reasoner import ReasonerConfig, SolveResult, check_question, check_reasoner_config
 from .collab.solver import open_reasoner
 from .config import RuntimeConfig
@@ -52,14 +52,16 @@ class Solver:
                  runtime: RuntimeConfig | None = None, lrm_model: str | None = None,
                  lrm_api_key: str | None = None, lrm_timeout: float | None = None, lrm_retries: int | None = None,
                  progress: bool = True) -> None:
-        self.config = check_reasoner_config(config or ReasonerConfig())  # before any model loads
+        self.config = config or ReasonerConfig()
+        routing = check_reasoner_config(self.config)  # before any model loads; the router is read once
         self.runtime = runtime or RuntimeConfig(seed=self.config.seed)
         self.srm_name = os.fspath(srm)
-        self.lrm_name = lrm if (lrm and config_needs_lrm(self.config)) else None
+        self.lrm_name = lrm if (lrm and routing.needs_lrm) else None
         self.srm = load_model(srm, self.runtime, progress=progress)
         try:
             self.reasoner = open_reasoner(
                 self.srm, self.config, lrm=self.lrm_name, runtime=self.runtime, signals=signals, progress=progress,
+                routing=routing,
                 remote=RemoteOptions(model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout, retries=lrm_retries))
         except BaseException:
             self.srm.close()

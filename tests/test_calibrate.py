@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
-from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig, plan_steps
+from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.collab.router import Logistic, Router, load_router, parse_router, save_router
+from rankguide_edge.collab.routing import DEFAULT_THRESHOLD, StepRouter
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.evaluation.calibrate import (
@@ -50,7 +51,7 @@ def test_router_round_trip_and_bad_files(tmp_path) -> None:
                       "thresholds": {"post": 0.3, "early": 0.5, "pre": 0.4},
                       "logistic": {"features": ["a", "b"], "mean": [0, 1], "scale": [1, 2], "weights": [2, -1],
                                    "bias": 0.5}, "note": "kept", "lrm_first": 2})
-    assert r.threshold("early") == 0.5 and r.lrm_first == 2 and "lrm_first" not in r.meta
+    assert r.thresholds["early"] == 0.5 and r.lrm_first == 2 and "lrm_first" not in r.meta
     # sigmoid(0.5 + 2*(1-0)/1 - 1*(3-1)/2) = sigmoid(1.5); a missing feature counts as its mean
     assert r.logistic.score({"a": 1.0, "b": 3.0}) == pytest.approx(1 / (1 + np.exp(-1.5)))
     assert r.logistic.score({"a": 1.0}) == pytest.approx(1 / (1 + np.exp(-2.5)))
@@ -252,7 +253,11 @@ def test_reasoner_takes_thresholds_from_the_router(tiny_gguf, tmp_path) -> None:
             r.reconfigure(decide="pre")
             assert r.threshold == 0.4 and r.solve("hi").threshold == 0.4
         with Reasoner(m, None, ReasonerConfig(router=str(path), policy="entropy")) as r:
-            assert r.threshold == ReasonerConfig.FALLBACK_THRESHOLD  # the router calibrated another policy
+            assert r.threshold == DEFAULT_THRESHOLD  # the router calibrated another policy
+
+
+def plan_steps(cfg: ReasonerConfig) -> int:
+    return StepRouter(cfg).plan
 
 
 def test_the_plan_length_comes_from_the_router_unless_given(tmp_path) -> None:

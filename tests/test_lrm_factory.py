@@ -10,8 +10,9 @@ import pytest
 from rankguide_edge.api import Solver
 from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.backends_remote import RemoteBackend
-from rankguide_edge.collab.lrm import RemoteOptions, config_needs_lrm, is_local, needs_lrm, open_backend, open_lrm
+from rankguide_edge.collab.lrm import RemoteOptions, config_needs_lrm, is_local, open_backend, open_lrm
 from rankguide_edge.collab.reasoner import ReasonerConfig
+from rankguide_edge.collab.routing import needs_lrm
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.errors import ConfigError, NativeError
 from rankguide_edge.server.settings import ServerConfig

@@ -122,14 +122,15 @@ def test_rankguide_with_a_logistic_router_scores_no_evidence_as_zero() -> None:
 def test_a_router_fitted_after_the_step_refuses_to_decide_before_it() -> None:
     """A learned router written for ``post`` (the step's own text signals) has no threshold before the step:
     falling back to the post threshold would route on weights fitted to something else."""
-    from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
+    from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.collab.router import Logistic, Router
+    from rankguide_edge.collab.routing import StepRouter
 
     lg = Logistic(features=("text.entropy_max",), mean=(1.5,), scale=(0.6,), weights=(1.0,), bias=-2.0)
     learned = Router(thresholds={"post": 0.13}, logistic=lg, lrm_first=1, source="learned.json")
-    assert Reasoner._make_policy(ReasonerConfig(decide="post"), learned).logistic is lg
+    assert StepRouter(ReasonerConfig(decide="post"), learned).policy.logistic is lg
     with pytest.raises(ConfigError, match=r"learned.json was fitted to decide at post only: use --decide post"):
-        Reasoner._make_policy(ReasonerConfig(decide="pre"), learned)
+        StepRouter(ReasonerConfig(decide="pre"), learned)
     # an explicit threshold is the user's own choice; a hand-set router (no weights) keeps its fallback
-    assert Reasoner._make_policy(ReasonerConfig(decide="pre", threshold=0.5), learned).logistic is lg
-    Reasoner._make_policy(ReasonerConfig(decide="pre"), Router(thresholds={"post": 0.4}))
+    assert StepRouter(ReasonerConfig(decide="pre", threshold=0.5), learned).policy.logistic is lg
+    assert StepRouter(ReasonerConfig(decide="pre"), Router(thresholds={"post": 0.4})).threshold == 0.4

@@ -83,7 +83,7 @@ def test_the_router_file_round_trips_and_routes_high_entropy(tmp_path) -> None:
     save_router(res.router, path)
     router = load_router(path)
     assert router == parse_router(json.loads(path.read_text()), str(path))
-    t = router.threshold("post")
+    t = router.thresholds["post"]
     assert router.logistic.score({"text.entropy_max": 3.0}) >= t > router.logistic.score({"text.entropy_max": -3.0})
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .backends import LRMBackend, make_backend, parse_spec
+from .routing import StepRouter
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
@@ -18,17 +19,10 @@ if TYPE_CHECKING:
     from .reasoner import ReasonerConfig
 
 
-def needs_lrm(policy: str, plan: int) -> bool:
-    """Whether a solver calls an LRM: any policy but ``srm`` may route a step to it, and a plan (the first
-    ``plan`` steps, ``lrm_first``) is the LRM's whatever the policy."""
-    return policy != "srm" or plan > 0
-
-
-def config_needs_lrm(config: ReasonerConfig) -> bool:
-    """:func:`needs_lrm` for a reasoner config (its plan: :func:`~.reasoner.plan_steps`, router included)."""
-    from .reasoner import plan_steps
-
-    return needs_lrm(config.policy, plan_steps(config))
+def config_needs_lrm(config: ReasonerConfig, routing: StepRouter | None = None) -> bool:
+    """Whether a solver with ``config`` calls an LRM (:func:`~.routing.needs_lrm` with the plan the router
+    gives; ``routing``: the config's router when the caller built it already)."""
+    return (routing if routing is not None else StepRouter(config)).needs_lrm
 
 
 def is_local(spec: str) -> bool:
@@ -63,9 +57,10 @@ def open_backend(spec: str, *, runtime: RuntimeConfig | None = None, remote: Rem
     return make_backend(spec, template_model=template_model, **(remote or RemoteOptions()).as_kwargs())
 
 
-def open_lrm(config: ReasonerConfig, spec: str | None, **options: Any) -> LRMBackend | None:
+def open_lrm(config: ReasonerConfig, spec: str | None, *, routing: StepRouter | None = None,
+             **options: Any) -> LRMBackend | None:
     """The LRM backend a solver with ``config`` needs (``options`` as :func:`open_backend`'s), or None when
     ``spec`` is empty or ``config`` never calls an LRM (:func:`config_needs_lrm`)."""
-    if not spec or not config_needs_lrm(config):
+    if not spec or not config_needs_lrm(config, routing):
         return None
     return open_backend(spec, **options)

@@ -22,19 +22,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, validate
 from ..engine.layers import parse_layer_spec
 from ..engine.prompts import chat_tokens
 from ..engine.runtime import STEER_WHERE, Model
-from ..errors import ConfigError, ContextOverflowError, InvalidInputError
+from ..errors import ContextOverflowError, InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
 from .backends import LRMBackend, StepRequest
 from .events import EventSink, Token
-from .policies import DECISION_POINTS, StepView, make_policy
+from .policies import DECISION_POINTS, StepView
 from .router import Router, load_router
+from .routing import StepRouter
 from .stepping import DraftStep, draft_step, join_drafts
 
 #: what the SRM keeps of the last prompt it read (see ``ReasonerConfig.prefix_reuse``)
@@ -43,10 +44,6 @@ PREFIX_REUSE = ("exact", "all", "off")
 
 @dataclass(frozen=True)
 class ReasonerConfig:
-    #: threshold of policies the router was not calibrated for (0.46: the 75th percentile of fail.route over
-    #: 200 GSM8K train traces of the default SRM, the first default)
-    FALLBACK_THRESHOLD: ClassVar[float] = 0.46
-
     policy: str = bounded("rankguide", help="routing policy (see policies.available_policies())")
     threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="route when the policy score >= threshold; "
                                       "None: the router's threshold for the decision point")
@@ -81,21 +78,12 @@ class ReasonerConfig:
             object.__setattr__(self, "decide", "pre")
 
 
-def check_reasoner_config(cfg: ReasonerConfig, *, decide_option: str = "--decide") -> ReasonerConfig:
-    """``cfg`` if a :class:`Reasoner` would accept it, checked without a model: the policy exists and can decide
-    at ``cfg.decide``, and the router file (if any) exists and is well formed. Else ConfigError or
-    InvalidInputError. ``decide_option`` is how the fix names the decision point (``decide`` for the server)."""
-    Reasoner._make_policy(cfg, load_router(cfg.router), decide_option)
-    return cfg
-
-
-def plan_steps(cfg: ReasonerConfig, router: Router | None = None) -> int:
-    """How many first steps the LRM writes under ``cfg``: the explicit ``lrm_first``, else the router's (None:
-    the file ``cfg.router`` names) when the policy is the router's, else 0 (srm and lrm stay pure unless told)."""
-    if cfg.lrm_first is not None:
-        return cfg.lrm_first
-    router = router or load_router(cfg.router)
-    return router.lrm_first if cfg.policy == router.policy else 0
+def check_reasoner_config(cfg: ReasonerConfig, *, decide_option: str = "--decide") -> StepRouter:
+    """The :class:`~.routing.StepRouter` a :class:`Reasoner` with ``cfg`` would use, checked without a model:
+    the policy exists and can decide at ``cfg.decide``, and the router file (if any) exists and is well formed.
+    Else ConfigError or InvalidInputError. ``decide_option`` is how the fix names the decision point
+    (``decide`` for the server)."""
+    return StepRouter(cfg, decide_option=decide_option)
 
 
 def check_question(question: str) -> str:
@@ -165,7 +153,8 @@ class Reasoner:
 
     def __init__(self, srm: Model, lrm: LRMBackend | None, config: ReasonerConfig | None = None, *,
                  signals: SignalConfig | None = None, runtime: RuntimeConfig | None = None,
-                 details: bool = False, own_lrm: bool = False) -> None:
+                 details: bool = False, own_lrm: bool = False, routing: StepRouter | None = None) -> None:
+        """``routing``: the config's router when the caller built it already (it is then not built again)."""
         self.srm, self.lrm = srm, lrm
         self._own_lrm = own_lrm  # close() closes the backend too
         self.details = details  # keep every SRM step's signals and token ids in its StepRecord (label files)
@@ -176,59 +165,42 @@ class Reasoner:
         self.ctx = srm.context(self.runtime, tap_layers=layers)
         self.computer = StepSignalComputer(self.signal_cfg)
         try:
-            self.router = load_router(self.config.router)
-            self.policy = self._make_policy(self.config, self.router, lrm=lrm)
+            self.routing = routing if routing is not None else StepRouter(self.config)
+            self.routing.check_backend(lrm)
             self._steer_state = self._apply_steering(self.config)
         except BaseException:
             self.ctx.close()
             raise
 
-    @staticmethod
-    def _make_policy(cfg: ReasonerConfig, router: Router, decide_option: str = "--decide",  # noqa: ANN205
-                     lrm: LRMBackend | None = None):
-        opts: dict[str, Any] = {}
-        if cfg.policy == "random":
-            opts = {"p": cfg.random_p, "seed": cfg.seed}
-        elif cfg.policy == "rankguide" and router.policy == "rankguide" and router.logistic is not None:
-            opts = {"logistic": router.logistic}
-        policy = make_policy(cfg.policy, **opts)
-        if getattr(policy, "uses_lrm_check", False) and lrm is not None and not hasattr(lrm, "check_step"):
-            raise ConfigError(f"policy {cfg.policy!r} needs the LRM's token log-probabilities, which the "
-                              f"{getattr(lrm, 'name', 'remote')} backend cannot give: use a local LRM (--lrm MODEL)")
-        if cfg.decide not in policy.points:
-            raise InvalidInputError(f"policy {cfg.policy!r} cannot decide at {cfg.decide!r}: use "
-                                    f"{decide_option} {' or '.join(policy.points)}")
-        if "logistic" in opts and cfg.threshold is None and cfg.decide not in router.thresholds:
-            # fitted weights score what they were fitted on: a post-only router has no meaning before the step
-            raise ConfigError(f"router file {router.source} was fitted to decide at "
-                              f"{' and '.join(router.thresholds)} only: use {decide_option} "
-                              f"{' or '.join(router.thresholds)}, or give a threshold for {cfg.decide!r}")
-        return policy
-
     def reconfigure(self, **changes: Any) -> None:
         """Change policy/threshold/decision point/steering between solves (chat's /policy, /threshold, /steer)."""
         cfg = from_mapping(ReasonerConfig, {**asdict(self.config), **changes})  # unknown keys: ConfigError
-        router = load_router(cfg.router) if cfg.router != self.config.router else self.router
-        policy = self._make_policy(cfg, router, lrm=self.lrm)
+        routing = StepRouter(cfg, load_router(cfg.router) if cfg.router != self.config.router else self.router)
+        routing.check_backend(self.lrm)
         # naming the file again re-reads it if it changed (chat's /steer after a new `steer extract`)
         if self._steering_key(cfg) != self._steering_key(self.config) or (cfg.steer and "steer" in changes):
             self._steer_state = self._apply_steering(cfg)
-        self.router, self.policy, self.config = router, policy, cfg
+        self.routing, self.config = routing, cfg
+
+    @property
+    def router(self) -> Router:
+        """The router file in force."""
+        return self.routing.file
+
+    @property
+    def policy(self) -> Any:
+        """The routing policy in force (the router's)."""
+        return self.routing.policy
 
     @property
     def threshold(self) -> float:
-        """The routing threshold in force: the explicit one, else the router's for this decision point."""
-        cfg = self.config
-        if cfg.threshold is not None:
-            return cfg.threshold
-        if cfg.policy == self.router.policy:
-            return self.router.threshold(cfg.decide)
-        return ReasonerConfig.FALLBACK_THRESHOLD
+        """The routing threshold in force (the router's rule: :mod:`.routing`)."""
+        return self.routing.threshold
 
     @property
     def lrm_first(self) -> int:
-        """How many first steps the LRM writes (see :func:`plan_steps`)."""
-        return plan_steps(self.config, self.router)
+        """How many first steps the LRM writes (the router's rule: :mod:`.routing`)."""
+        return self.routing.plan
 
     @staticmethod
     def _steering_key(cfg: ReasonerConfig) -> tuple[str, float, str]:
@@ -264,7 +236,7 @@ class Reasoner:
         msgs = [("user", messages)] if isinstance(messages, str) else list(messages)
         check_question(msgs[-1][1] if msgs else "")
         cfg = self.config
-        threshold, lrm_first = self.threshold, self.lrm_first
+        routing = self.routing
         emit = on_event or (lambda kind, payload: None)
         t_start = time.perf_counter()
         timing = {"srm": 0.0, "lrm": 0.0, "signals": 0.0, "lrm_check": 0.0}
@@ -283,7 +255,7 @@ class Reasoner:
         usage["srm_reused_tokens"] = ctx.keep_prefix(prompt, exact=cfg.prefix_reuse == "exact")
         ctx.reseed(cfg.seed)  # a solve's sampling depends on its seed only, not on earlier solves
         self.computer.reset()
-        self.policy.reset()
+        routing.reset()
         seg = self.signal_cfg.segmenter()
         # text the SRM has not read yet (the prompt, then LRM steps): fed right before it next drafts, so a run
         # whose remaining steps all go to the LRM (policy lrm) never spends SRM time on them
@@ -303,71 +275,64 @@ class Reasoner:
         prefix = ""
         used = 0
         finished = False
-        streak = 0
         prev_signals: dict[str, float] = {}
         while used < cfg.max_tokens and ctx.n_past + len(pending) < ctx.n_ctx - 1:
             budget = min(cfg.max_tokens - used, ctx.n_ctx - 1 - ctx.n_past - len(pending))
             t_step = time.perf_counter()
             n0 = ctx.n_past
             before: tuple[Any, ...] | None = None  # signal state before this step's draft was scored
-            can_route = self.lrm is not None and (
-                not steps or sum(s.source == "lrm" for s in steps) / (len(steps) + 1) < cfg.max_lrm_share)
+            can_route = self.lrm is not None and routing.may_route([s.source for s in steps])
             lrm_allowed = can_route and cfg.policy != "srm"
             draft: DraftStep | None = None
             score: float | None = None
             reason = "policy"
             signals: dict[str, float] = {}
             checked: dict[str, float] = {}
+            point = routing.point
             # the plan goes to the LRM, no draft (policy srm too: "the LRM plans, the SRM executes")
-            first = can_route and len(steps) < lrm_first
+            first = can_route and routing.plans(len(steps))
             if first:
                 reason = "first"
-            elif cfg.decide == "pre":
-                view = StepView("pre", len(steps), "", 0, prev_signals, prefix, problem=problem)
-                score = self.policy.score(view)
-            if not first and (cfg.decide != "pre" or score is None or score < threshold or not lrm_allowed):
-                early_scores: list[float] = []
+            else:
+                score = point.before(routing, lambda: StepView(  # called at once: binds this iteration's state
+                    "pre", len(steps), "", 0, prev_signals, prefix, problem=problem))  # noqa: B023
+            if not first and not (lrm_allowed and routing.routes(score)):
+                early = point.during(routing) if lrm_allowed else None
 
-                # draft_step below calls this only during this iteration, so the loop's current early_scores
-                # and prefix are the ones meant (B023 warns about closures that outlive their iteration)
-                def check_early(partial: DraftStep) -> bool:
+                # draft_step below calls this only during this iteration, so the loop's current step and
+                # prefix are the ones meant (B023 warns about closures that outlive their iteration)
+                def check_early(partial: DraftStep, check: Any = early) -> bool:
                     s0 = time.perf_counter()
                     sig = self.computer.compute_partial(partial.hidden, partial.stats, partial.text)
                     timing["signals"] += time.perf_counter() - s0
-                    early_scores.append(self.policy.score(  # noqa: B023
-                        StepView("early", len(steps), partial.text, partial.n_tokens, sig, prefix,  # noqa: B023
-                                 problem=problem)))
-                    return early_scores[-1] >= threshold  # noqa: B023
+                    return bool(check(StepView("early", len(steps), partial.text, partial.n_tokens,  # noqa: B023
+                                               sig, prefix, problem=problem)))  # noqa: B023
 
-                use_early = cfg.decide == "early" and lrm_allowed
-                # final: no decision after the draft can hand it to the LRM (pre decided already, and the
+                # final: no decision after the draft can hand it to the LRM (decided before the draft, and the
                 # revalidation streak cannot reach its limit with this step)
-                draft_final = not lrm_allowed or (cfg.decide == "pre" and not (
-                    cfg.revalidation_k and streak + 1 >= cfg.revalidation_k))
+                draft_final = not lrm_allowed or (point.decided_before and not routing.streak_may_force())
                 catch_up()
                 n0 = ctx.n_past
-                draft = draft_step(ctx, seg, sampling, budget, early=check_early if use_early else None,
+                draft = draft_step(ctx, seg, sampling, budget, early=check_early if early is not None else None,
                                    early_from=cfg.early_tokens, early_every=cfg.early_every,
                                    on_token=self._token_sink(emit, "srm", len(steps), draft_final))
                 timing["srm"] += draft.seconds
                 usage["srm_tokens"] += draft.n_tokens
                 if draft.ended_by == "early":
-                    score = early_scores[-1]
+                    score = early.last if early is not None else None
                 elif draft.n_tokens:
                     before = self.computer.snapshot()  # undone if the draft is routed away
                     signals = self._signals(draft, timing)
                     prev_signals = signals
-                    if cfg.decide == "post":
-                        view = StepView("post", len(steps), draft.text, draft.n_tokens, signals, prefix,
-                                        judge=self._judge(msgs, prefix), problem=problem,
-                                        check=self._check(msgs, prefix, checked, usage, timing))
-                        score = self.policy.score(view)
-            route = first or (lrm_allowed and score is not None and score >= threshold
-                              and (draft is None or draft.n_tokens > 0))
-            if not route and lrm_allowed and cfg.revalidation_k and draft is not None and draft.n_tokens:
-                streak = streak + 1 if signals.get("fail.revalidation", 0.0) >= cfg.revalidation_level else 0
-                if streak >= cfg.revalidation_k:
-                    route, reason, streak = True, "revalidation", 0
+                    done = draft
+                    score = point.after(routing, lambda: StepView(
+                        "post", len(steps), done.text, done.n_tokens, signals, prefix,  # noqa: B023
+                        judge=self._judge(msgs, prefix), problem=problem,  # noqa: B023
+                        check=self._check(msgs, prefix, checked, usage, timing)))  # noqa: B023
+            route = first or (lrm_allowed and routing.routes(score) and (draft is None or draft.n_tokens > 0))
+            if not route and lrm_allowed and draft is not None and draft.n_tokens:
+                if routing.revalidation_forces(signals):
+                    route, reason = True, "revalidation"
             record = StepRecord(index=len(steps), text="", source="srm", routed=route, score=score, reason=reason,
                                 failure={k: v for k, v in signals.items() if k.startswith("fail.")},
                                 srm_tokens=draft.n_tokens if draft else 0, check=checked or None)
@@ -416,7 +381,7 @@ class Reasoner:
                     record.lrm_tokens, record.lrm_prefill_tokens = reply.n_tokens, reply.prefill_tokens
                     used += reply.n_tokens  # the answer budget counts tokens of the model that wrote them
                     finished = reply.finished
-                    streak = 0
+                    routing.note_lrm_step()
                     # "pre" must not keep routing on the signals of the SRM step that triggered this one: the
                     # next decision waits for fresh SRM evidence (without this, one bad step routed the rest)
                     prev_signals = {}
@@ -457,8 +422,8 @@ class Reasoner:
         timing["total"] = time.perf_counter() - t_start
         return SolveResult(answer_text=prefix, steps=steps, finished=finished,
                            timing={k: round(v, 4) for k, v in timing.items()}, usage=usage,
-                           policy=cfg.policy, threshold=threshold, decide=cfg.decide,
-                           steering=self._steer_state, lrm_first=lrm_first)
+                           policy=cfg.policy, threshold=routing.threshold, decide=cfg.decide,
+                           steering=self._steer_state, lrm_first=routing.plan)
 
     @staticmethod
     def _token_sink(emit: EventSink, source: str, step: int, final: bool) -> Callable[[str], None]:
@@ -475,7 +440,7 @@ class Reasoner:
         """For policies that read the LRM's view of a draft (``verify``): a callable that runs the LRM's
         teacher-forced check of a step once, meters it and keeps its features in ``out``."""
         check_step = getattr(self.lrm, "check_step", None)
-        if check_step is None or not getattr(self.policy, "uses_lrm_check", False):
+        if check_step is None or not self.routing.uses_lrm_check:
             return None
 
         def run(step: str) -> dict[str, float] | None:

@@ -61,14 +61,12 @@ class Logistic:
 @dataclass(frozen=True)
 class Router:
     policy: str = "rankguide"
-    thresholds: dict[str, float] = field(default_factory=lambda: {"post": 0.46, "early": 0.46, "pre": 0.46})
+    #: one threshold per decision point; what a missing point falls back to is the router's rule (.routing)
+    thresholds: dict[str, float] = field(default_factory=dict)
     logistic: Logistic | None = None
     lrm_first: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = "<built-in>"
-
-    def threshold(self, decide: str) -> float:
-        return float(self.thresholds.get(decide, self.thresholds.get("post", 0.5)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, "policy": self.policy, "thresholds": dict(self.thresholds),

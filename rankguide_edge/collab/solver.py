@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .backends import LRMBackend
-from .lrm import RemoteOptions, config_needs_lrm, open_lrm
+from .lrm import RemoteOptions, open_lrm
 from .reasoner import Reasoner, ReasonerConfig
+from .routing import StepRouter
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
@@ -22,26 +23,28 @@ if TYPE_CHECKING:
 def open_reasoner(srm: Model, config: ReasonerConfig, *, lrm: str | LRMBackend | None = None,
                   runtime: RuntimeConfig | None = None, signals: SignalConfig | None = None,
                   remote: RemoteOptions | None = None, lrm_model: Model | None = None, details: bool = False,
-                  progress: bool = False) -> Reasoner:
+                  progress: bool = False, routing: StepRouter | None = None) -> Reasoner:
     """A Reasoner over the loaded ``srm`` with ``config`` and the LRM that config needs.
 
     ``lrm`` a spec (model name, GGUF path or URL): the backend is opened here when ``config`` calls an LRM
     (a local one loads with ``runtime``, or borrows the weights of ``lrm_model``; a remote one gets ``remote``
     and the SRM's chat template) and the Reasoner owns it (closed with it). ``lrm`` an open backend: borrowed
-    (the caller closes it), attached only when ``config`` calls an LRM. None: no LRM.
+    (the caller closes it), attached only when ``config`` calls an LRM. None: no LRM. ``routing``: the
+    config's router when the caller built it already (it is then neither read nor validated again).
     """
+    routing = routing if routing is not None else StepRouter(config)
     if isinstance(lrm, str):
-        backend = open_lrm(config, lrm, runtime=runtime, template_model=srm, model=lrm_model, progress=progress,
-                           remote=remote)
+        backend = open_lrm(config, lrm, routing=routing, runtime=runtime, template_model=srm, model=lrm_model,
+                           progress=progress, remote=remote)
         try:
             return Reasoner(srm, backend, config, signals=signals, runtime=runtime, details=details,
-                            own_lrm=True)
+                            own_lrm=True, routing=routing)
         except BaseException:
             if backend is not None:
                 backend.close()
             raise
-    backend = lrm if lrm is not None and config_needs_lrm(config) else None
-    return Reasoner(srm, backend, config, signals=signals, runtime=runtime, details=details)
+    backend = lrm if lrm is not None and routing.needs_lrm else None
+    return Reasoner(srm, backend, config, signals=signals, runtime=runtime, details=details, routing=routing)
 
 
 __all__ = ["open_reasoner"]

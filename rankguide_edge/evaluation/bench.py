@@ -42,9 +42,9 @@ from typing import Any
 
 from ..collab.backends import RATE_PROMPT, LRMBackend, StepReply, StepRequest
 from ..collab.backends_local import common_prefix
-from ..collab.lrm import needs_lrm
 from ..collab.policies import DECISION_POINTS, available_policies, decision_points
 from ..collab.reasoner import ReasonerConfig
+from ..collab.routing import needs_lrm
 from ..collab.solver import open_reasoner
 from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model

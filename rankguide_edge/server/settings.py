@@ -19,7 +19,8 @@ def check_reasoner_config(cfg: Any) -> Any:
     worded for the server's ``decide`` setting."""
     from ..collab.reasoner import check_reasoner_config as check
 
-    return check(cfg, decide_option="decide")
+    check(cfg, decide_option="decide")
+    return cfg
 
 
 @dataclasses.dataclass(frozen=True)
