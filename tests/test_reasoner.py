@@ -241,3 +241,19 @@ def test_default_pair_solves_and_lrm_policy_is_the_lrm_alone() -> None:
         out = s.solve(q, kind="gsm8k")
     assert out.answer is not None and out.result.finished  # an answer was extracted (right or not)
     assert {st.source for st in out.result.steps} <= {"srm", "lrm"}
+
+
+def test_route_steps_limits_routing_to_the_first_steps_after_the_plan(smol) -> None:
+    """Policy lrm allowed one step after a one-step plan is a plan two steps long: the LRM writes steps 0 and 1,
+    the SRM everything after, token for token."""
+    rt = RT
+    q = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left?"
+    with LocalBackend(smol, rt) as lrm:
+        cfg = {"max_tokens": 64, "max_step_tokens": 16}
+        with Reasoner(smol, lrm, ReasonerConfig(policy="lrm", lrm_first=1, route_steps=1, **cfg), runtime=rt) as r:
+            windowed = r.solve(q)
+        with Reasoner(smol, lrm, ReasonerConfig(policy="srm", lrm_first=2, **cfg), runtime=rt) as r:
+            planned = r.solve(q)
+    assert windowed.answer_text == planned.answer_text
+    assert [s.source for s in windowed.steps] == [s.source for s in planned.steps]
+    assert [s.source for s in windowed.steps][:2] == ["lrm", "lrm"] and "srm" in [s.source for s in windowed.steps]

@@ -59,6 +59,8 @@ class ReasonerConfig:
     lrm_first: int | None = bounded(None, lo=0, hi=1000, help="the LRM writes the first N steps (the plan) "
                                     "whatever the score, then the policy decides; None: the router's value when "
                                     "the policy is the router's (the shipped router: 1), else 0")
+    route_steps: int = bounded(0, lo=0, hi=1000, help="the policy may route only the first N SRM steps after the "
+                               "plan (0: any step); 1 with policy verify is the first-step check")
     temperature: float = bounded(0.0, lo=0.0, hi=10.0)
     top_p: float = bounded(1.0, lo=0.0, hi=1.0)
     seed: int = bounded(0, lo=0, hi=2**31 - 1)
@@ -282,7 +284,7 @@ class Reasoner:
             n0 = ctx.n_past
             before: tuple[Any, ...] | None = None  # signal state before this step's draft was scored
             can_route = self.lrm is not None and routing.may_route([s.source for s in steps])
-            lrm_allowed = can_route and cfg.policy != "srm"
+            lrm_allowed = can_route and cfg.policy != "srm" and routing.in_window(len(steps))
             draft: DraftStep | None = None
             score: float | None = None
             reason = "policy"
@@ -325,7 +327,8 @@ class Reasoner:
                     signals = self._signals(draft, timing)
                     prev_signals = signals
                     done = draft
-                    score = point.after(routing, lambda: StepView(
+                    # scored only where the score can route (a policy's score may cost an LRM check)
+                    score = None if not lrm_allowed else point.after(routing, lambda: StepView(
                         "post", len(steps), done.text, done.n_tokens, signals, prefix,  # noqa: B023
                         judge=self._judge(msgs, prefix), problem=problem,  # noqa: B023
                         check=self._check(msgs, prefix, checked, usage, timing)))  # noqa: B023

@@ -11,8 +11,9 @@
   else 0, so ``srm`` and ``lrm`` stay the pure baselines;
 * **the decision point** as a small strategy (:class:`DecisionPoint`): ``pre`` scores the previous SRM step
   before any draft, ``early`` scores partial drafts while the SRM writes, ``post`` scores the finished draft;
-* the rules beside the score: the LRM share cap (``max_lrm_share``) and the revalidation streak (after
-  ``revalidation_k`` consecutive revalidation-heavy SRM steps the step is routed whatever the score).
+* the rules beside the score: the LRM share cap (``max_lrm_share``), the window of steps a policy may route
+  (``route_steps``: only the first N after the plan) and the revalidation streak (after ``revalidation_k``
+  consecutive revalidation-heavy SRM steps the step is routed whatever the score).
 
 The reasoner asks it and never compares a score with a number itself.
 """
@@ -130,6 +131,7 @@ class StepRouter:
         self.point = POINTS[cfg.decide]
         self.name = cfg.policy
         self.max_lrm_share = cfg.max_lrm_share
+        self.route_steps = cfg.route_steps
         self.revalidation_k, self.revalidation_level = cfg.revalidation_k, cfg.revalidation_level
         self._streak = 0
 
@@ -163,6 +165,11 @@ class StepRouter:
     def may_route(self, sources: Sequence[str]) -> bool:
         """Routing one more step keeps the LRM's share of steps under ``max_lrm_share``."""
         return not sources or sum(s == "lrm" for s in sources) / (len(sources) + 1) < self.max_lrm_share
+
+    def in_window(self, steps_so_far: int) -> bool:
+        """The step after ``steps_so_far`` steps is one the policy may route (``route_steps``: only the first N
+        steps after the plan; 0: any)."""
+        return not self.route_steps or steps_so_far - self.plan < self.route_steps
 
     def score(self, view: StepView) -> float:
         return float(self.policy.score(view))
