@@ -67,17 +67,18 @@ def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | No
                 n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
                 steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int | None = None,
                 n_gpu_layers: int = 0, prefix_reuse: str = "exact"):  # noqa: ANN201
-    from rankguide_edge.api import Solver
+    from rankguide_edge import Solver
+    from rankguide_edge.collab.lrm import RemoteOptions
     from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.config import RuntimeConfig
 
     cfg = ReasonerConfig(policy=policy, decide=decide, max_tokens=max_tokens, temperature=temperature, seed=seed,
                          steer=steer or "", steer_scale=steer_scale, steer_where=steer_where, router=router or "",
                          lrm_first=lrm_first, threshold=threshold, prefix_reuse=prefix_reuse)
-    return Solver(srm=srm, lrm=lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed,
-                                                                           n_gpu_layers=n_gpu_layers),
-                  lrm_model=lrm_model, lrm_api_key=lrm_api_key, lrm_timeout=lrm_timeout, lrm_retries=lrm_retries,
-                  progress=progress)
+    remote = RemoteOptions(model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout, retries=lrm_retries)
+    return Solver(srm, lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed,
+                                                              n_gpu_layers=n_gpu_layers),
+                  remote=remote, progress=progress)
 
 
 def _number_arg(what: str, text: str, expected: str = "a number") -> float:
@@ -189,7 +190,7 @@ def chat(**opts: Any) -> None:
     with open_solver(progress=True, **opts) as solver:
         history: list[tuple[str, str]] = []
         totals = {"turns": 0, "steps": 0, "lrm_steps": 0, "srm_tokens": 0, "lrm_tokens": 0, "seconds": 0.0}
-        click.echo(f"rankguide-edge chat — policy {solver.config.policy}, threshold {solver.reasoner.threshold:.3f}, "
+        click.echo(f"rankguide-edge chat — policy {solver.config.policy}, threshold {solver.threshold:.3f}, "
                    f"decide {solver.config.decide}. /quit to leave.")
         while True:
             try:
@@ -213,7 +214,7 @@ def chat(**opts: Any) -> None:
                         click.echo(f"policy {solver.config.policy}")
                     elif cmd == "/threshold":
                         solver.reconfigure(threshold=_threshold_arg(arg))
-                        click.echo(f"threshold {solver.reasoner.threshold:.3f}")
+                        click.echo(f"threshold {solver.threshold:.3f}")
                     elif cmd == "/decide":
                         solver.reconfigure(decide=arg.strip())
                         click.echo(f"decide {solver.config.decide}")
@@ -224,7 +225,7 @@ def chat(**opts: Any) -> None:
                         else:
                             solver.reconfigure(steer=path, **({"steer_scale": _number_arg("/steer SCALE", scale)}
                                                               if scale else {}))
-                        st = solver.reasoner.steering
+                        st = solver.steering
                         click.echo("steering off" if st is None else
                                    f"steering {st['file']} x{st['scale']} on layers {st['layers']} ({st['where']})")
                     elif cmd == "/stats":

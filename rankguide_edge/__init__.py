@@ -1,12 +1,50 @@
-"""rankguide-edge: small and large GGUF reasoning models solving together, routed by tensor-rank signals.
+"""rankguide-edge: small and large GGUF reasoning models solving together, routed by signals of the small one.
 
-Importing the package does no work: no model loads, no native library opens, llama_cpp is not imported.
-Public entry points live in the sub-packages (``rankguide_edge.engine``, ``rankguide_edge.signals``, ...).
+Importing the package does no work: no model loads, no native library opens, llama_cpp is not imported; the
+names below are imported on first use.
+
+>>> from rankguide_edge import Solver, ReasonerConfig
+>>> with Solver(config=ReasonerConfig(policy="verify", route_steps=1)) as s:  # doctest: +SKIP
+...     print(s.solve("A baker makes 12 trays of 8 muffins and sells 75. How many are left?", kind="gsm8k").answer)
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 #: the exact llama-cpp-python version the native tap and the ctypes declarations are written against
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 
-__all__ = ["__version__", "LLAMA_CPP_PYTHON_VERSION"]
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Solver": "rankguide_edge.collab.solver",
+    "Answer": "rankguide_edge.collab.solver",
+    "ReasonerConfig": "rankguide_edge.collab.reasoner",
+    "SolveResult": "rankguide_edge.collab.reasoner",
+    "RuntimeConfig": "rankguide_edge.config",
+    "SignalConfig": "rankguide_edge.signals.step",
+    "load_model": "rankguide_edge.engine",
+    "RankGuideError": "rankguide_edge.errors",
+}
+
+if TYPE_CHECKING:
+    from .collab.reasoner import ReasonerConfig, SolveResult
+    from .collab.solver import Answer, Solver
+    from .config import RuntimeConfig
+    from .engine import load_model
+    from .errors import RankGuideError
+    from .signals.step import SignalConfig
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rankguide_edge' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["__version__", "LLAMA_CPP_PYTHON_VERSION", "Answer", "RankGuideError", "ReasonerConfig", "RuntimeConfig",
+           "SignalConfig", "SolveResult", "Solver", "load_model"]

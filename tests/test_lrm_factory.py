@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rankguide_edge.api import Solver
+from rankguide_edge import Solver
 from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.backends_remote import RemoteBackend
 from rankguide_edge.collab.lrm import RemoteOptions, config_needs_lrm, is_local, open_backend, open_lrm
@@ -58,25 +58,25 @@ def test_api_server_and_factory_agree_on_loading_an_lrm(tiny_gguf: Path, plan: i
         solvers.close()
 
 
-def test_open_reasoner_owns_the_backend_it_opens_and_borrows_one_it_is_given(tiny_gguf: Path) -> None:
-    from rankguide_edge.collab.solver import open_reasoner
+def test_a_solver_owns_what_it_opens_and_borrows_what_it_is_given(tiny_gguf: Path) -> None:
     from rankguide_edge.engine import load_model
 
     plan = ReasonerConfig(policy="srm", lrm_first=1, max_tokens=16)
     with load_model(str(tiny_gguf), RT, progress=False) as srm:
-        owned = open_reasoner(srm, plan, lrm=str(tiny_gguf), runtime=RT, lrm_model=srm)
+        owned = Solver(srm, str(tiny_gguf), config=plan, runtime=RT, lrm_model=srm, progress=False)
         backend = owned.lrm
         assert isinstance(backend, LocalBackend) and backend.model is srm  # the loaded weights, shared
         owned.close()
         assert owned.lrm is None
-        with pytest.raises(NativeError, match="closed"):  # closed with the reasoner
+        with pytest.raises(NativeError, match="closed"):  # closed with the solver
             backend.context  # noqa: B018
+        assert srm.n_layer > 0  # a borrowed SRM stays open
         with LocalBackend(srm, RT) as given:
-            borrowed = open_reasoner(srm, plan, lrm=given, runtime=RT)
+            borrowed = Solver(srm, given, config=plan, runtime=RT, progress=False)
             assert borrowed.lrm is given
             borrowed.close()
             assert given.context.n_ctx > 0  # still open: the caller's to close
             # a config that never calls an LRM gets none, spec or backend
-            assert open_reasoner(srm, ReasonerConfig(policy="srm", max_tokens=16), lrm=given, runtime=RT).lrm is None
-            assert open_reasoner(srm, ReasonerConfig(policy="srm", max_tokens=16), lrm=str(tiny_gguf),
-                                 runtime=RT).lrm is None
+            pure = ReasonerConfig(policy="srm", max_tokens=16)
+            assert Solver(srm, given, config=pure, runtime=RT, progress=False).lrm is None
+            assert Solver(srm, str(tiny_gguf), config=pure, runtime=RT, progress=False).lrm is None

@@ -223,7 +223,7 @@ def test_policy_srm_never_routes_even_at_threshold_zero(tiny) -> None:
 def test_default_pair_solves_and_lrm_policy_is_the_lrm_alone() -> None:
     """The default SRM/LRM pair through the Python API: policy lrm writes exactly the LRM's greedy answer, and
     rankguide runs to a final answer."""
-    from rankguide_edge.api import Solver
+    from rankguide_edge import Solver
     from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
 
     q = "A baker makes 12 trays of 8 muffins and sells 75. How many muffins are left?"

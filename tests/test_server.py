@@ -420,7 +420,7 @@ def test_requests_sharing_a_prefix_are_not_read_twice(server: BackgroundServer, 
 
 
 def test_smollm2_through_the_server_equals_the_solver(smollm2: Path) -> None:
-    from rankguide_edge.api import Solver
+    from rankguide_edge import Solver
 
     settings = ServerConfig(srm=str(smollm2), lrm=str(smollm2), n_ctx=1024, max_tokens=48, max_step_tokens=24,
                             threshold=0.5, port=0, n_threads=1)

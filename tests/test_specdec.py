@@ -115,7 +115,7 @@ def test_rollback_leaves_the_caches_as_sequential_decoding_would(tiny) -> None:
 def test_solve_matches_the_lrm_method_text(tiny, tiny_other) -> None:
     n = 32
     with SpecDecoder(tiny, tiny_other, SpecDecConfig(k=3, max_tokens=n), runtime=RT) as sd:
-        res = sd.solve(QUESTION)
+        res = sd.chat(QUESTION)
     with LocalBackend(tiny_other, RT) as lrm, \
             Reasoner(tiny, lrm, ReasonerConfig(policy="lrm", max_tokens=n), runtime=RT) as reasoner:
         ref = reasoner.solve(QUESTION)
@@ -163,4 +163,4 @@ def test_needs_one_vocabulary_and_a_batch_that_holds_k(tiny, smol) -> None:
     with pytest.raises(ConfigError):
         SpecDecConfig(k=0)
     with SpecDecoder(tiny, tiny, runtime=RT) as sd, pytest.raises(InvalidInputError, match="empty"):
-        sd.solve("   ")
+        sd.chat("   ")

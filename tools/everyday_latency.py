@@ -49,7 +49,7 @@ PREFIX_REUSE = os.environ.get("RG_PREFIX_REUSE", "exact")  # turns only: exact, 
 def _ttft() -> dict[str, Any]:
     import httpx
 
-    from rankguide_edge.api import Solver
+    from rankguide_edge import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
     from rankguide_edge.server import BackgroundServer, ServerConfig, create_app
 
@@ -86,7 +86,7 @@ def _ttft() -> dict[str, Any]:
 
 
 def _turns() -> dict[str, Any]:
-    from rankguide_edge.api import Solver
+    from rankguide_edge import Solver
     from rankguide_edge.collab.reasoner import ReasonerConfig
 
     out: dict[str, Any] = {"policy": POLICY, "lrm_first": LRM_FIRST, "prefix_reuse": PREFIX_REUSE, "seconds": [],

@@ -1,7 +1,7 @@
 """The step loop: the SRM drafts, a policy scores, the LRM rewrites the steps that score at or above the threshold.
 
 One :class:`Reasoner` owns the SRM's tapped context and borrows an LRM backend (or owns it: ``own_lrm``, as
-:func:`~.solver.open_reasoner` builds it from a spec). Per step:
+the :class:`~.solver.Solver` front builds it from a spec). Per step:
 
 * ``post``:  the SRM drafts the whole step; the policy scores it; if routed, the draft is rolled back out of
   the SRM's KV cache and the LRM writes the step from the same prefix;

@@ -258,10 +258,11 @@ class SpecDecoder:
         return SpecDecOutput(tokens=out, drafted=drafted, rejected_at=rejected_at, finished=finished,
                              usage=usage, timing=timing)
 
-    def solve(self, messages: str | Sequence[tuple[str, str]]) -> SolveResult:
+    def chat(self, messages: str | Sequence[tuple[str, str]]) -> SolveResult:
         """Answer ``messages`` (a str is one user message) with the LRM's greedy output, decoded speculatively.
 
-        The result is shaped like :meth:`Reasoner.solve`'s: the text is split into steps at the delimiter,
+        The result is a :class:`~.reasoner.SolveResult`, as :meth:`Solver.chat`'s: the text is split into steps
+        at the delimiter,
         every step's source is ``"lrm"`` (the LRM ratified every token); a step's ``srm_tokens`` are the
         accepted drafts in it, ``lrm_tokens`` the LRM's own tokens, ``discarded_tokens`` the drafts rejected
         where it corrected the SRM. ``policy`` is ``"specdec"``, ``threshold`` 0, ``decide`` ``"pre"``.

@@ -45,7 +45,7 @@ from ..collab.backends_local import common_prefix
 from ..collab.policies import DECISION_POINTS, available_policies, decision_points
 from ..collab.reasoner import ReasonerConfig
 from ..collab.routing import needs_lrm
-from ..collab.solver import open_reasoner
+from ..collab.solver import Solver
 from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError, RankGuideError
@@ -366,8 +366,9 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                 steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
                 steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first)
             # one shared backend, borrowed by every method that calls an LRM, each through its own meter
-            solver = solvers[m.label] = open_reasoner(
-                srm, cfg, lrm=_MeteredBackend(lrm, srm) if lrm is not None else None, runtime=runtime)
+            solver = solvers[m.label] = Solver(
+                srm, _MeteredBackend(lrm, srm) if lrm is not None else None, config=cfg, runtime=runtime,
+                progress=False)
             if isinstance(solver.lrm, _MeteredBackend):
                 meters[m.label] = solver.lrm
         with append_jsonl(results) as sink:
@@ -406,7 +407,7 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
     if meter is not None:
         meter.reset()
     t0 = time.perf_counter()
-    res = solver.solve(prompt_for(problem.question, problem.kind))
+    res = solver.chat(prompt_for(problem.question, problem.kind))
     wall = time.perf_counter() - t0
     usage, timing = dict(res.usage), dict(res.timing)
     if m.policy == "judge" and meter is not None:

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..collab.backends import StepRequest
 from ..collab.reasoner import ReasonerConfig, StepRecord
-from ..collab.solver import open_reasoner
+from ..collab.solver import Solver
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
 from ..engine.prompts import chat_tokens, prompt_for
 from ..engine.runtime import Model
@@ -134,11 +134,12 @@ class Labeller:
                               "or GGUF path), not a server URL")
         self.srm, self.lrm, self.cfg = srm, lrm, cfg
         self.signal_cfg = signals or SignalConfig(max_step_tokens=cfg.max_step_tokens)
-        self.reasoner = open_reasoner(srm, cfg.reasoner(), lrm=lrm, signals=self.signal_cfg, runtime=cfg.runtime(),
-                                      details=True)
+        self.solver = Solver(srm, lrm, config=cfg.reasoner(), signals=self.signal_cfg, runtime=cfg.runtime(),
+                             details=True, progress=False)
+        self.reasoner = self.solver.reasoner
 
     def close(self) -> None:
-        self.reasoner.close()
+        self.solver.close()
 
     def __enter__(self) -> Labeller:
         return self

@@ -20,7 +20,6 @@ _LAZY = {
     "BackgroundServer": ".runner",
     "serve": ".runner",
     "SharedModelSolvers": ".solvers",
-    "PooledSolver": ".solvers",
     "Metrics": ".metrics",
 }
 _NEEDS_DEPS = {".app", ".runner"}
@@ -46,5 +45,5 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module, __name__), name)
 
 
-__all__ = ["BackgroundServer", "Metrics", "PooledSolver", "ServerConfig", "SharedModelSolvers", "create_app",
+__all__ = ["BackgroundServer", "Metrics", "ServerConfig", "SharedModelSolvers", "create_app",
            "require_server_deps", "serve"]

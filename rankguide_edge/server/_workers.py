@@ -35,7 +35,7 @@ Sink = Callable[[str, Any], None]
 
 
 class SolverLike(Protocol):
-    """What a worker needs from a solver (:class:`~rankguide_edge.api.Solver` and :class:`PooledSolver` fit).
+    """What a worker needs from a solver (:class:`~rankguide_edge.collab.solver.Solver` fits).
 
     ``srm`` (a loaded Model, optional) is used to count prompt tokens.
     """
