@@ -45,9 +45,9 @@ def fit(labels: str, out: str, target: str, features: str, l2: float, folds: int
     judged on "routing helps" (the counterfactual gain is +1): AUROC with a bootstrap interval over problems,
     and AUPRC. The router is then fitted on all steps and its post threshold set for --target-lrm-share."""
     from rankguide_edge.collab.router import save_router
-    from rankguide_edge.evaluation.label import load_labels
-    from rankguide_edge.evaluation.router_fit import FitConfig, fit_markdown, fit_router
     from rankguide_edge.files import write_text_atomic
+    from rankguide_edge.fitting.label import load_labels
+    from rankguide_edge.fitting.router_fit import FitConfig, fit_markdown, fit_router
 
     cfg = FitConfig(target=target, features=tuple(f.strip() for f in features.split(",") if f.strip()), l2=l2,
                     n_folds=folds, disagree_level=disagree_level, target_lrm_share=target_lrm_share)

@@ -21,8 +21,8 @@ from .config import RuntimeConfig
 from .engine import load_model
 from .engine.models import DEFAULT_LRM, DEFAULT_SRM
 from .engine.prompts import prompt_for
-from .evaluation.answers import extract_answer
 from .signals.step import SignalConfig
+from .tasks.answers import extract_answer
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Settings to solver: the one place a :class:`~.reasoner.Reasoner` is built together with its LRM backend.
 
 The API (:class:`rankguide_edge.api.Solver`), the server's workers (``server/solvers.py``), ``bench run``
-(:func:`rankguide_edge.evaluation.bench.run_bench`) and ``label`` call :func:`open_reasoner`, so they attach an
+(:func:`rankguide_edge.bench.run.run_bench`) and ``label`` call :func:`open_reasoner`, so they attach an
 LRM under the same rule (:func:`~.lrm.config_needs_lrm`) and read a spec the same way (:func:`~.lrm.open_lrm`).
 """
 
