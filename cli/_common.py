@@ -72,7 +72,7 @@ def gpu_option(default: int | None = 0) -> Callable[[F], F]:
 def dataset_options(data_help: str) -> list[Callable[[F], F]]:
     """``--data/--limit/--offset/--kind/--on-error`` and the generic-JSONL field names: which problems a
     dataset command (trace, label, bench run) works on; the values go to
-    :class:`~rankguide_edge.evaluation.datasets.DatasetConfig`."""
+    :class:`~rankguide_edge.tasks.datasets.DatasetConfig`."""
     return [
         click.option("--data", required=True, help=data_help),
         click.option("--limit", type=click.IntRange(1), help="Use at most this many problems (file order)."),
@@ -87,7 +87,7 @@ def dataset_options(data_help: str) -> list[Callable[[F], F]]:
 
 def field_options() -> list[Callable[[F], F]]:
     """``--question-field/--answer-field/--id-field``: field names of a generic JSONL dataset (trace, bench run,
-    steer extract); the values go to :class:`~rankguide_edge.evaluation.datasets.DatasetConfig`."""
+    steer extract); the values go to :class:`~rankguide_edge.tasks.datasets.DatasetConfig`."""
     return [
         click.option("--question-field", default=None, metavar="NAME",
                      help="Field holding the question in a generic JSONL file.  [default: question, problem, "

@@ -32,8 +32,8 @@ def analyze(traces: Path, out_dir: Path, strict: bool, min_traces: int | None, b
     that the small model ends wrong: AUROC with bootstrap CIs, on finished traces only and within length
     strata, plus fail.route vs entropy and cross-validated logistic regressions. Writes into --out."""
     from rankguide_edge.config import from_mapping
-    from rankguide_edge.evaluation.analyze import AnalyzeConfig
-    from rankguide_edge.evaluation.analyze import analyze as run_analyze
+    from rankguide_edge.fitting.analyze import AnalyzeConfig
+    from rankguide_edge.fitting.analyze import analyze as run_analyze
 
     cfg = from_mapping(AnalyzeConfig, None, min_traces=min_traces, bootstrap=bootstrap, seed=seed,
                        thresholds=thresholds or None, strict=strict or None, plots=False if no_plots else None)

@@ -38,9 +38,9 @@ def capture(model_name: str, layers: str, tokens: int, rounds: int, threads: int
     and report tokens/s (median over rounds) and the taps' slowdowns against no tap."""
     from tqdm import tqdm
 
+    from rankguide_edge.bench.capture import run_capture_bench
     from rankguide_edge.engine import load_model
     from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
-    from rankguide_edge.evaluation.capture_bench import run_capture_bench
 
     check_layer_spec(layers)  # syntax now; the range once the model is loaded
     cfg = RuntimeConfig(n_ctx=max(512, tokens + 256), n_threads=threads, n_gpu_layers=n_gpu_layers)
@@ -129,12 +129,7 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
     """
     from tqdm import tqdm
 
-    from rankguide_edge.collab.lrm import RemoteOptions, is_local, open_backend
-    from rankguide_edge.collab.router import load_router
-    from rankguide_edge.collab.routing import needs_lrm
-    from rankguide_edge.engine import load_model
-    from rankguide_edge.errors import ConfigError
-    from rankguide_edge.evaluation.bench import (
+    from rankguide_edge.bench.run import (
         SPECDEC,
         check_routers,
         check_steering,
@@ -142,7 +137,12 @@ def run(data: str, limit: int | None, offset: int, kind: str, on_error: str, que
         method_list,
         run_bench,
     )
-    from rankguide_edge.evaluation.datasets import DatasetConfig
+    from rankguide_edge.collab.lrm import RemoteOptions, is_local, open_backend
+    from rankguide_edge.collab.router import load_router
+    from rankguide_edge.collab.routing import needs_lrm
+    from rankguide_edge.engine import load_model
+    from rankguide_edge.errors import ConfigError
+    from rankguide_edge.tasks.datasets import DatasetConfig
 
     ms = method_list(methods, sweeps)
     steering = _named_files("--steer", steer_specs, "a control-vector .gguf")
@@ -220,7 +220,7 @@ def report(run_dir: str, profile: str, methods: str | None, versus: str | None, 
     import json
     import os
 
-    from rankguide_edge.evaluation.bench import summarize, summary_markdown, write_pareto, write_share_plot
+    from rankguide_edge.bench.run import summarize, summary_markdown, write_pareto, write_share_plot
     from rankguide_edge.files import write_text_atomic
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
@@ -234,7 +234,7 @@ def report(run_dir: str, profile: str, methods: str | None, versus: str | None, 
     for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_markdown(summary))):
         write_text_atomic(os.path.join(target, name), text)
     if not no_plot:  # after the text and JSON: a figure that cannot be drawn is one line, never a failed report
-        from rankguide_edge.evaluation._figures import draw_png
+        from rankguide_edge.figures import draw_png
 
         for name, draw in (("pareto.png", write_pareto), ("share.png", write_share_plot)):
             note = draw_png(functools.partial(draw, summary), os.path.join(target, name))

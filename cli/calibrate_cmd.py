@@ -57,7 +57,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
     """
     from rankguide_edge.collab.router import save_router
     from rankguide_edge.errors import InvalidInputError
-    from rankguide_edge.evaluation.calibrate import (
+    from rankguide_edge.fitting.calibrate import (
         CalibrateConfig,
         calibrate_bench,
         calibrate_traces,
@@ -69,7 +69,7 @@ def calibrate(source: str, out: str, target_lrm_share: float | None, max_latency
                           lrm_first=lrm_first, router_file=router_file or "")
     command = "rankguide-edge calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if os.path.isdir(source):
-        from rankguide_edge.evaluation._bench_report import load_results
+        from rankguide_edge.bench.report import load_results
 
         results = os.path.join(source, "results.jsonl")
         if not os.path.exists(results):
@@ -112,7 +112,7 @@ def _replayer(srm: str, records: list, threads: int, progress: bool, n_gpu_layer
 
         from rankguide_edge.config import RuntimeConfig
         from rankguide_edge.engine import load_model
-        from rankguide_edge.evaluation.replay import replay_traces
+        from rankguide_edge.fitting.replay import replay_traces
 
         usable = [r for r in recs if r.get("steps") and not r.get("error")]
         layers = sorted({int(x) for r in usable for x in (r.get("layers") or [])})

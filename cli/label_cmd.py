@@ -60,8 +60,8 @@ def label(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     from rankguide_edge.engine import load_model
     from rankguide_edge.engine.layers import check_layer_spec
     from rankguide_edge.errors import ConfigError
-    from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
-    from rankguide_edge.evaluation.label import LabelConfig, Labeller, header, run_labels
+    from rankguide_edge.fitting.label import LabelConfig, Labeller, header, run_labels
+    from rankguide_edge.tasks.datasets import DatasetConfig, LoadReport
 
     if not is_local(lrm):
         raise ConfigError("label needs the LRM's token log-probabilities: give a model name or GGUF path to --lrm")

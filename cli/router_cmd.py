@@ -46,9 +46,9 @@ def fit(labels: str, out: str, target: str, features: str, l2: float, folds: int
     judged on "routing helps" (the counterfactual gain is +1): AUROC with a bootstrap interval over problems,
     and AUPRC. The router is then fitted on all steps and its post threshold set for --target-lrm-share."""
     from rankguide_edge.collab.router import save_router
-    from rankguide_edge.evaluation.label import load_labels
-    from rankguide_edge.evaluation.router_fit import FitConfig, fit_markdown, fit_router
     from rankguide_edge.files import write_text_atomic
+    from rankguide_edge.fitting.label import load_labels
+    from rankguide_edge.fitting.router_fit import FitConfig, fit_markdown, fit_router
 
     cfg = FitConfig(target=target, features=tuple(f.strip() for f in features.split(",") if f.strip()), l2=l2,
                     n_folds=folds, disagree_level=disagree_level, target_lrm_share=target_lrm_share)
@@ -100,8 +100,9 @@ def eval_table(table: str, policies: str, versus: str, router_file: str | None, 
     first SRM step only; first-check is the LRM's teacher-forced check of it)."""
     from pathlib import Path
 
-    from rankguide_edge.evaluation.label import load_labels
-    from rankguide_edge.evaluation.policy_table import (
+    from rankguide_edge.files import write_text_atomic
+    from rankguide_edge.fitting.label import load_labels
+    from rankguide_edge.fitting.policy_table import (
         baseline_outcomes,
         compare,
         compare_markdown,
@@ -109,7 +110,6 @@ def eval_table(table: str, policies: str, versus: str, router_file: str | None, 
         table_problems,
         write_share_plot,
     )
-    from rankguide_edge.files import write_text_atomic
     from rankguide_edge.jsonl import read_records
 
     specs = [s.strip() for s in policies.split(",") if s.strip()]

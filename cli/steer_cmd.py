@@ -111,8 +111,8 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
     # everything the user gave is read and checked here, before the SRM loads
     if data:
         from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
-        from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
-        from rankguide_edge.evaluation.trace import TraceConfig, run_trace
+        from rankguide_edge.fitting.trace import TraceConfig, run_trace
+        from rankguide_edge.tasks.datasets import DatasetConfig, LoadReport
 
         check_layer_spec(trace_layers)
         load = LoadReport(path=data)

@@ -46,9 +46,9 @@ def trace(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
 
     from rankguide_edge.engine import load_model
     from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
-    from rankguide_edge.evaluation.datasets import DatasetConfig, LoadReport
-    from rankguide_edge.evaluation.trace import TraceConfig, run_trace
+    from rankguide_edge.fitting.trace import TraceConfig, run_trace
     from rankguide_edge.signals.step import SignalConfig
+    from rankguide_edge.tasks.datasets import DatasetConfig, LoadReport
 
     from ._common import load_config_file
 

@@ -137,7 +137,7 @@ def _models(rep: DoctorReport, verify_models: bool) -> None:
 
 
 def _data(rep: DoctorReport) -> None:
-    from .evaluation.datasets import DATA_ENV, DATASET_ALIASES, packaged_data_dir, packaged_files, resolve_dataset_path
+    from .tasks.datasets import DATA_ENV, DATASET_ALIASES, packaged_data_dir, packaged_files, resolve_dataset_path
 
     try:
         files = packaged_files()

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rankguide_edge import stats as st
 from rankguide_edge.config import from_mapping
 from rankguide_edge.errors import ConfigError, InvalidInputError
-from rankguide_edge.evaluation import _analyze_stats as st
-from rankguide_edge.evaluation.analyze import AnalyzeConfig, analyze, load_traces, run_analysis
+from rankguide_edge.fitting.analyze import AnalyzeConfig, analyze, load_traces, run_analysis
 
 PLANTED = "rank.eff_norm.L23.win"      # low in wrong traces, whatever their length
 CONFOUNDED = "rep.max_jaccard"          # grows with the step index: its max is a length proxy
@@ -296,7 +296,7 @@ def test_speed_300_traces_20_steps_100_signals(tmp_path: Path) -> None:
 def test_length_stratified_samples_keep_resamples_that_lose_a_class_in_one_bin() -> None:
     """A resample that drew no wrong trace in one length bin averages the other bins instead of turning NaN
     (dropped NaNs would leave only the lucky resamples, and too narrow an interval)."""
-    from rankguide_edge.evaluation._analyze_stats import estimate, stratified_estimate
+    from rankguide_edge.stats import estimate, stratified_estimate
 
     scores = np.array([0.9, 0.1, 0.2, 0.3, 0.8, 0.4, 0.5, 0.6])
     wrong = np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=bool)

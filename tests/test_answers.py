@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation.answers import (
+from rankguide_edge.tasks.answers import (
     check_answer,
     extract_answer,
     format_number,
@@ -21,7 +21,7 @@ from rankguide_edge.evaluation.answers import (
     parse_number,
     prompt_for,
 )
-from rankguide_edge.evaluation.datasets import Problem
+from rankguide_edge.tasks.datasets import Problem
 
 # ------------------------------------------------------------------------------------ numeric extraction
 

@@ -8,12 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from rankguide_edge.cli.main import main
-from rankguide_edge.engine.prompts import encode_prompt
-from rankguide_edge.engine.runtime import Model
-from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation.answers import prompt_for
-from rankguide_edge.evaluation.bench import (
+from rankguide_edge.bench.run import (
     RANDOM_FALLBACK_P,
     Method,
     completed_runs,
@@ -22,7 +17,12 @@ from rankguide_edge.evaluation.bench import (
     method_list,
     parse_methods,
 )
-from rankguide_edge.evaluation.datasets import Problem
+from rankguide_edge.cli.main import main
+from rankguide_edge.engine.prompts import encode_prompt
+from rankguide_edge.engine.runtime import Model
+from rankguide_edge.errors import ConfigError
+from rankguide_edge.tasks.answers import prompt_for
+from rankguide_edge.tasks.datasets import Problem
 
 
 def test_parse_methods() -> None:
@@ -52,7 +52,7 @@ def test_methods_name_a_declared_router() -> None:
     for bad in ("entropy~learned", "rankguide~", "rankguide~a b", "rankguide~x~y"):
         with pytest.raises(ConfigError):
             parse_methods(bad)
-    from rankguide_edge.evaluation.bench import check_routers
+    from rankguide_edge.bench.run import check_routers
 
     check_routers(ms, {"learned": "f.json"})
     with pytest.raises(ConfigError, match="--router-file NAME=FILE"):
@@ -243,7 +243,7 @@ def test_bench_and_trace_read_generic_files_with_named_fields(tiny_gguf, tmp_pat
 
 
 def test_run_json_lets_an_lrm_and_new_vectors_join_but_not_change(tmp_path) -> None:
-    from rankguide_edge.evaluation._bench_settings import start_session
+    from rankguide_edge.bench.settings import start_session
 
     base = {"srm": "s.gguf (1 bytes)", "lrm": None, "max_tokens": 768, "seed": 0, "router": "",
             "steering": {"seal": "aa"}}
@@ -266,8 +266,8 @@ def test_run_json_names_the_shipped_router_by_its_content(tmp_path) -> None:
     ships another router is refused instead of mixing records of two routers."""
     import hashlib
 
+    from rankguide_edge.bench.settings import router_identity, start_session
     from rankguide_edge.collab.router import shipped_router_text
-    from rankguide_edge.evaluation._bench_settings import router_identity, start_session
 
     shipped = router_identity(None)
     assert shipped == router_identity("") == hashlib.sha256(shipped_router_text().encode()).hexdigest()[:16]

@@ -8,8 +8,7 @@ import math
 
 import pytest
 
-from rankguide_edge.errors import InvalidInputError
-from rankguide_edge.evaluation._bench_report import (
+from rankguide_edge.bench.report import (
     _sign_test,
     _sweep_of,
     _wilson,
@@ -18,6 +17,7 @@ from rankguide_edge.evaluation._bench_report import (
     write_pareto,
     write_share_plot,
 )
+from rankguide_edge.errors import InvalidInputError
 
 
 def _usage(srm: int, lrm: int) -> dict[str, int]:

@@ -14,14 +14,14 @@ from rankguide_edge.collab.router import Logistic, Router, load_router, parse_ro
 from rankguide_edge.collab.routing import DEFAULT_THRESHOLD, StepRouter
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
-from rankguide_edge.evaluation.calibrate import (
+from rankguide_edge.fitting.calibrate import (
     CalibrateConfig,
     calibrate_bench,
     calibrate_traces,
     fit_logistic,
     upper_quantile_threshold,
 )
-from rankguide_edge.evaluation.replay import early_checkpoints, replay_traces
+from rankguide_edge.fitting.replay import early_checkpoints, replay_traces
 
 
 def test_upper_quantile_routes_the_target_share() -> None:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
-from rankguide_edge.evaluation.datasets import load_problems, resolve_dataset_path
+from rankguide_edge.tasks.datasets import load_problems, resolve_dataset_path
 
 
 def test_bench_run_on_the_packaged_gsm8k_test(tiny_gguf, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,7 +136,7 @@ def test_bench_run_takes_the_remote_lrm_options() -> None:
 
 
 def test_parse_methods_messages() -> None:
-    from rankguide_edge.evaluation.bench import parse_methods
+    from rankguide_edge.bench.run import parse_methods
 
     with pytest.raises(ConfigError, match=r"write judge or judge@post$"):
         parse_methods("judge@pre")

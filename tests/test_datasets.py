@@ -12,8 +12,8 @@ import pytest
 
 from rankguide_edge.config import from_mapping
 from rankguide_edge.errors import ConfigError, DatasetError, InvalidInputError
-from rankguide_edge.evaluation.answers import check_answer, extract_answer, gold_answer
-from rankguide_edge.evaluation.datasets import (
+from rankguide_edge.tasks.answers import check_answer, extract_answer, gold_answer
+from rankguide_edge.tasks.datasets import (
     DATASET_ALIASES,
     DatasetConfig,
     LoadReport,
@@ -254,7 +254,7 @@ def test_malformed_lines_skipped_and_counted(tmp_path: Path, caplog: pytest.LogC
         _good(6, "-3"),
     ])
     report = LoadReport()
-    with caplog.at_level(logging.WARNING, logger="rankguide_edge.evaluation.datasets"):
+    with caplog.at_level(logging.WARNING, logger="rankguide_edge.tasks.datasets"):
         probs = load_problems(path, on_error="skip", report=report)
     assert [p.id for p in probs] == ["gsm8k-gsm-1", "gsm8k-gsm-6"]
     assert [p.gold for p in probs] == ["1200", "-3"]

@@ -117,8 +117,8 @@ def test_a_damaged_gzip_is_one_error_naming_the_fix(tmp_path: Path) -> None:
 def test_label_and_bench_readers_leave_a_file_being_written_alone(tmp_path: Path) -> None:
     """``router fit`` (load_labels) and ``bench report`` read files a running job appends to: they skip its
     half-written line and must not cut it off under the writer."""
-    from rankguide_edge.evaluation._bench_report import load_results
-    from rankguide_edge.evaluation.label import FORMAT, load_labels
+    from rankguide_edge.bench.report import load_results
+    from rankguide_edge.fitting.label import FORMAT, load_labels
 
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"format": FORMAT, "settings": {}}) + "\n" + '{"id": "p1", "steps": [')

@@ -14,8 +14,7 @@ from rankguide_edge.collab.backends_remote import RemoteBackend
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.errors import ConfigError, InvalidInputError
-from rankguide_edge.evaluation.datasets import Problem
-from rankguide_edge.evaluation.label import (
+from rankguide_edge.fitting.label import (
     LabelConfig,
     Labeller,
     control_seed,
@@ -25,6 +24,7 @@ from rankguide_edge.evaluation.label import (
     run_labels,
     selected_for_counterfactuals,
 )
+from rankguide_edge.tasks.datasets import Problem
 
 RT = RuntimeConfig(n_ctx=1024)
 QUESTION = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left?"
@@ -33,7 +33,7 @@ CFG = LabelConfig(max_tokens=48, max_step_tokens=16, max_cf_steps=1, cf_right_sh
 
 
 def _solve(srm, lrm, **cfg):
-    from rankguide_edge.evaluation.answers import prompt_for
+    from rankguide_edge.tasks.answers import prompt_for
 
     config = ReasonerConfig(max_tokens=CFG.max_tokens, max_step_tokens=CFG.max_step_tokens, **cfg)
     with Reasoner(srm, lrm, config, runtime=RT) as r:

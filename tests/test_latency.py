@@ -8,10 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from rankguide_edge.errors import ConfigError
-from rankguide_edge.evaluation._bench_report import load_results, summarize, summary_markdown
-from rankguide_edge.evaluation._bench_settings import identity_bytes, model_identity, run_model_bytes
-from rankguide_edge.evaluation.latency import (
+from rankguide_edge.bench.latency import (
     GPUS,
     SHIPPED_PROFILES,
     TokenCounts,
@@ -26,6 +23,9 @@ from rankguide_edge.evaluation.latency import (
     record_seconds,
     resolve,
 )
+from rankguide_edge.bench.report import load_results, summarize, summary_markdown
+from rankguide_edge.bench.settings import identity_bytes, model_identity, run_model_bytes
+from rankguide_edge.errors import ConfigError
 
 # seconds per unit used to synthesise timings: SRM decode / prefill, LRM decode / prefill / call
 TRUE = {"srm": (0.05, 0.004), "lrm": (0.12, 0.002, 0.3)}

@@ -11,12 +11,14 @@ import rankguide_edge
 PACKAGE = Path(rankguide_edge.__file__).parent
 #: bottom to top, as in docs/DESIGN.md "Layers"; a module's layer is its first matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("config", "errors", "files", "jsonl")),
+    ("base", ("config", "errors", "files", "jsonl", "stats", "figures")),
     ("engine", ("engine",)),
     ("signals", ("signals",)),
     ("steering", ("steering",)),
+    ("tasks", ("tasks",)),
     ("collab", ("collab",)),
-    ("evaluation", ("evaluation",)),
+    ("bench", ("bench",)),
+    ("fitting", ("fitting",)),
     ("api", ("api", "doctor")),
     ("edges", ("server", "cli", "testing")),
 ]
@@ -76,5 +78,5 @@ def test_every_layer_imports_only_downward() -> None:
 
 
 def test_the_checker_sees_an_upward_import() -> None:
-    assert layer_of("rankguide_edge.evaluation.answers") > layer_of("rankguide_edge.steering.extract")
+    assert layer_of("rankguide_edge.tasks.answers") > layer_of("rankguide_edge.steering.extract")
     assert layer_of("rankguide_edge.engine.prompts") < layer_of("rankguide_edge.steering.extract")

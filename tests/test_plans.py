@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rankguide_edge.evaluation.plans import PLAN_KINDS, plan_breakdown, plan_kind, plan_markdown
+from rankguide_edge.tasks.plans import PLAN_KINDS, plan_breakdown, plan_kind, plan_markdown
 
 
 def test_plan_kinds() -> None:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.errors import ConfigError, InvalidInputError
-from rankguide_edge.evaluation.policy_table import (
+from rankguide_edge.fitting.policy_table import (
     compare,
     evaluate,
     paired_difference,

@@ -232,7 +232,7 @@ def test_default_pair_solves_and_lrm_policy_is_the_lrm_alone() -> None:
         out = s.solve(q, kind="gsm8k")
         lrm_model = s.lrm.model
         with lrm_model.context(RuntimeConfig(n_ctx=2048)) as ctx:
-            from rankguide_edge.evaluation.answers import prompt_for
+            from rankguide_edge.tasks.answers import prompt_for
 
             prompt = lrm_model.tokenize(lrm_model.chat_prompt(prompt_for(q, "gsm8k")), add_special=True)
             alone, _ = generate_text(ctx, prompt, SamplingConfig(max_tokens=160))

@@ -16,11 +16,11 @@ from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.engine.layers import parse_layer_spec
 from rankguide_edge.engine.runtime import Model
-from rankguide_edge.evaluation.answers import prompt_for
-from rankguide_edge.evaluation.datasets import Problem
-from rankguide_edge.evaluation.replay import early_checkpoints, replay_traces
-from rankguide_edge.evaluation.trace import TraceConfig, trace_problem
+from rankguide_edge.fitting.replay import early_checkpoints, replay_traces
+from rankguide_edge.fitting.trace import TraceConfig, trace_problem
 from rankguide_edge.signals.step import SignalConfig, StepSignalComputer
+from rankguide_edge.tasks.answers import prompt_for
+from rankguide_edge.tasks.datasets import Problem
 
 RT = RuntimeConfig(n_ctx=512, n_threads=1)
 QUESTION = "A shop sells 4 boxes of 6 pens and 3 loose pens. How many pens is that?"

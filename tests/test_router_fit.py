@@ -9,8 +9,8 @@ import pytest
 
 from rankguide_edge.collab.router import load_router, parse_router
 from rankguide_edge.errors import InvalidInputError
-from rankguide_edge.evaluation.label import FORMAT, encode_vector
-from rankguide_edge.evaluation.router_fit import (
+from rankguide_edge.fitting.label import FORMAT, encode_vector
+from rankguide_edge.fitting.router_fit import (
     FitConfig,
     average_precision,
     fit_markdown,
@@ -65,7 +65,7 @@ def test_held_out_scores_of_all_folds_share_one_scale() -> None:
     per-fold intercept or standardisation did that: on real labels it took a one-feature model from its
     feature's AUROC of 0.69 to 0.56). A one-feature model's score is then a positive multiple of how far the
     feature lies from its mean over all steps, in every fold."""
-    from rankguide_edge.evaluation.router_fit import out_of_fold
+    from rankguide_edge.fitting.router_fit import out_of_fold
 
     steps = load_steps(_records(60, seed=3, level=2.0, noise=1.0))
     cfg = FitConfig(features=("text",), n_boot=0)
@@ -149,7 +149,7 @@ def test_steps_of_right_answers_are_known_not_to_need_the_lrm() -> None:
 def test_policies_the_router_is_benched_against_get_its_lrm_share() -> None:
     """The report names entropy, verify and random settings that give the LRM the fitted router's token share
     on the labelled traces; scored by the policies themselves (the registry's), not by a copy of their maths."""
-    from rankguide_edge.evaluation.router_fit import policy_scores
+    from rankguide_edge.fitting.router_fit import policy_scores
 
     res = fit_router(HEADER, _records(), FitConfig(features=("text",), n_boot=0, target_lrm_share=0.5))
     steps = load_steps(_records())

@@ -13,7 +13,6 @@ from rankguide_edge.cli.main import main
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError, LayerIndexError
-from rankguide_edge.evaluation.answers import prompt_for
 from rankguide_edge.steering._thoughts import (
     EXECUTION,
     REFLECTION,
@@ -30,6 +29,7 @@ from rankguide_edge.steering.extract import (
     read_traces,
     steering_layers,
 )
+from rankguide_edge.tasks.answers import prompt_for
 
 STEPS = [
     "First we add 2 and 3 to get 5.\n\n",

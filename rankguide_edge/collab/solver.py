@@ -111,7 +111,7 @@ class Solver:
     def solve(self, question: str, *, kind: str | None = "generic", on_event: EventSink | None = None) -> Answer:
         """Solve one question. ``kind`` (gsm8k, svamp, math, generic) adds the answer-format instruction and
         picks the answer extractor; ``kind=None`` sends the question as is."""
-        from ..evaluation.answers import extract_answer
+        from ..tasks.answers import extract_answer
 
         check_question(question)
         text = prompt_for(question, kind) if kind else question

@@ -4,7 +4,7 @@ Each input signal ``x`` is squashed by a logistic ``s(x) = 1 / (1 + exp(-(x - ce
 negative ``scale`` flips the direction (the component rises as ``x`` falls). A mode score is the weighted
 mean of its components' squashes, so it lies in [0, 1] and is monotone in every input; components whose
 input is unavailable (e.g. rank of a step too short for a window) are left out of the mean, and a mode
-with no available component scores 0. Defaults encode hypotheses, not measurements: the evaluation layer
+with no available component scores 0. Defaults encode hypotheses, not measurements: the fitting layer (``analyze``)
 measures each signal's direction, and any centre, scale or weight can be changed here.
 
 * uncertainty: high mean and max entropy, low top-1 probability, high normalised effective rank,

@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import stats as _stats
 from ..collab.router import Router
 from ..config import bounded, validate
 from ..errors import InvalidInputError
-from . import _analyze_stats as _stats
 from .calibrate import feature_matrix, fit_logistic, logistic_features
 from .label import decode_vector
 

@@ -377,7 +377,7 @@ def _family(spec: str) -> str:
 def write_share_plot(summary: Mapping[str, Any], path: str | Any, group: str = "all") -> str | None:
     """Accuracy against LRM token share, one point per policy, the thresholds of one family joined left to
     right (PNG). Returns None when written, else why not (the report goes on without it)."""
-    from ._figures import agg_figure, draw_png
+    from ..figures import agg_figure, draw_png
 
     block = summary["groups"][group]
 

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import stats as st
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
 from ..files import write_text_atomic
-from . import _analyze_stats as st
 from ._analyze_load import TraceTable, load_traces
 
 __all__ = ["AnalyzeConfig", "AnalysisResult", "TraceTable", "analyze", "load_traces", "run_analysis"]
@@ -487,8 +487,8 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, pl
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     if plots:  # a figure that cannot be drawn is named in plot_notes; the report and JSON are written anyway
+        from ..figures import draw_png
         from ._analyze_plots import plot_roc, plot_trajectories
-        from ._figures import draw_png
 
         for key, draw in (("roc", plot_roc), ("trajectories", plot_trajectories)):
             png = out / f"{key}.png"

@@ -24,8 +24,8 @@ from ..errors import ContextOverflowError
 from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
-from .answers import grade
-from .datasets import Problem
+from ..tasks.answers import grade
+from ..tasks.datasets import Problem
 
 
 @dataclass(frozen=True)

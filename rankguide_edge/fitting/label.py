@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bench.settings import model_identity
 from ..collab.backends import StepRequest
 from ..collab.reasoner import ReasonerConfig, StepRecord
 from ..collab.solver import Solver
@@ -50,9 +51,8 @@ from ..engine.runtime import Model
 from ..errors import ConfigError, InvalidInputError, RankGuideError
 from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig
-from ._bench_settings import model_identity
-from .answers import grade
-from .datasets import Problem
+from ..tasks.answers import grade
+from ..tasks.datasets import Problem
 
 FORMAT = "rankguide-edge/labels"
 

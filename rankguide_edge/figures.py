@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import DependencyError
-from ..files import atomic_path
+from .errors import DependencyError
+from .files import atomic_path
 
 
 def agg_figure(width: float, height: float, dpi: int = 110) -> Any:

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..collab.backends import STEP_DELIMITER
+from ..signals.segment import DEFAULT_DELIMITER
 
 #: the kinds, in report order
 PLAN_KINDS = ("whole answer", "paragraph with the answer", "paragraph", "one sentence")
@@ -22,7 +22,7 @@ _ANSWER = re.compile(r"answer is|\\boxed|####", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?:](?:\s|$)")
 
 
-def plan_kind(text: str, n_steps: int, delimiter: str = STEP_DELIMITER) -> str:
+def plan_kind(text: str, n_steps: int, delimiter: str = DEFAULT_DELIMITER) -> str:
     """The kind of plan of an answer ``text`` of ``n_steps`` steps whose first step the LRM wrote: the whole
     answer (it is the only step), a paragraph that already states the final answer, a paragraph, or one
     sentence (at most one sentence end)."""

@@ -1,4 +1,4 @@
-"""Evaluation: benchmark datasets, final-answer extraction and checking.
+"""Tasks: benchmark datasets, final-answer extraction and checking, and what an LRM-written plan is.
 
 Importing this package does no work (no file is read, math-verify is imported on first use).
 """

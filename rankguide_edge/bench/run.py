@@ -1,4 +1,4 @@
-"""``bench run``: methods compared on the same problems, interleaved, resumable (``bench report``: _bench_report).
+"""``bench run``: methods compared on the same problems, interleaved, resumable (``bench report``: :mod:`.report`).
 
 A method is a routing policy at a decision point and threshold, written ``policy[@decide][:threshold]``
 (``srm``, ``lrm``, ``rankguide``, ``rankguide@early:0.4``, ``entropy:0.6``, ``keywords``, ``judge``...), or
@@ -25,7 +25,7 @@ alike. One SRM model and one LRM backend serve all methods. Results go to ``DIR/
 because of a library error (a prompt longer than the context, an LRM server gone) gets an ``error``
 record and the run goes on; the report leaves such problems out and names them (delete the line to
 retry). ``DIR/run.json`` keeps the settings that make records comparable (models, token budget, seed, router,
-steering files); a rerun with other values is refused (:mod:`._bench_settings`), and each record names its run's
+steering files); a rerun with other values is refused (:mod:`.settings`), and each record names its run's
 ``session``. Each record carries ``counts``: the work by model and kind that :mod:`.latency` prices under hardware
 profiles.
 """
@@ -50,11 +50,11 @@ from ..config import RuntimeConfig
 from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ConfigError, RankGuideError
 from ..jsonl import append_jsonl, read_records
-from ._bench_report import summarize, summary_markdown, write_pareto, write_share_plot
-from ._bench_settings import file_digest, model_identity, router_identity, start_session
-from .answers import grade, prompt_for
-from .datasets import Problem
+from ..tasks.answers import grade, prompt_for
+from ..tasks.datasets import Problem
 from .latency import counts_of
+from .report import summarize, summary_markdown, write_pareto, write_share_plot
+from .settings import file_digest, model_identity, router_identity, start_session
 
 SPECDEC = "specdec"
 #: routing probability of a ``random`` method before the matched rankguide method has any step

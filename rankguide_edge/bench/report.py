@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidInputError
+from ..figures import agg_figure
 from ..jsonl import read_lines
-from ._bench_settings import run_model_bytes
-from ._figures import agg_figure
+from ..tasks.plans import plan_breakdown, plan_markdown
 from .latency import (
     OUTLIER_FLOOR_S,
     OUTLIER_RATIO,
@@ -30,7 +30,7 @@ from .latency import (
     record_seconds,
     resolve,
 )
-from .plans import plan_breakdown, plan_markdown
+from .settings import run_model_bytes
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:

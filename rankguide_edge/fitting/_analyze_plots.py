@@ -1,6 +1,7 @@
 """Figures of ``rankguide-edge analyze``: ROC curves and per-step trajectories (matplotlib, Agg canvas).
 
-Figures come from :func:`._figures.agg_figure` (own Agg canvas, no pyplot, matplotlib imported on first use).
+Figures come from :func:`rankguide_edge.figures.agg_figure` (own Agg canvas, no pyplot, matplotlib imported on
+first use).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._figures import agg_figure
+from ..figures import agg_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analyze import AnalysisResult

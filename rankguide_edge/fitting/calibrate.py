@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import stats as _stats
 from ..collab.policies import DECISION_POINTS, StepView, make_policy
 from ..collab.router import Logistic, Router, load_router
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
 from ..jsonl import read_lines
-from . import _analyze_stats as _stats
 
 
 def logistic_features(last_layer: int) -> tuple[str, ...]:
@@ -100,7 +100,7 @@ def upper_quantile_threshold(scores: Iterable[float], share: float) -> float:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: float = 1.0) -> Logistic:
-    """L2-regularised logistic regression (:func:`._analyze_stats.fit_logistic`) on standardised columns of
+    """L2-regularised logistic regression (:func:`rankguide_edge.stats.fit_logistic`) on standardised columns of
     ``x`` (float ``(n, d)``, NaN = missing, imputed with the column mean) against ``y`` (``(n,)`` 0/1)."""
     x = np.asarray(x, np.float64)
     ok = np.isfinite(x)
@@ -237,7 +237,7 @@ def calibrate_bench(results: list[dict[str, Any]], cfg: CalibrateConfig, *, sour
     """
     seconds: Callable[[dict[str, Any]], float] = lambda r: float(r.get("seconds", 0.0))  # noqa: E731
     if cfg.profile:
-        from .latency import fit_measured, load_profile, record_seconds, resolve
+        from ..bench.latency import fit_measured, load_profile, record_seconds, resolve
 
         priced = resolve(load_profile(cfg.profile), fit_measured(results))
         seconds = lambda r: record_seconds(r, priced)  # noqa: E731
