@@ -110,15 +110,6 @@ def _install_log_filter(ll: Any) -> None:
     ll.llama_log_set(thunk, ctypes.c_void_p(0))
 
 
-def llama_lib_dir() -> pathlib.Path:
-    """Folder holding llama-cpp-python's shared libraries (libllama, libggml-base, ...)."""
-    lib()
-    import llama_cpp  # noqa: PLC0415
-
-    override = os.environ.get("LLAMA_CPP_LIB_PATH")
-    return pathlib.Path(override) if override else pathlib.Path(llama_cpp.__file__).parent / "lib"
-
-
 # --------------------------------------------------------------------------------------------------------------
 # ggml accessors (handed to the tap as function pointers)
 # --------------------------------------------------------------------------------------------------------------

@@ -244,11 +244,6 @@ class Context:
         """Restart the sampler's random stream (what seeded sampling draws next depends only on ``seed``)."""
         self._rng = np.random.default_rng(int(seed))
 
-    def set_tap_enabled(self, enabled: bool) -> None:
-        """Pause or resume copying hidden states (a paused tap asks llama.cpp for nothing)."""
-        if self._tap is not None:
-            self._tap.set_enabled(enabled)
-
     def eval(self, tokens: Sequence[int], *, logits: str = "last", hidden: bool = True) -> dict[int, np.ndarray]:
         """Feed ``tokens`` after the current position, in chunks of ``n_batch``.
 
