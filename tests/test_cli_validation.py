@@ -260,9 +260,7 @@ def test_plot_flags_have_both_spellings(tmp_path: Path) -> None:
 
 def test_help_texts() -> None:
     res = _run(["--help"])
-    assert "Exit codes:" in res.output and "130" in res.output
-    for code in range(7):
-        assert f"\n    {code}    " in res.output
+    assert "Exit codes:" in res.output and "130" in res.output  # which codes: tests/test_exit_codes.py
     helps = {
         ("solve",): ("Token budget of the whole answer", "0 = greedy", "Seed of the sampler", "Context window",
                      "goes to stderr", "Seconds per attempt", "--lrm-retries"),
