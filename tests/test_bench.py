@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
+from rankguide_edge.engine.model import Model
 from rankguide_edge.engine.prompts import encode_prompt
-from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError
 from rankguide_edge.evaluation.answers import prompt_for
 from rankguide_edge.evaluation.bench import (

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from rankguide_edge.cli.main import main
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig, plan_steps
 from rankguide_edge.collab.router import Logistic, Router, load_router, parse_router, save_router
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.evaluation.calibrate import (
     CalibrateConfig,

@@ -14,7 +14,7 @@ from .backends import LRMBackend, make_backend, parse_spec
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
-    from ..engine.runtime import Model
+    from ..engine.model import Model
     from .reasoner import ReasonerConfig
 
 

@@ -15,7 +15,7 @@ from .reasoner import Reasoner, ReasonerConfig
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
-    from ..engine.runtime import Model
+    from ..engine.model import Model
     from ..signals.step import SignalConfig
 
 

@@ -9,7 +9,7 @@ Two native libraries are reached:
   warning); both fill the same buffer layout.
 
 Above this module everything speaks numpy. Handles returned here are raw pointers wrapped by the owning
-objects of :mod:`rankguide_edge.engine.runtime`.
+objects of :mod:`rankguide_edge.engine.model` and :mod:`rankguide_edge.engine.context`.
 
 Layer-index convention (written once, here and in docs/DESIGN.md): llama.cpp names the residual-stream output
 of layer ``N`` (0-based) ``l_out-N``; that is what the tap copies. A control vector's ``direction.K`` is added

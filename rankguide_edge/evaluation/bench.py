@@ -47,7 +47,8 @@ from ..collab.policies import DECISION_POINTS, available_policies, decision_poin
 from ..collab.reasoner import ReasonerConfig
 from ..collab.solver import open_reasoner
 from ..config import RuntimeConfig
-from ..engine.runtime import STEER_WHERE, Model
+from ..engine.context import STEER_WHERE
+from ..engine.model import Model
 from ..errors import ConfigError, RankGuideError
 from ..jsonl import append_jsonl, read_records
 from ._bench_report import summarize, summary_markdown, write_pareto, write_share_plot

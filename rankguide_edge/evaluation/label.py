@@ -45,8 +45,8 @@ from ..collab.backends import StepRequest
 from ..collab.reasoner import ReasonerConfig, StepRecord
 from ..collab.solver import open_reasoner
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
-from ..engine.runtime import Model
 from ..errors import ConfigError, InvalidInputError, RankGuideError
 from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.context import Context
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
-from ..engine.runtime import Context, Model
 from ..errors import InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..signals.text import TokenStats
