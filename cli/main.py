@@ -15,7 +15,6 @@ Exit codes:
   3    a required package is missing
   4    llama.cpp or the native tap failed
   5    a model could not be pulled, verified or loaded (not pulled yet, download or checksum failed)
-  6    the LRM backend failed persistently
   130  interrupted (Ctrl-C)"""
 
 

@@ -92,12 +92,5 @@ class ControlVectorError(InvalidInputError):
     """A control-vector file or array is malformed or does not fit the model."""
 
 
-class BackendError(RankGuideError):
-    """An LRM backend (local or remote) failed persistently."""
-
-    exit_code = 6
-    http_status = 502
-
-
 class DatasetError(InvalidInputError):
     """A dataset file is missing or a record in it is malformed."""

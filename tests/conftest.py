@@ -59,7 +59,7 @@ def smollm2() -> Path:
 @pytest.fixture(scope="module")
 def tiny(tiny_gguf: Path):
     """The tiny GGUF loaded (one Model per test module)."""
-    from rankguide_edge.engine.runtime import Model
+    from rankguide_edge.engine.model import Model
 
     m = Model(tiny_gguf)
     yield m
@@ -69,7 +69,7 @@ def tiny(tiny_gguf: Path):
 @pytest.fixture(scope="module")
 def smol(smollm2: Path):
     """SmolLM2 loaded (one Model per test module)."""
-    from rankguide_edge.engine.runtime import Model
+    from rankguide_edge.engine.model import Model
 
     m = Model(smollm2)
     yield m

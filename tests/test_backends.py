@@ -25,8 +25,9 @@ from rankguide_edge.collab.backends import (
 from rankguide_edge.collab.backends_local import LocalBackend, common_prefix
 from rankguide_edge.collab.backends_remote import RemoteBackend, _close_step, _parse, retry_after_seconds
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.engine.context import generate_text
+from rankguide_edge.engine.model import Model
 from rankguide_edge.engine.prompts import encode_prompt
-from rankguide_edge.engine.runtime import Model, generate_text
 from rankguide_edge.errors import ConfigError, ContextOverflowError, InvalidInputError
 from rankguide_edge.testing.mini_server import MiniServer
 

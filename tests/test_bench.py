@@ -18,8 +18,8 @@ from rankguide_edge.bench.run import (
     parse_methods,
 )
 from rankguide_edge.cli.main import main
+from rankguide_edge.engine.model import Model
 from rankguide_edge.engine.prompts import encode_prompt
-from rankguide_edge.engine.runtime import Model
 from rankguide_edge.errors import ConfigError
 from rankguide_edge.tasks.answers import prompt_for
 from rankguide_edge.tasks.datasets import Problem

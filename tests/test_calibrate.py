@@ -12,7 +12,7 @@ from rankguide_edge.cli.main import main
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.collab.router import Logistic, Router, load_router, parse_router, save_router
 from rankguide_edge.collab.routing import DEFAULT_THRESHOLD, StepRouter
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.fitting.calibrate import (
     CalibrateConfig,

@@ -87,8 +87,9 @@ def test_wrong_llama_cpp_python_version_is_a_clear_error(tmp_path) -> None:
 
 
 def test_import_has_no_side_effects(tmp_path) -> None:
-    code = ("import sys, rankguide_edge, rankguide_edge.engine, rankguide_edge.engine.runtime, "
-            "rankguide_edge.engine.models, rankguide_edge.cli.main; print('llama_cpp' in sys.modules)")
+    code = ("import sys, rankguide_edge, rankguide_edge.engine, rankguide_edge.engine.model, "
+            "rankguide_edge.engine.context, rankguide_edge.engine.models, rankguide_edge.cli.main; "
+            "print('llama_cpp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=tmp_path).stdout
     assert out.strip() == "False"

@@ -7,7 +7,6 @@ model first, the error would be the missing file (exit 5), not the bad option.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -214,10 +213,28 @@ def test_layer_spec_syntax_and_range() -> None:
         parse_layer_spec("20-30", 24)
     with pytest.raises(LayerIndexError, match="layer -30 is out"):
         parse_layer_spec("-30--1", 24)
-    t0 = time.perf_counter()  # a huge range is refused without being expanded
     with pytest.raises(LayerIndexError, match="layer 24 is out"):
         parse_layer_spec("0-1000000000000", 24)
-    assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_huge_layer_range_is_refused_without_being_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The range is checked at its ends: no range longer than the model's layer count is ever built."""
+    from rankguide_edge.engine import layers
+
+    lengths: list[int] = []
+
+    def spy(*args: int) -> range:
+        r = range(*args)
+        lengths.append(len(r))
+        return r
+
+    monkeypatch.setattr(layers, "range", spy, raising=False)  # the module's global shadows the builtin
+    assert parse_layer_spec("20-23", 24) == [20, 21, 22, 23] and lengths == [4]  # the spy sees the expansion
+    with pytest.raises(LayerIndexError, match="layer 24 is out"):
+        parse_layer_spec("0-1000000000000", 24)
+    with pytest.raises(LayerIndexError, match="layer -1000000000000 is out"):
+        parse_layer_spec("-1000000000000--1", 24)
+    assert max(lengths) <= 24
 
 
 # ------------------------------------------------------------------------------------------------ messages, help
@@ -243,9 +260,7 @@ def test_plot_flags_have_both_spellings(tmp_path: Path) -> None:
 
 def test_help_texts() -> None:
     res = _run(["--help"])
-    assert "Exit codes:" in res.output and "130" in res.output
-    for code in range(7):
-        assert f"\n    {code}    " in res.output
+    assert "Exit codes:" in res.output and "130" in res.output  # which codes: tests/test_exit_codes.py
     helps = {
         ("solve",): ("Token budget of the whole answer", "0 = greedy", "Seed of the sampler", "Context window",
                      "goes to stderr", "Seconds per attempt", "--lrm-retries"),

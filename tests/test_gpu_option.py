@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from rankguide_edge.cli.main import main
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
 from rankguide_edge.engine import _native
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ConfigError
 from rankguide_edge.server.settings import ServerConfig
 

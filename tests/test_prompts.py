@@ -12,8 +12,8 @@ from rankguide_edge.collab.backends import StepRequest
 from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
+from rankguide_edge.engine.model import Model
 from rankguide_edge.engine.prompts import chat_text, chat_tokens, chatml, encode_prompt
-from rankguide_edge.engine.runtime import Model
 from rankguide_edge.testing.tiny_gguf import tiny_model_path
 
 RT = RuntimeConfig(n_ctx=256, n_threads=1)

@@ -9,7 +9,8 @@ from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.backends_remote import RemoteBackend
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
-from rankguide_edge.engine.runtime import Model, generate_text
+from rankguide_edge.engine.context import generate_text
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ConfigError, ContextOverflowError, InvalidInputError
 from rankguide_edge.testing.mini_server import MiniServer
 

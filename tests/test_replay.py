@@ -15,7 +15,7 @@ from rankguide_edge.collab.policies import StepView, register_policy
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
 from rankguide_edge.engine.layers import parse_layer_spec
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.fitting.replay import early_checkpoints, replay_traces
 from rankguide_edge.fitting.trace import TraceConfig, trace_problem
 from rankguide_edge.signals.step import SignalConfig, StepSignalComputer

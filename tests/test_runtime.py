@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.engine.context import generate_text
+from rankguide_edge.engine.model import Model
 from rankguide_edge.engine.prompts import chat_tokens
-from rankguide_edge.engine.runtime import Model, generate_text
 from rankguide_edge.errors import ContextOverflowError, ControlVectorError, LayerIndexError, NativeError, NotAGGUFError
 
 CFG = RuntimeConfig(n_ctx=256, n_batch=64, n_threads=2)
@@ -354,7 +355,7 @@ def test_missing_native_library_falls_back_to_python_with_a_warning(tiny_gguf, t
 
     code = (
         "import warnings\n"
-        "from rankguide_edge.engine.runtime import Model\n"
+        "from rankguide_edge.engine.model import Model\n"
         f"m = Model({str(tiny_gguf)!r})\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"

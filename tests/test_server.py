@@ -19,7 +19,7 @@ from _exposition import samples as parse_exposition
 from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.server import BackgroundServer, ServerConfig, create_app
 
 MODEL = "rankguide-edge"

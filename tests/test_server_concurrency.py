@@ -169,10 +169,9 @@ def test_a_client_that_leaves_mid_stream_frees_its_worker(single: BackgroundServ
     assert json.loads(stream.next_event())["choices"][0]["delta"]["content"]
     assert _health(single)["busy"] == 1
     stream.drop()
-    t0 = time.monotonic()
     client = openai.OpenAI(base_url=single.url, api_key="unused", max_retries=0, timeout=60)
-    resp = _create(client, _body(2, **FAST))
-    assert resp.choices[0].message.content and time.monotonic() - t0 < 10.0
+    resp = _create(client, _body(2, **FAST))  # that the dropped request stopped early: its LRM calls, below
+    assert resp.choices[0].message.content
 
     def cancelled() -> float:
         return _metrics(single).get('rankguide_requests_cancelled_total{reason="disconnect"}', 0.0)
@@ -236,11 +235,9 @@ def test_a_request_past_its_deadline_is_a_504(tiny_gguf: Path, slow_lrm: MiniSer
                             max_tokens=400, max_step_tokens=4, request_timeout=1.0, port=0, n_threads=1)
     with BackgroundServer(create_app(settings)) as srv:
         client = openai.OpenAI(base_url=srv.url, api_key="unused", max_retries=0, timeout=60)
-        t0 = time.monotonic()
-        with pytest.raises(openai.APIStatusError) as info:
+        with pytest.raises(openai.APIStatusError) as info:  # ~100 LRM steps of 0.3 s: only the deadline ends it
             _create(client, _body(1, rankguide={"policy": "lrm"}))
         assert info.value.status_code == 504 and info.value.body["code"] == "timeout"
-        assert time.monotonic() - t0 < 5.0
         # a stream that already started ends with an error event instead (one that had not, a plain 504)
         result = stream_chat(srv.base_url, _body(1, rankguide={"policy": "lrm"}))
         assert result["status"] in (200, 504) and result["error"]["error"]["code"] == "timeout"

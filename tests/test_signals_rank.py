@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _signal_oracle as O
 import numpy as np
 import pytest
 
@@ -177,6 +178,7 @@ def test_batch_matches_single_windows_with_mixed_shapes() -> None:
     for w, rv in zip(wins, batch, strict=True):
         single = R.window_ranks(w, eps=1e-2, dtype=np.float64)
         assert rv.as_dict() == pytest.approx(single.as_dict())
+        assert rv.as_dict() == pytest.approx(O.window(w, dtype=np.float64).values, rel=1e-9)  # SVD by definition
     spectra = R.batch_window_spectra(wins[:2], eps=1e-2)
     np.testing.assert_allclose(spectra[0].rows.mean(axis=0), 0.0, atol=1e-5)
     assert spectra[0].gram.shape == (12, 12)
@@ -270,6 +272,9 @@ def test_ranks_from_grams_of_mixed_sizes_equal_one_at_a_time() -> None:
             assert rv.as_dict() == pytest.approx(want.as_dict(), rel=1e-12, abs=0.0)
         assert got[3] is R.ZERO_RANKS and got[5].num == 0.0 and got[6].num == 0.0
         assert got[0].num == 12 and got[1].num == 5  # uncentred rows: full rank
+        for x, d, rv in zip(xs, denoms, got, strict=False):  # the Grams' spectra are the rows' singular values
+            want = O.ranks(np.linalg.svd(x, compute_uv=False), 1e-3, d, dt).values
+            assert rv.as_dict() == pytest.approx(want, rel=1e-9 if dt is np.float64 else 1e-5)
     assert R.ranks_from_grams([], [], eps=1e-2, dtype=np.float32) == []
 
 
@@ -308,3 +313,70 @@ def test_tucker_grams_are_the_unfolding_grams() -> None:
     np.testing.assert_allclose(np.diag(b1), 1.0)
     assert R.tucker_grams(p[:, :1], centre=True, balance_layers=True) is None
     assert R.tucker_grams(np.zeros((0, 4, 3)), centre=False, balance_layers=True) is None
+
+
+def test_a_hand_computed_window() -> None:
+    """Rows (1, 0), (0, 1), (-1, -1): mean 0, so centring changes nothing; H^T H = [[2, 1], [1, 2]] has
+    eigenvalues 3 and 1, so the singular values are sqrt(3) and 1 and the normaliser is min(3 - 1, 2) = 2."""
+    h = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    p = np.array([np.sqrt(3.0), 1.0]) / (np.sqrt(3.0) + 1.0)
+    for dt in (np.float32, np.float64):
+        rv = R.window_ranks(h, dtype=dt)
+        assert (rv.num, rv.denom) == (2.0, 2)
+        assert rv.eff == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-6)
+        assert rv.stable == pytest.approx(4.0 / 3.0, rel=1e-6)
+        assert rv.eff_norm == pytest.approx(rv.eff / 2) and rv.stable_norm == pytest.approx(2.0 / 3.0, rel=1e-6)
+        assert R.window_ranks(h, eps=0.6, dtype=dt).num == 1.0  # 1 / sqrt(3) = 0.577 is below 0.6 sqrt(3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ranks_of_a_window_with_known_distinct_singular_values(dtype) -> None:
+    """U diag(s) V^T with token-centred orthonormal U: the window's spectrum is s, whatever U and V."""
+    rng = np.random.default_rng(17)
+    s = np.array([4.0, 2.0, 1.0, 0.5, 0.02])  # 0.02 < eps * 4 = 0.04: not counted by num, but in eff
+    h = (_centred_orth(rng, 30, 5) * s) @ _orth(rng, 80, 5).T + rng.standard_normal(80)  # any row offset
+    rv = R.window_ranks(h, eps=1e-2, dtype=dtype)
+    p = s / s.sum()
+    assert rv.num == 4 and rv.denom == 29
+    assert rv.eff == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-5)
+    assert rv.stable == pytest.approx((s * s).sum() / 16.0, rel=1e-5)
+    assert R.window_ranks(h, eps=0.3, dtype=dtype).num == 2  # 1.0 < 0.3 * 4 < 2.0
+
+
+def test_ranks_are_invariant_to_orthogonal_maps_and_zero_padding() -> None:
+    rng = np.random.default_rng(18)
+    h = _low_rank(rng, 24, 40, 5, sv=np.linspace(3, 1, 5)) + 0.05 * rng.standard_normal((24, 40)) + 2.0
+    q = np.linalg.qr(rng.standard_normal((40, 40)))[0]
+    for centre in (True, False):
+        base = R.window_ranks(h, centre=centre, dtype=np.float64).as_dict()
+        assert R.window_ranks(h @ q, centre=centre, dtype=np.float64).as_dict() == pytest.approx(base, rel=1e-9)
+        wider = np.concatenate([h, np.zeros((24, 7))], axis=1)  # extra hidden units that never fire
+        assert R.window_ranks(wider, centre=centre, dtype=np.float64).as_dict() == pytest.approx(base, rel=1e-9)
+    # uncentred, all-zero tokens add nothing to the spectrum: the ranks stay, the normaliser min(n, d) grows
+    plain = R.window_ranks(h, centre=False, dtype=np.float64)
+    longer = R.window_ranks(np.concatenate([h, np.zeros((6, 40))]), centre=False, dtype=np.float64)
+    assert (longer.num, longer.eff, longer.stable) == pytest.approx((plain.num, plain.eff, plain.stable), rel=1e-9)
+    assert (plain.denom, longer.denom) == (24, 30)
+
+
+def test_tucker_ranks_are_invariant_to_layer_order_and_orthogonal_maps() -> None:
+    rng = np.random.default_rng(19)
+    x = _tucker_tensor(rng, (12, 4, 30), (3, 2, 4)) + 0.01 * rng.standard_normal((4, 12, 30))
+    q = np.linalg.qr(rng.standard_normal((30, 30)))[0]
+    for bal in (True, False):
+        base = [m.as_dict() for m in R.tucker_ranks(x, balance_layers=bal, dtype=np.float64).modes]
+        for moved in (x[[2, 0, 3, 1]], x @ q, x * 1e3):
+            got = [m.as_dict() for m in R.tucker_ranks(moved, balance_layers=bal, dtype=np.float64).modes]
+            assert got == [pytest.approx(b, rel=1e-8) for b in base]
+
+
+def test_a_hand_computed_novelty() -> None:
+    """prev spans e1 with energy 2 (rows +e1, -e1), so delta = eps^2 * 2 and e1 keeps the weight
+    2 / (2 + delta) = 1 / (1 + eps^2); a step along e2 is all new, one along e1 + e2 half new, plus the bias."""
+    prev = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    eps = 1e-2
+    assert R.subspace_novelty(prev, np.array([[0.0, 1.0], [0.0, -1.0]]), eps=eps, dtype=np.float64) == 1.0
+    half = R.subspace_novelty(prev, np.array([[1.0, 1.0], [-1.0, -1.0]]), eps=eps, dtype=np.float64)
+    assert half == pytest.approx(1.0 - 0.5 / (1.0 + eps * eps), rel=1e-12)
+    same = R.subspace_novelty(prev, np.array([[3.0, 0.0], [-3.0, 0.0]]), eps=eps, dtype=np.float64)
+    assert same == pytest.approx(1.0 - 1.0 / (1.0 + eps * eps), rel=1e-9)

@@ -10,7 +10,7 @@ from rankguide_edge.collab.backends_local import LocalBackend
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.collab.specdec import SpecDecConfig, SpecDecoder, check_shared_vocab
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError
 
 QUESTION = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left? Think step by step."

@@ -15,7 +15,7 @@ from rankguide_edge.bench.run import parse_methods
 from rankguide_edge.cli.main import main
 from rankguide_edge.collab.reasoner import Reasoner, ReasonerConfig
 from rankguide_edge.config import RuntimeConfig
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ConfigError, ControlVectorError
 from rankguide_edge.steering import ControlVector, save_control_vector
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
 from rankguide_edge.config import RuntimeConfig
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ConfigError, InvalidInputError, LayerIndexError
 from rankguide_edge.steering._thoughts import (
     EXECUTION,

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
-from rankguide_edge.engine.runtime import Model
+from rankguide_edge.engine.model import Model
 from rankguide_edge.errors import ControlVectorError
 from rankguide_edge.steering.cvec_io import (
     ControlVector,

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from rankguide_edge.cli.main import main
 from rankguide_edge.collab.stepping import draft_step
 from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.engine.context import generate_text
 from rankguide_edge.engine.layers import parse_layer_spec
-from rankguide_edge.engine.runtime import Model, generate_text
+from rankguide_edge.engine.model import Model
 from rankguide_edge.fitting.trace import done_ids
 from rankguide_edge.signals.step import SignalConfig
 

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..config import RuntimeConfig
+from ..engine.context import Context
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens
-from ..engine.runtime import Context, Model
 
 WAYS = ("plain", "native", "python")
 PROMPT = "Write a detailed, step-by-step explanation of how long division works, with three worked examples."

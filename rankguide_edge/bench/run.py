@@ -47,7 +47,8 @@ from ..collab.reasoner import ReasonerConfig
 from ..collab.routing import needs_lrm
 from ..collab.solver import Solver
 from ..config import RuntimeConfig
-from ..engine.runtime import STEER_WHERE, Model
+from ..engine.context import STEER_WHERE
+from ..engine.model import Model
 from ..errors import ConfigError, RankGuideError
 from ..jsonl import append_jsonl, read_records
 from ..tasks.answers import grade, prompt_for

@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..config import RuntimeConfig, from_mapping
+from ..engine.context import Context
+from ..engine.model import Model
 from ..engine.prompts import encode_prompt
-from ..engine.runtime import Context, Model
 from ..errors import ContextOverflowError
 from .backends import RATE_PROMPT, StepReply, StepRequest, find_stop, rating_text
 from .disagreement import StepCheck, check_from_scores

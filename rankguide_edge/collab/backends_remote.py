@@ -1,7 +1,7 @@
 """The remote LRM backend: an OpenAI-compatible server (llama-server, llama-cpp-python's server, vLLM).
 
 Requests use the raw-prompt endpoint ``POST {base}/completions`` with the chat template applied here, on the
-client (by a local :class:`~rankguide_edge.engine.runtime.Model`'s template when one is given, else ChatML), so
+client (by a local :class:`~rankguide_edge.engine.model.Model`'s template when one is given, else ChatML), so
 the step continues the assistant text exactly. A server that answers 404 or 400 there is asked
 ``POST {base}/chat/completions`` instead, with the prefix as a final assistant message to continue; the
 endpoint that worked is remembered.
@@ -43,7 +43,7 @@ from .backends import RATE_PROMPT, StepReply, StepRequest, digit_of, rating_text
 if TYPE_CHECKING:
     import httpx
 
-    from ..engine.runtime import Model
+    from ..engine.model import Model
 
 #: sent as ``logprobs`` when rating (the largest value every OpenAI-compatible server accepts)
 RATE_LOGPROBS = 5

@@ -15,7 +15,7 @@ from .routing import StepRouter
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
-    from ..engine.runtime import Model
+    from ..engine.model import Model
     from .reasoner import ReasonerConfig
 
 

@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, validate
+from ..engine.context import STEER_WHERE
 from ..engine.layers import parse_layer_spec
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens
-from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ContextOverflowError, InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering

@@ -30,7 +30,7 @@ from .lrm import RemoteOptions, open_lrm
 from .reasoner import Reasoner, ReasonerConfig, SolveResult, check_question, check_reasoner_config
 
 if TYPE_CHECKING:
-    from ..engine.runtime import Model
+    from ..engine.model import Model
     from ..signals.step import SignalConfig
     from .backends import LRMBackend
     from .router import Router

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import RuntimeConfig, bounded, validate
+from ..engine.context import Context
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens
-from ..engine.runtime import Context, Model
 from ..errors import ConfigError, ContextOverflowError, InvalidInputError
 from .backends import STEP_DELIMITER
 from .backends_local import common_prefix

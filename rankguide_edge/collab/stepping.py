@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import SamplingConfig
-from ..engine.runtime import Context
+from ..engine.context import Context
 from ..signals.segment import StepSegmenter
 from ..signals.text import TokenStats
 

@@ -9,7 +9,7 @@ Two native libraries are reached:
   warning); both fill the same buffer layout.
 
 Above this module everything speaks numpy. Handles returned here are raw pointers wrapped by the owning
-objects of :mod:`rankguide_edge.engine.runtime`.
+objects of :mod:`rankguide_edge.engine.model` and :mod:`rankguide_edge.engine.context`.
 
 Layer-index convention (written once, here and in docs/DESIGN.md): llama.cpp names the residual-stream output
 of layer ``N`` (0-based) ``l_out-N``; that is what the tap copies. A control vector's ``direction.K`` is added
@@ -108,15 +108,6 @@ def _install_log_filter(ll: Any) -> None:
     thunk = ll.llama_log_callback(_quiet)
     _STATE["log_thunk"] = thunk  # must outlive every llama.cpp call
     ll.llama_log_set(thunk, ctypes.c_void_p(0))
-
-
-def llama_lib_dir() -> pathlib.Path:
-    """Folder holding llama-cpp-python's shared libraries (libllama, libggml-base, ...)."""
-    lib()
-    import llama_cpp  # noqa: PLC0415
-
-    override = os.environ.get("LLAMA_CPP_LIB_PATH")
-    return pathlib.Path(override) if override else pathlib.Path(llama_cpp.__file__).parent / "lib"
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from . import _native
 
 if TYPE_CHECKING:
-    from .runtime import Model
+    from .model import Model
 
 Messages = Sequence[tuple[str, str]]
 

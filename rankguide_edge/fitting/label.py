@@ -46,8 +46,8 @@ from ..collab.backends import StepRequest
 from ..collab.reasoner import ReasonerConfig, StepRecord
 from ..collab.solver import Solver
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
-from ..engine.runtime import Model
 from ..errors import ConfigError, InvalidInputError, RankGuideError
 from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig

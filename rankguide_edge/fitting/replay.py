@@ -19,10 +19,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from ..engine.context import Context
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
-from ..engine.runtime import Context, Model
 from ..errors import InvalidInputError
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..signals.text import TokenStats
@@ -117,10 +116,3 @@ def replay_traces(model: Model, records: Iterable[dict[str, Any]], *, layers: li
             apply_steering(ctx, steer.get("file") or None, float(steer.get("scale", 1.0)),
                            str(steer.get("where", "all")), cfg.delimiter)
             yield rec, replay_record(model, ctx, computer, rec, early_tokens=early_tokens, early_every=early_every)
-
-
-def max_partial(step: ReplayedStep, key: str) -> float | None:
-    """The largest ``key`` over a step's early checkpoints (what decides whether ``early`` stops it), or None
-    when the step is too short to be checked."""
-    vals = [float(p[key]) for p in step.partial if p.get(key) is not None and np.isfinite(p[key])]
-    return max(vals) if vals else None

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..engine.context import STEER_WHERE
 from ..engine.layers import parse_layer_spec
+from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
-from ..engine.runtime import STEER_WHERE, Model
 from ..errors import ContextOverflowError
 from ..jsonl import append_jsonl, read_records
 from ..signals.step import SignalConfig, StepSignalComputer

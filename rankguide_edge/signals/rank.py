@@ -37,9 +37,6 @@ import numpy as np
 #: round-off multiple below which Gram eigenvalues (relative to the largest) are treated as zero
 _FLOOR_ULPS = 8.0
 
-#: names of the three rank kinds, in key order
-RANK_KINDS: tuple[str, ...] = ("num", "eff", "stable")
-
 
 @dataclass(frozen=True)
 class RankValues:

@@ -9,7 +9,6 @@ entropies and top-k log-probabilities. The result is a flat ``dict[str, float]``
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -469,8 +468,3 @@ class StepSignalComputer:
         rank_eff = rv.eff_norm if win.shape[0] >= c.min_rank_tokens else None
         self._fail(out, tf, rank_eff, None, commit=False)
         return out
-
-
-def config_fields() -> list[str]:
-    """Names of every :class:`SignalConfig` field (for CLI help and docs)."""
-    return [f.name for f in dataclasses.fields(SignalConfig)]

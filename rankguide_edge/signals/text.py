@@ -7,7 +7,7 @@ per generated token and the step's text.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,8 +267,3 @@ class RepetitionTracker:
             self._incidence[[self._vocab[w] for w in words], step] = 1
         self._ngrams |= char_ngrams(text, self.ngram)
         self._exprs.update(arithmetic_expressions(text))
-
-
-def keyword_counts(text: str, patterns: Sequence[tuple[str, re.Pattern[str] | None]]) -> dict[str, float]:
-    """``{name: count}`` for each ``(name, compiled pattern)``."""
-    return {name: float(count_keywords(text, pat)) for name, pat in patterns}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.runtime import STEER_WHERE, Context
+from ..engine.context import STEER_WHERE, Context
 from ..errors import ControlVectorError
 
 _CACHE: dict[tuple[str, int, int, int], dict[int, np.ndarray]] = {}

@@ -33,8 +33,9 @@ from typing import Any
 
 from ..collab.backends import find_stop
 from ..config import RuntimeConfig, SamplingConfig
+from ..engine.context import generate_text
+from ..engine.model import Model
 from ..engine.prompts import encode_prompt
-from ..engine.runtime import Model, generate_text
 from ..errors import ContextOverflowError, InvalidInputError, RankGuideError
 
 #: the fault modes of :class:`MiniServer`
