@@ -38,8 +38,13 @@ def test_parse_methods() -> None:
     assert [(m.policy, m.decide, m.threshold, m.lrm_first, m.steer) for m in first] == [
         ("rankguide", "post", None, 1, None), ("entropy", "pre", 0.6, 2, None), ("rankguide", "post", None, 1, "v"),
         ("srm", "post", None, 1, None)]
+    window = parse_methods("verify:0.99^1#1,random:0.3^1#2+v")
+    assert [(m.policy, m.threshold, m.rate, m.lrm_first, m.route_steps, m.steer) for m in window] == [
+        ("verify", 0.99, None, 1, 1, None), ("random", None, 0.3, 1, 2, "v")]
+    assert expand_sweeps(["verify:0.9,0.99^1#1"]) == ["verify:0.9^1#1", "verify:0.99^1#1"]
     for bad in ("", "nope", "rankguide@later", "entropy:x", "entropy:1.5", "srm,srm", "specdec:0", "specdec:x",
-                "specdec@post", "random:2", "rankguide^0", "rankguide^x", "lrm^1", "specdec^1"):
+                "specdec@post", "random:2", "rankguide^0", "rankguide^x", "lrm^1", "specdec^1", "srm^1#1",
+                "verify:0.9^1#0", "verify:0.9^1#x"):
         with pytest.raises(ConfigError):
             parse_methods(bad)
 

@@ -14,6 +14,8 @@ A method is a routing policy at a decision point and threshold, written ``policy
 
 Any method but specdec and lrm may add ``^N`` after its threshold: the LRM writes the first N steps (the plan)
 whatever the score (``rankguide^1``, ``entropy:0.6^1``; ``srm^1``: the LRM plans, the SRM writes the rest).
+A routing policy may then add ``#N``: it may route only the first N SRM steps after the plan
+(``verify:0.99^1#1``, the first-step check; ``random:0.3^1#1``, first-step random).
 And ``+NAME[*SCALE][/WHERE]``: the SRM is steered by the control vector declared as ``NAME``
 (``--steer NAME=FILE``) at ``SCALE`` (default 1), on every token (``/all``) or only on step delimiters
 (``/boundary``; default: the run's ``steer_where``), e.g. ``srm+seal*0.25`` or ``rankguide+rank*1/boundary``.
@@ -77,6 +79,7 @@ class Method:
     steer_scale: float = 1.0
     steer_where: str | None = None  # all | boundary; None: the run's default
     lrm_first: int = 0  # the LRM writes this many first steps
+    route_steps: int = 0  # the policy may route only the first N SRM steps after the plan (0: any)
     router: str | None = None  # name of a declared router file (``rankguide~NAME``); None: the run's router
 
 
@@ -92,8 +95,17 @@ def _number(item: str, text: str, what: str) -> float:
 
 def _parse_one(item: str) -> Method:
     base, plus, steer = item.partition("+")
+    base, hash_, window = base.partition("#")
     base, caret, first = base.partition("^")
     m = _parse_base(item, base)
+    if hash_:
+        if m.policy in (SPECDEC, "srm", "lrm"):
+            raise ConfigError(f"{m.policy} routes no chosen steps for #N to limit ({item!r}): use it with a "
+                              "routing policy, e.g. verify:0.99^1#1 (the first-step check)")
+        if not window.isdigit() or not 0 < int(window) <= 1000:
+            raise ConfigError(f"bad step window {window!r} in method {item!r}: write #N, N in 1..1000 (the "
+                              "policy may route only the first N SRM steps after the plan)")
+        m = dataclasses.replace(m, route_steps=int(window))
     if caret:
         if m.policy in (SPECDEC, "lrm"):
             raise ConfigError(f"{m.policy} has no SRM steps for ^N to hand to the LRM ({item!r}): use it with "
@@ -181,7 +193,7 @@ def expand_sweeps(sweeps: Iterable[str]) -> list[str]:
     out: list[str] = []
     for sweep in sweeps:
         head, sep, values = sweep.strip().partition(":")
-        cut = min([i for i in (values.find("^"), values.find("+")) if i >= 0], default=len(values))
+        cut = min([i for i in (values.find("^"), values.find("#"), values.find("+")) if i >= 0], default=len(values))
         values, suffix = values[:cut], values[cut:]
         vals = [v.strip() + suffix for v in values.split(",") if v.strip()]
         if not sep or not vals:
@@ -365,7 +377,7 @@ def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], m
                 policy=m.policy, decide=m.decide, threshold=m.threshold, max_tokens=max_tokens, seed=seed,
                 random_p=p, router=routers[m.router] if m.router else router,
                 steer=steering[m.steer] if m.steer else "", steer_scale=m.steer_scale,
-                steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first)
+                steer_where=m.steer_where or steer_where, lrm_first=m.lrm_first, route_steps=m.route_steps)
             # one shared backend, borrowed by every method that calls an LRM, each through its own meter
             solver = solvers[m.label] = Solver(
                 srm, _MeteredBackend(lrm, srm) if lrm is not None else None, config=cfg, runtime=runtime,
@@ -434,6 +446,8 @@ def _solve_one(solver: Any, meter: _MeteredBackend | None, m: Method, problem: P
         rec["k"] = m.k
     if m.lrm_first:
         rec["lrm_first"] = m.lrm_first
+    if m.route_steps:
+        rec["route_steps"] = m.route_steps
     if m.steer:
         rec["steer"] = {"name": m.steer, "scale": m.steer_scale, **(getattr(solver, "steering", None) or {})}
     router = getattr(solver, "router", None)
