@@ -38,7 +38,7 @@ from ..collab.policies import DECISION_POINTS, StepView, make_policy
 from ..collab.router import Logistic, Router, load_router
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
-from ..jsonl import read_lines
+from ..records import load_record_file
 
 
 def logistic_features(last_layer: int) -> tuple[str, ...]:
@@ -317,38 +317,7 @@ def _bench_logistic(records: list[dict[str, Any]]) -> Logistic | None:
 
 
 def read_trace_records(path: str) -> list[dict[str, Any]]:
-    """Trace records of a JSONL file written by ``trace`` (read by :mod:`rankguide_edge.jsonl`: blank lines
-    and a torn last line skipped). A line that is not JSON, not an object, or whose steps' signals are not
-    numbers is an error naming its number; a bench results file is refused with the hint to pass its folder."""
-    out = []
-    for line in read_lines(path):
-        if line.error is not None:
-            raise InvalidInputError(f"{path}:{line.number} is {line.error}: fix or delete that line")
-        problem = _trace_problem(line.value)
-        if problem == "bench":
-            raise InvalidInputError(f"{path} holds `bench run` results, not traces: pass its folder "
-                                    f"({os.path.dirname(path) or '.'}) to calibrate from a bench run")
-        if problem:
-            raise InvalidInputError(f"{path}:{line.number} is not a trace record ({problem}): fix or delete that line")
-        out.append(line.value)
-    return out
-
-
-def _trace_problem(rec: Any) -> str | None:
-    """What is wrong with one trace record for calibration ("bench" for a bench record; None: usable)."""
-    if not isinstance(rec, dict):
-        return f"a record must be a JSON object, not {type(rec).__name__}"
-    if "method" in rec and "steps" in rec and "counts" in rec:
-        return "bench"
-    steps = rec.get("steps", [])
-    if not isinstance(steps, list) or not all(isinstance(st, dict) for st in steps):
-        return "'steps' must be a list of objects"
-    for st in steps:
-        sig = st.get("signals", {})
-        if not isinstance(sig, dict):
-            return f"step {st.get('index', '?')}: 'signals' must be an object"
-        bad = next((k for k, v in sig.items()
-                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
-        if bad is not None:
-            return f"step {st.get('index', '?')}: signal {bad!r} is not a number"
-    return None
+    """Trace records of a JSONL file written by ``trace`` (:func:`rankguide_edge.records.load_record_file`:
+    blank lines and a torn last line skipped). A line that is not JSON or not a trace record is an error naming
+    its number; a bench results file is refused with the hint to pass its folder."""
+    return load_record_file(path, "trace").records
