@@ -27,6 +27,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "server": (("fastapi", "uvicorn"), "server"),
     "plots": (("matplotlib",), ""),  # a core dependency: missing means a broken install
     "math": (("math_verify",), "math"),
+    "fit": (("sklearn",), "fit"),  # router fit, calibrate, analyze
 }
 
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from rankguide_edge.cli.main import main
 from rankguide_edge.errors import ConfigError, UnknownModelError
-from rankguide_edge.server.bench import percentile
+from rankguide_edge.stats import quantile
 
 
 def _run(args: list[str]):
@@ -87,12 +87,12 @@ def test_a_serve_process_answers_and_stops_on_ctrl_c(tmp_path: Path, tiny_gguf: 
     assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
 
 
-def test_percentile_interpolates_between_sorted_values() -> None:
+def test_the_latency_quantile_interpolates_between_sorted_values() -> None:
     # sorted 1, 2, 4, 10: q = 0.5 sits half-way between 2 and 4, q = 0.95 at 4 + 0.85 * (10 - 4)
-    assert percentile([10.0, 1.0, 4.0, 2.0], 0.5) == pytest.approx(3.0)
-    assert percentile([10.0, 1.0, 4.0, 2.0], 0.95) == pytest.approx(9.1)
-    assert percentile([7.0], 0.95) == 7.0
-    assert math.isnan(percentile([], 0.5))
+    assert quantile([10.0, 1.0, 4.0, 2.0], 0.5) == pytest.approx(3.0)
+    assert quantile([10.0, 1.0, 4.0, 2.0], 0.95) == pytest.approx(9.1)
+    assert quantile([7.0], 0.95) == 7.0
+    assert math.isnan(quantile([], 0.5))
 
 
 def test_bench_reports_overhead_and_concurrency(tiny_gguf: Path) -> None:

@@ -153,7 +153,7 @@ def test_parse_methods_messages() -> None:
 def test_steer_extract_reads_its_input_before_loading(missing: str, dataset: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "vec.gguf")
     base = ["steer", "extract", "--srm", missing, "--out", out]
-    _fails_early(_run(base + ["--traces", str(tmp_path / "none.jsonl")]), "traces file", "does not exist")
+    _fails_early(_run(base + ["--traces", str(tmp_path / "none.jsonl")]), "trace file", "not found")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "steps": []}\n{oops\n{"id": "b", "steps": []}\n')
     _fails_early(_run(base + ["--traces", str(bad)]), "bad.jsonl:2 is not valid JSON")

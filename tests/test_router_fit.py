@@ -12,7 +12,6 @@ from rankguide_edge.errors import InvalidInputError
 from rankguide_edge.fitting.label import FORMAT, encode_vector
 from rankguide_edge.fitting.router_fit import (
     FitConfig,
-    average_precision,
     fit_markdown,
     fit_router,
     load_steps,
@@ -20,6 +19,7 @@ from rankguide_edge.fitting.router_fit import (
     problem_folds,
     share_threshold,
 )
+from rankguide_edge.stats import average_precision
 
 HEADER = {"format": FORMAT, "version": 1, "settings": {"lrm_first": 1}, "selection": "synthetic"}
 

@@ -317,7 +317,7 @@ def test_cli_extract_errors(tiny_gguf, tmp_path) -> None:
     assert res.exit_code == 2 and "give --data" in res.output
     res = CliRunner().invoke(main, ["steer", "extract", "--traces", str(tmp_path / "none.jsonl"), "--srm",
                                     str(tiny_gguf), "--out", str(out)])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 2 and "not found" in res.output
     traces = tmp_path / "t.jsonl"
     _write_traces(traces, _records(1))
     res = CliRunner().invoke(main, ["steer", "extract", "--traces", str(traces), "--srm", str(tiny_gguf), "--out",

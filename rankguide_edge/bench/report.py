@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import stats
 from ..errors import ConfigError, InvalidInputError
 from ..figures import agg_figure
 from ..jsonl import read_lines
@@ -278,22 +279,24 @@ def _method_row(rows: list[dict[str, Any]], profiles: Mapping[str, Any]) -> dict
 def _pgr_interval(problems: list[dict[str, dict]], m: str, srm_m: str | None, lrm_m: str | None,
                   rounds: int = 2000, seed: int = 0) -> tuple[float, float] | None:
     """95% percentile-bootstrap interval of PGR, resampling problems (each keeps its methods' outcomes
-    together); resamples where lrm and srm tie are left out. None when too few resamples are usable."""
+    together; :func:`rankguide_edge.stats.bootstrap_distribution`); resamples where lrm and srm tie are left
+    out. None when too few resamples are usable."""
     import numpy as np
 
     if not (srm_m and lrm_m) or not problems:
         return None
     cols = np.array([[bool(p[x]["correct"]) for x in (m, srm_m, lrm_m)] for p in problems], dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(problems), size=(rounds, len(problems)))
-    acc = cols[idx].mean(axis=1)  # (rounds, 3): method, srm, lrm
-    gap = acc[:, 2] - acc[:, 1]
-    ok = gap != 0
-    if ok.sum() < rounds // 2:
+
+    def pgr(idx: np.ndarray) -> np.ndarray:
+        acc = cols[idx].mean(axis=1)  # (resamples, 3): method, srm, lrm
+        gap = acc[:, 2] - acc[:, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(gap != 0, (acc[:, 0] - acc[:, 1]) / np.where(gap != 0, gap, 1.0), np.nan)
+
+    samples = stats.bootstrap_distribution(pgr, len(problems), rounds, seed)
+    if np.isfinite(samples).sum() < rounds // 2:
         return None
-    pgr = (acc[ok, 0] - acc[ok, 1]) / gap[ok]
-    lo, hi = np.percentile(pgr, [2.5, 97.5])
-    return (float(lo), float(hi))
+    return stats.ci95(samples)
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

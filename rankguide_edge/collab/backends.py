@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError, InvalidInputError
+from ..signals.segment import DEFAULT_DELIMITER as STEP_DELIMITER
 
 #: the SpecReason-style judge instruction appended after the step being rated
 RATE_PROMPT = "Rate the correctness and usefulness of the last step from 0 to 9. Answer with one digit."
-#: the default step delimiter: a blank line
-STEP_DELIMITER = "\n\n"
 
 
 @dataclass

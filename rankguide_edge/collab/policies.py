@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigError
+from ..signals.text import TRIGGER_WORDS
 
 DECISION_POINTS = ("post", "early", "pre")
 
@@ -107,10 +108,6 @@ class EntropyPolicy:
 
     def reset(self) -> None:
         pass
-
-
-TRIGGER_WORDS = ("wait", "hmm", "hold on", "alternatively", "let me check", "let me verify", "let me re",
-                 "double-check", "double check", "actually", "but wait", "verify", "re-check", "recheck")
 
 
 class KeywordPolicy:

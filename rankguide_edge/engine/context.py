@@ -503,13 +503,15 @@ class Context:
         self._last_logits = None
 
     def set_steering(self, vectors: Mapping[int, np.ndarray], scale: float = 1.0, *, where: str = "all",
-                     delimiter: str = "\n\n") -> None:
+                     delimiter: str = "") -> None:
         """Steer generation with a control vector (``{layer: (n_embd,) float}``, layer = tapped ``l_out`` index).
 
         ``where="all"`` adds it while feeding every token (prompt, appended text and generated tokens);
         ``where="boundary"`` only while :meth:`generate` feeds back a generated token that completes
         ``delimiter`` (the step boundary, SEAL style; the delimiter may start in earlier tokens), so only those
-        tokens' states, and what attends to them, are nudged. ``clear_control_vector`` removes either.
+        tokens' states, and what attends to them, are nudged; the caller names it (the engine knows no step
+        delimiter: :data:`rankguide_edge.signals.segment.DEFAULT_DELIMITER` is the project's).
+        ``clear_control_vector`` removes either.
         """
         if where not in STEER_WHERE:
             raise ControlVectorError(f"unknown steering placement {where!r}: use all or boundary")

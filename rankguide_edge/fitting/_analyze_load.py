@@ -1,10 +1,10 @@
 """Reading a ``rankguide-edge trace`` JSONL file into flat arrays for the analysis.
 
-One record per line (see ``rankguide-edge trace``): trace fields ``correct``, ``finished``, ``n_tokens``,
-``n_steps`` and ``steps``, each step holding a ``signals`` object of floats and optionally a boolean
-``label`` (true = the step is wrong). Records carrying ``"error"`` are counted and skipped; so are records
-without steps. A malformed line (bad JSON, missing ``correct``, a non-numeric signal, ...) stops the load
-with its ``file:line`` when ``strict``, else it is skipped and counted.
+One record per line (the trace schema of :mod:`rankguide_edge.records`, read by its one reader): trace fields
+``correct``, ``finished``, ``n_tokens``, ``n_steps`` and ``steps``, each step holding a ``signals`` object of
+floats and optionally a boolean ``label`` (true = the step is wrong). Records carrying ``"error"`` are counted
+and skipped; so are records without steps. A malformed line (bad JSON, missing ``correct``, a non-numeric
+signal, ...) stops the load with its ``file:line`` when ``strict``, else it is skipped and counted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..jsonl import read_lines
+from ..records import load_record_file
 
 _log = logging.getLogger(__name__)
 
@@ -128,34 +128,25 @@ def _parse_record(rec: Any, key_index: dict[str, int]) -> dict[str, Any] | str:
 
 
 def load_traces(path: str | os.PathLike[str], *, strict: bool = False) -> TraceTable:
-    """Read a trace JSONL file into a :class:`TraceTable`.
+    """Read a trace JSONL file (:func:`rankguide_edge.records.load_record_file`) into a :class:`TraceTable`.
 
     Raises InvalidInputError when the file is missing or empty, and, with ``strict``, at the first
     malformed line (naming ``file:line``). Otherwise malformed lines are skipped, counted in
     ``n_malformed`` and described (the first few) in ``warnings``.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInputError(f"trace file {str(p)!r} not found; write one with `rankguide-edge trace` "
-                                "or pass an existing .jsonl file")
+    f = load_record_file(path, "trace", skip_malformed=True)
+    p = Path(f.path)
+    if f.n_lines == 0:
+        raise InvalidInputError(f"trace file {str(p)!r} is empty; write traces into it with `rankguide-edge trace`")
     key_index: dict[str, int] = {}
     parsed: list[dict[str, Any]] = []
-    n_lines = n_errors = n_malformed = n_no_steps = 0
-    warnings: list[str] = []
-    for line in read_lines(p):
-        n_lines += 1
+    n_errors = n_no_steps = 0
+    bad: list[tuple[int, str]] = list(f.skipped)
+    for number, rec in zip(f.numbers, f.records, strict=True):
         try:
-            if line.error is not None:
-                raise _Malformed(line.error)
-            out = _parse_record(line.value, key_index)
+            out = _parse_record(rec, key_index)
         except _Malformed as exc:
-            msg = f"{p}:{line.number}: {exc}"
-            if strict:
-                raise InvalidInputError(f"{msg}; fix or remove that line, or drop --strict to skip it") from None
-            n_malformed += 1
-            if len(warnings) < _MAX_WARNINGS:
-                warnings.append(msg)
-            _log.warning("skipping malformed trace record %s", msg)
+            bad.append((number, str(exc)))
             continue
         if out == "error":
             n_errors += 1
@@ -163,10 +154,18 @@ def load_traces(path: str | os.PathLike[str], *, strict: bool = False) -> TraceT
             n_no_steps += 1
         else:
             parsed.append(out)  # type: ignore[arg-type]
-    if n_lines == 0:
-        raise InvalidInputError(f"trace file {str(p)!r} is empty; write traces into it with `rankguide-edge trace`")
-    return _flatten(str(p), parsed, key_index, n_lines=n_lines, n_errors=n_errors,
-                    n_malformed=n_malformed, n_no_steps=n_no_steps, warnings=warnings)
+    bad.sort()
+    if bad and strict:
+        number, why = bad[0]
+        raise InvalidInputError(f"{p}:{number}: {why}; fix or remove that line, or drop --strict to skip it")
+    warnings: list[str] = []
+    for number, why in bad:
+        msg = f"{p}:{number}: {why}"
+        if len(warnings) < _MAX_WARNINGS:
+            warnings.append(msg)
+        _log.warning("skipping malformed trace record %s", msg)
+    return _flatten(str(p), parsed, key_index, n_lines=f.n_lines, n_errors=n_errors,
+                    n_malformed=len(bad), n_no_steps=n_no_steps, warnings=warnings)
 
 
 def _flatten(path: str, parsed: list[dict[str, Any]], key_index: dict[str, int], **counts: Any) -> TraceTable:

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import stats as _stats
+from .. import stats
 from ..collab.policies import DECISION_POINTS, StepView, make_policy
 from ..collab.router import Logistic, Router, load_router
 from ..config import bounded, validate
 from ..errors import ConfigError, InvalidInputError
-from ..jsonl import read_lines
+from ..records import load_record_file
 
 
 def logistic_features(last_layer: int) -> tuple[str, ...]:
@@ -79,37 +79,29 @@ class CalibrateConfig:
 def upper_quantile_threshold(scores: Iterable[float], share: float) -> float:
     """The threshold t such that about ``share`` of ``scores`` are >= t: the ceil(share*n)-th largest score, or,
     when ties at that score would route far more, the next larger score if its share is closer to ``share``
-    (binary scores such as keywords': 10 % ones and a 25 % target give t = 1, not t = 0 = route all). 1.0 when
-    ``share`` is 0 (route nothing scored below 1). Raises InvalidInputError on no scores or all-equal ones."""
-    s = np.sort(np.asarray([x for x in scores if x is not None and math.isfinite(x)], dtype=np.float64))[::-1]
+    (binary scores such as keywords': 10 % ones and a 25 % target give t = 1, not t = 0 = route all;
+    :func:`rankguide_edge.stats.threshold_for_share`). 1.0 when ``share`` is 0 (route nothing scored below 1).
+    Raises InvalidInputError on no scores or all-equal ones."""
+    s = np.asarray([x for x in scores if x is not None and math.isfinite(x)], dtype=np.float64)
     if s.size == 0:
         raise InvalidInputError("no step scores to calibrate on: trace more problems")
-    k = int(math.ceil(share * s.size))
-    if k <= 0:
+    if math.ceil(share * s.size) <= 0:
         return 1.0
-    if s[0] == s[-1]:
+    if s.min() == s.max():
         raise InvalidInputError(f"every step scores {s[0]:.4g}: this policy does not rank these steps, so no "
                                 "threshold routes a share of them; calibrate another policy")
-    t = s[min(k, s.size) - 1]
-    above = s[s > t]
-    if above.size:
-        t_up = above.min()
-        if abs(np.mean(s >= t_up) - share) <= abs(np.mean(s >= t) - share):
-            t = t_up
+    t = stats.threshold_for_share(s, share, nearest=True)
+    assert t is not None  # s holds finite scores
     return float(min(1.0, max(0.0, t)))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: float = 1.0) -> Logistic:
-    """L2-regularised logistic regression (:func:`rankguide_edge.stats.fit_logistic`) on standardised columns of
-    ``x`` (float ``(n, d)``, NaN = missing, imputed with the column mean) against ``y`` (``(n,)`` 0/1)."""
-    x = np.asarray(x, np.float64)
-    ok = np.isfinite(x)
-    mean = np.where(ok, x, 0.0).sum(axis=0) / np.maximum(ok.sum(axis=0), 1)
-    filled = np.where(ok, x, mean)
-    sd = filled.std(axis=0)
-    sd = np.where(sd > 1e-12, sd, 1.0)  # the same imputation and scaling as analyze's _prepare
-    w, b = _stats.fit_logistic((filled - mean) / sd, np.asarray(y) > 0.5, l2)
-    return Logistic(features, tuple(map(float, mean)), tuple(map(float, sd)), tuple(map(float, w)), float(b))
+    """L2-regularised logistic regression (:func:`rankguide_edge.stats.fit_logistic`) on the columns of ``x``
+    (float ``(n, d)``, NaN = missing) standardised by :func:`rankguide_edge.stats.standardize` (the column
+    mean imputed), against ``y`` (``(n,)`` 0/1); the router stores that mean and scale."""
+    z = stats.standardize(x)
+    w, b = stats.fit_logistic(z.fit, np.asarray(y) > 0.5, l2)
+    return Logistic(features, tuple(map(float, z.mean)), tuple(map(float, z.sd)), tuple(map(float, w)), float(b))
 
 
 def feature_matrix(rows: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.ndarray:
@@ -222,7 +214,7 @@ def holdout_report(records: list[dict[str, Any]], router_score: Callable[[dict[s
                      ("text.entropy_max", sig("text.entropy_max"))):
         per = [[fn(st) for st in r["steps"]] for r in records]
         for agg, f in (("mean", np.mean), ("max", np.max)):
-            val = _stats.auroc(np.asarray([f(v) for v in per]), wrong)
+            val = stats.auroc(np.asarray([f(v) for v in per]), wrong)
             out[f"auroc.{name}.{agg}"] = None if val is None else round(float(val), 4)
     return out
 
@@ -325,38 +317,7 @@ def _bench_logistic(records: list[dict[str, Any]]) -> Logistic | None:
 
 
 def read_trace_records(path: str) -> list[dict[str, Any]]:
-    """Trace records of a JSONL file written by ``trace`` (read by :mod:`rankguide_edge.jsonl`: blank lines
-    and a torn last line skipped). A line that is not JSON, not an object, or whose steps' signals are not
-    numbers is an error naming its number; a bench results file is refused with the hint to pass its folder."""
-    out = []
-    for line in read_lines(path):
-        if line.error is not None:
-            raise InvalidInputError(f"{path}:{line.number} is {line.error}: fix or delete that line")
-        problem = _trace_problem(line.value)
-        if problem == "bench":
-            raise InvalidInputError(f"{path} holds `bench run` results, not traces: pass its folder "
-                                    f"({os.path.dirname(path) or '.'}) to calibrate from a bench run")
-        if problem:
-            raise InvalidInputError(f"{path}:{line.number} is not a trace record ({problem}): fix or delete that line")
-        out.append(line.value)
-    return out
-
-
-def _trace_problem(rec: Any) -> str | None:
-    """What is wrong with one trace record for calibration ("bench" for a bench record; None: usable)."""
-    if not isinstance(rec, dict):
-        return f"a record must be a JSON object, not {type(rec).__name__}"
-    if "method" in rec and "steps" in rec and "counts" in rec:
-        return "bench"
-    steps = rec.get("steps", [])
-    if not isinstance(steps, list) or not all(isinstance(st, dict) for st in steps):
-        return "'steps' must be a list of objects"
-    for st in steps:
-        sig = st.get("signals", {})
-        if not isinstance(sig, dict):
-            return f"step {st.get('index', '?')}: 'signals' must be an object"
-        bad = next((k for k, v in sig.items()
-                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
-        if bad is not None:
-            return f"step {st.get('index', '?')}: signal {bad!r} is not a number"
-    return None
+    """Trace records of a JSONL file written by ``trace`` (:func:`rankguide_edge.records.load_record_file`:
+    blank lines and a torn last line skipped). A line that is not JSON or not a trace record is an error naming
+    its number; a bench results file is refused with the hint to pass its folder."""
+    return load_record_file(path, "trace").records

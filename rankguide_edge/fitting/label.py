@@ -48,13 +48,13 @@ from ..collab.solver import Solver
 from ..config import RuntimeConfig, SamplingConfig, bounded, validate
 from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
-from ..errors import ConfigError, InvalidInputError, RankGuideError
-from ..jsonl import append_jsonl, read_records
+from ..errors import ConfigError, RankGuideError
+from ..jsonl import append_jsonl
+from ..records import LABEL_FORMAT as FORMAT
+from ..records import load_record_file
 from ..signals.step import SignalConfig
 from ..tasks.answers import grade
 from ..tasks.datasets import Problem
-
-FORMAT = "rankguide-edge/labels"
 
 
 @dataclass(frozen=True)
@@ -285,15 +285,11 @@ def header(cfg: LabelConfig, srm_path: str, lrm_path: str, signal_cfg: SignalCon
 
 
 def load_labels(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``(header, problem records)`` of a label file (a torn last line is skipped: a run may be writing it)."""
-    p = Path(path)
-    if not p.exists():
-        raise InvalidInputError(f"label file {p} does not exist: write one with `rankguide-edge label`")
-    records = read_records(p)
-    if not records or records[0].get("format") != FORMAT:
-        raise InvalidInputError(f"{p} is not a label file (its first line must be a {FORMAT} header): "
-                                "write one with `rankguide-edge label`")
-    return records[0], records[1:]
+    """``(header, problem records)`` of a label file (:func:`rankguide_edge.records.load_record_file`: a torn
+    last line is skipped, as a run may be writing it; any other malformed line is an error naming it)."""
+    f = load_record_file(path, "label")
+    assert f.header is not None  # the reader refuses a label file without one
+    return f.header, f.records
 
 
 @dataclass

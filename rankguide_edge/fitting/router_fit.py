@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import stats as _stats
+from .. import stats
 from ..collab.router import Router
 from ..config import bounded, validate
 from ..errors import InvalidInputError
@@ -168,14 +168,7 @@ def _probe(steps: Steps, train: np.ndarray, dims: int) -> np.ndarray:
     if d == 0:
         return np.full((len(steps), dims), np.nan)
     x = np.stack([v if v is not None else np.full(d, np.nan) for v in steps.pooled]).astype(np.float64)
-    ok = np.isfinite(x).all(axis=1)
-    fit = x[train & ok]
-    mean = fit.mean(axis=0)
-    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
-    out = np.full((len(steps), dims), np.nan)
-    k = min(dims, vt.shape[0])
-    out[ok, :k] = (x[ok] - mean) @ vt[:k].T
-    return out
+    return stats.principal_components(x, train, dims)
 
 
 def target_labels(steps: Steps, cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -205,25 +198,10 @@ def out_of_fold(steps: Steps, groups: Sequence[str], cfg: FitConfig, folds: np.n
             x = np.hstack([base, _probe(steps, train, cfg.probe_dims)])
         if y[train].all() or not y[train].any():
             continue
-        x, _ = _stats._prepare(x, x)  # imputed and scaled over all rows (label-free: leaks no held-out label)
-        w, _ = _stats.fit_logistic(x[train], y[train], cfg.l2)
+        x = stats.standardize(x).fit  # imputed and scaled over all rows (label-free: leaks no held-out label)
+        w, _ = stats.fit_logistic(x[train], y[train], cfg.l2)
         out[test] = x[test] @ w
     return out
-
-
-def average_precision(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the precision-recall curve as the mean precision at each positive, ranked by descending
-    score (ties broken against the positives, so a constant score gets the base rate). None without positives."""
-    x = np.asarray(scores, np.float64)
-    y = np.asarray(positive, bool)
-    keep = np.isfinite(x)
-    x, y = x[keep], y[keep]
-    if not y.any():
-        return None
-    order = np.lexsort((y, -x))  # descending score; among ties negatives first
-    hits = np.cumsum(y[order])
-    ranks = np.arange(1, len(x) + 1)
-    return float((hits / ranks)[y[order]].mean())
 
 
 @dataclass
@@ -247,11 +225,12 @@ def score_on_gain(name: str, scores: np.ndarray, steps: Steps, n_boot: int, seed
     ci = None
     if n_boot and y.any() and not y.all():
         ids, inv = np.unique(p, return_inverse=True)
-        rng = np.random.default_rng(seed)
-        counts = np.stack([np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
-                           for _ in range(n_boot)])
-        ci = _stats.ci95(_stats.weighted_auroc(s, y, counts[:, inv].astype(np.float64)))
-    return Score(name, _stats.auroc(s, y), ci, average_precision(s, y), int(keep.sum()), int(y.sum()))
+
+        def resampled_auroc(idx: np.ndarray) -> np.ndarray:  # idx (B, problems): problems drawn per resample
+            return stats.weighted_auroc(s, y, stats.unit_counts(idx, len(ids))[:, inv])
+
+        ci = stats.ci95(stats.bootstrap_distribution(resampled_auroc, len(ids), n_boot, seed))
+    return Score(name, stats.auroc(s, y), ci, stats.average_precision(s, y), int(keep.sum()), int(y.sum()))
 
 
 def reference_scores(steps: Steps) -> dict[str, np.ndarray]:
@@ -303,15 +282,8 @@ def _checked(features: dict[str, float], _text: str) -> dict[str, float] | None:
 def share_threshold(scores: np.ndarray, steps: Steps, share: float) -> float:
     """The lowest threshold whose routed steps keep the LRM's token share at or below ``share`` (1.0 when the
     plan alone exceeds it: route nothing after the plan)."""
-    order = np.argsort(-scores, kind="stable")
-    best = 1.0
-    for k in range(1, len(order) + 1):
-        t = float(scores[order[k - 1]])
-        routed = scores >= t
-        if lrm_token_share(steps, routed) > share:
-            break
-        best = t
-    return best
+    t = stats.threshold_for_share(scores, share, routed_share=functools.partial(lrm_token_share, steps))
+    return 1.0 if t is None else t
 
 
 @dataclass

@@ -22,7 +22,8 @@ from ..engine.layers import parse_layer_spec
 from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
 from ..errors import ContextOverflowError
-from ..jsonl import append_jsonl, read_records
+from ..jsonl import append_jsonl
+from ..records import load_record_file
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
 from ..tasks.answers import grade
@@ -117,7 +118,7 @@ def trace_problem(model: Model, ctx: Any, computer: StepSignalComputer, problem:
 
 def done_ids(out: Path) -> set[str]:
     """Ids already traced in ``out`` (none when it does not exist yet)."""
-    return {str(rec.get("id")) for rec in read_records(out, missing_ok=True)}
+    return load_record_file(out, "trace", missing_ok=True).ids()
 
 
 @dataclass

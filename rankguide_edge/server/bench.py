@@ -28,20 +28,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from ..stats import quantile
 from .settings import ServerConfig
 
 #: the default benchmark question (a short GSM8K-style problem)
 QUESTION = ("A baker makes 12 trays of 8 muffins and sells 75 of them. How many muffins are left? "
             "Think step by step.")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values`` by linear interpolation (numpy's default); NaN when empty."""
-    if not values:
-        return float("nan")
-    import numpy as np
-
-    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
 
 
 def _connection(base_url: str, timeout: float) -> http.client.HTTPConnection:
@@ -231,9 +223,9 @@ def bench_concurrency(settings: ServerConfig, *, clients: int = 8, question: str
     return {"clients": clients, "parallel": settings.parallel, "max_tokens": max_tokens, "ok": len(ok),
             "wall_s": round(wall, 4), "completion_tokens": tokens,
             "throughput_tok_s": round(tokens / wall, 2) if wall else None,
-            "latency_p50_s": round(percentile(lat, 0.5), 4), "latency_p95_s": round(percentile(lat, 0.95), 4),
-            "first_chunk_p50_s": round(percentile(first, 0.5), 4),
-            "first_chunk_p95_s": round(percentile(first, 0.95), 4)}
+            "latency_p50_s": round(quantile(lat, 0.5), 4), "latency_p95_s": round(quantile(lat, 0.95), 4),
+            "first_chunk_p50_s": round(quantile(first, 0.5), 4),
+            "first_chunk_p95_s": round(quantile(first, 0.95), 4)}
 
 
 def _rss_bytes() -> int | None:
@@ -321,9 +313,9 @@ def bench_load(settings: ServerConfig, *, clients: tuple[int, ...] = (1, 2, 4, 8
                 refused = [h for r in results for h in r["refused"]]
                 row = {"parallel": par, "clients": n, "requests": len(results), "ok": len(ok),
                        "wall_s": round(wall, 3), "requests_per_min": round(60 * len(ok) / wall, 2) if wall else None,
-                       "first_token_p50_s": round(percentile(first, 0.5), 3),
-                       "first_token_p95_s": round(percentile(first, 0.95), 3),
-                       "total_p50_s": round(percentile(lat, 0.5), 3), "total_p95_s": round(percentile(lat, 0.95), 3),
+                       "first_token_p50_s": round(quantile(first, 0.5), 3),
+                       "first_token_p95_s": round(quantile(first, 0.95), 3),
+                       "total_p50_s": round(quantile(lat, 0.5), 3), "total_p95_s": round(quantile(lat, 0.95), 3),
                        "refused_503": len(refused), "refused_with_retry_after": sum(h is not None for h in refused),
                        "peak_rss_mib": None if mem.peak is None else round(mem.peak / 2**20, 1)}
                 rows.append(row)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from .segment import DEFAULT_DELIMITER
 from .step import SignalConfig, StepSignalComputer
 from .text import TokenStats
 
@@ -42,7 +43,7 @@ def _synthetic_step(rng: np.random.Generator, layer_ids: list[int], n_tokens: in
     logits = np.sort(rng.standard_normal((n_tokens, k)) * 2.0, axis=1)[:, ::-1]
     top = (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True) + 1.0)).astype(np.float32)
     words = " ".join(rng.choice(_PHRASES, size=4))
-    text = words + "\n\n"
+    text = words + DEFAULT_DELIMITER
     pieces = [text[i * len(text) // n_tokens:(i + 1) * len(text) // n_tokens] for i in range(n_tokens)]
     return hidden, TokenStats(ent, top, tuple(pieces)), text
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 
+#: the step delimiter, a blank line: its one definition (collab, steering, tasks and the benchmarks import it)
 DEFAULT_DELIMITER = "\n\n"
 
 

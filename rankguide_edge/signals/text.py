@@ -21,6 +21,12 @@ REVALIDATION_WORDS: tuple[str, ...] = (
     "let us check", "let's verify", "verify", "double-check", "double check", "re-check", "recheck",
     "check again", "re-examine", "reconsider", "recalculate", "recompute", "actually", "hmm", "confirm",
 )
+#: the ``keywords`` routing policy's triggers (Speculative-Thinking style: a step that opens with one goes to the
+#: LRM): reflection phrases, mostly revalidation words above, plus "alternatively" and the prefix "let me re"
+TRIGGER_WORDS: tuple[str, ...] = (
+    "wait", "hmm", "hold on", "alternatively", "let me check", "let me verify", "let me re", "double-check",
+    "double check", "actually", "but wait", "verify", "re-check", "recheck",
+)
 #: default uncertainty phrases
 UNCERTAINTY_WORDS: tuple[str, ...] = (
     "maybe", "perhaps", "alternatively", "not sure", "i think", "might", "possibly", "probably", "i guess",

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..engine.context import STEER_WHERE, Context
 from ..errors import ControlVectorError
+from ..signals.segment import DEFAULT_DELIMITER
 
 _CACHE: dict[tuple[str, int, int, int], dict[int, np.ndarray]] = {}
 _LOCK = threading.Lock()
@@ -48,7 +49,7 @@ def steering_vectors(path: str | os.PathLike[str], *, n_embd: int, n_layer: int)
 
 
 def apply_steering(ctx: Context, path: str | None, scale: float = 1.0, where: str = "all",
-                   delimiter: str = "\n\n") -> dict[str, Any] | None:
+                   delimiter: str = DEFAULT_DELIMITER) -> dict[str, Any] | None:
     """Steer ``ctx`` with the file at ``path`` (None or "" clears any steering). Returns a short description
     ``{"file", "layers", "scale", "where"}`` or None."""
     if not path:

@@ -23,7 +23,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 from ..config import RuntimeConfig, bounded, from_mapping, validate
 from ..engine.prompts import chat_tokens, prompt_for
 from ..errors import ConfigError, ContextOverflowError, DatasetError, InvalidInputError, LayerIndexError
-from ..jsonl import read_lines
+from ..records import load_record_file, trace_text
 from ..signals.step import SignalConfig, StepSignalComputer
 from ..signals.text import TokenStats
 from ._thoughts import (
@@ -203,35 +202,18 @@ class ExtractResult:
 
 def read_traces(path: str | os.PathLike[str], *, limit: int | None = None, offset: int = 0,
                 ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Trace records of a JSONL file (``rankguide-edge trace`` output), in file order.
+    """Trace records of a JSONL file (``rankguide-edge trace`` output, read by
+    :func:`rankguide_edge.records.load_record_file`), in file order.
 
     ``ids`` keeps only those ids (in file order); ``offset``/``limit`` then cut the list. A torn last line
     (a writer killed mid-line) is ignored; any other malformed line is a :class:`DatasetError`.
     """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DatasetError(f"traces file {p} does not exist: write one with `rankguide-edge trace` or pass --data")
-    wanted = None if ids is None else {str(i) for i in ids}
-    out: list[dict[str, Any]] = []
-    for line in read_lines(p, error=DatasetError):
-        if line.error is not None:
-            raise DatasetError(f"{p}:{line.number} is {line.error}: fix or remove that line")
-        rec = line.value
-        if not isinstance(rec, dict) or "steps" not in rec and "text" not in rec:
-            raise DatasetError(f"{p}:{line.number} is not a trace record (needs steps[] or text): "
-                               "use `trace` output")
-        if wanted is not None and str(rec.get("id")) not in wanted:
-            continue
-        out.append(rec)
+    out = load_record_file(path, "trace", error=DatasetError).records
+    if ids is not None:
+        wanted = {str(i) for i in ids}
+        out = [rec for rec in out if str(rec.get("id")) in wanted]
     out = out[offset:]
     return out[:limit] if limit is not None else out
-
-
-def _trace_text(rec: Mapping[str, Any]) -> str:
-    steps = rec.get("steps") or []
-    if steps:
-        return "".join(str(s.get("text", "")) for s in steps)
-    return str(rec.get("text") or "")
 
 
 def _trace_scores(rec: Mapping[str, Any], thoughts: Sequence[Thought], signal: str) -> list[float | None]:
@@ -370,7 +352,7 @@ def extract_steering_vector(model: Any, records: Sequence[Mapping[str, Any]], cf
         if rec.get("error"):
             skip("trace_error", rec)
             continue
-        text = _trace_text(rec)
+        text = trace_text(rec)
         thoughts = split_thoughts(text, signal_cfg.delimiter, classify)
         if not thoughts:
             skip("no_thoughts", rec)
