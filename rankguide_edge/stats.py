@@ -420,3 +420,30 @@ def threshold_for_share(scores: Any, share: float, *, routed_share: Callable[[np
             return float(t)
         previous = (float(t), r)
     return float(candidates[-1])
+
+
+def paired_difference(a: Any, b: Any, *, n_resamples: int = 5000, seed: int = 0) -> dict[str, float]:
+    """Two methods' per-unit outcomes (``(n,)`` floats on the same units: 0/1 answers or expectations)
+    compared: the mean of ``a - b``, its 95 % percentile-bootstrap interval over units
+    (:func:`bootstrap_distribution`), a two-sided sign-flip permutation p-value (``scipy.stats.
+    permutation_test``, exact when ``2**n <= n_resamples``; for 0/1 outcomes the same test as an exact
+    McNemar on the discordant units), and the summed ``wins``/``losses`` of ``a``."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = d.size
+    out = {"diff": float(d.mean()) if n else math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan,
+           "wins": float(d[d > 0].sum()), "losses": float(-d[d < 0].sum())}
+    if n == 0:
+        return out
+    ci = ci95(bootstrap_distribution(lambda idx: d[idx].mean(axis=1), n, n_resamples, seed))
+    out["lo"], out["hi"] = ci if ci is not None else (out["diff"], out["diff"])
+    if n < 2 or np.count_nonzero(d) < 2:  # one discordant unit (or none) is never evidence
+        out["p"] = 1.0
+        return out
+    from scipy import stats as sps
+
+    gen = np.random.default_rng(seed)
+    seeding = {"rng": gen} if "rng" in inspect.signature(sps.permutation_test).parameters else {"random_state": gen}
+    res = sps.permutation_test((d,), lambda x, axis=-1: np.mean(x, axis=axis), permutation_type="samples",
+                               n_resamples=n_resamples, alternative="two-sided", vectorized=True, **seeding)
+    out["p"] = float(min(1.0, res.pvalue))
+    return out

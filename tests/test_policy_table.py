@@ -13,7 +13,6 @@ from rankguide_edge.errors import ConfigError, InvalidInputError
 from rankguide_edge.fitting.policy_table import (
     compare,
     evaluate,
-    paired_difference,
     parse_policy,
     table_problems,
 )
@@ -112,11 +111,17 @@ def test_paired_differences_and_groups() -> None:
 
 
 def test_the_sign_flip_p_value_is_exact_in_the_simplest_cases() -> None:
+    from rankguide_edge.stats import paired_difference
+
     assert paired_difference(np.ones(3), np.ones(3))["p"] == 1.0
-    one = paired_difference(np.array([1.0, 0, 0]), np.zeros(3), n_boot=2000)
+    one = paired_difference(np.array([1.0, 0, 0]), np.zeros(3), n_resamples=2000)
     assert one["p"] == 1.0  # one discordant problem can never be significant
-    many = paired_difference(np.ones(12), np.zeros(12), n_boot=4000)
-    assert many["p"] < 0.01 and many["lo"] == many["hi"] == 1.0  # 2 of 4096 sign patterns are as extreme
+    many = paired_difference(np.ones(12), np.zeros(12), n_resamples=4096)
+    # exact: 2 of the 4096 sign patterns are as extreme; the interval of a constant difference is that constant
+    assert many["p"] == pytest.approx(2 / 4096) and many["lo"] == many["hi"] == 1.0
+    # McNemar's exact test on 6 wins and 0 losses (2 ties): p = 2 / 2**6
+    six = paired_difference(np.r_[np.ones(6), np.zeros(2)], np.zeros(8), n_resamples=256)
+    assert six["p"] == pytest.approx(2 / 64)
 
 
 def test_bad_specs_and_tables_fail_with_the_fix() -> None:

@@ -35,6 +35,7 @@ import numpy as np
 from ..collab.policies import StepView, make_policy
 from ..collab.router import load_router
 from ..errors import ConfigError, InvalidInputError
+from ..stats import paired_difference
 
 #: LRM tokens and SRM tokens of one outcome
 Cost = tuple[float, float]
@@ -257,23 +258,6 @@ def evaluate(policy: Policy, problems: Sequence[TableProblem]) -> PolicyResult:
                         cols["beyond"])
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, *, n_boot: int = 5000, seed: int = 0
-                      ) -> dict[str, float]:
-    """Mean of ``a - b`` over problems with a 95 % percentile-bootstrap interval over problems, and a two-sided
-    sign-flip permutation p-value (exact for the paired design, valid for expectations as for 0/1 outcomes)."""
-    d = np.asarray(a, float) - np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    n = len(d)
-    if n == 0:
-        return {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "wins": 0.0, "losses": 0.0}
-    boots = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    flips = rng.choice((-1.0, 1.0), size=(n_boot, n))
-    null = np.abs((flips * d).mean(axis=1))
-    p = (1 + int((null >= abs(d.mean()) - 1e-12).sum())) / (n_boot + 1) if np.any(d) else 1.0
-    return {"diff": float(d.mean()), "lo": float(np.percentile(boots, 2.5)), "hi": float(np.percentile(boots, 97.5)),
-            "p": float(p), "wins": float(d[d > 0].sum()), "losses": float(-d[d < 0].sum())}
-
-
 def pgr(acc: float, low: float, high: float) -> float:
     """Share of the gap from ``low`` to ``high`` accuracy that ``acc`` recovers (nan without a gap)."""
     return (acc - low) / (high - low) if high != low else math.nan
@@ -328,7 +312,7 @@ def compare(problems: Sequence[TableProblem], policies: Sequence[Policy], *, ver
                     row["pgr_from_srm"] = pgr(sub.accuracy, acc_of["srm"], acc_of["lrm"])
                 if srm1 is not None:
                     row["pgr_from_srm1"] = pgr(sub.accuracy, float(srm1.correct[idx].mean()), acc_of["lrm"])
-            row["versus"] = {v: paired_difference(res.correct[idx], results[v].correct[idx], n_boot=n_boot,
+            row["versus"] = {v: paired_difference(res.correct[idx], results[v].correct[idx], n_resamples=n_boot,
                                                   seed=seed) for v in versus if v != spec}
             rows.append(row)
         out["groups"][g] = {"n": len(idx), "baselines": acc_of, "rows": rows}
