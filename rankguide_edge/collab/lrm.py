@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from ..config import bounded, same_as
 from .backends import LRMBackend, make_backend, parse_spec
+from .backends_remote import RemoteConfig
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
@@ -40,10 +42,11 @@ def is_local(spec: str) -> bool:
 class RemoteOptions:
     """How a remote LRM is called (None: the backend's default, :class:`~.backends_remote.RemoteConfig`)."""
 
-    model: str | None = None
-    api_key: str | None = None
-    timeout: float | None = None
-    retries: int | None = None
+    model: str | None = same_as(RemoteConfig, "model", default=None)
+    api_key: str | None = bounded(None, env="RANKGUIDE_EDGE_LRM_API_KEY",
+                                  help="API key of a remote LRM, sent as a Bearer token")
+    timeout: float | None = same_as(RemoteConfig, "timeout", default=None)
+    retries: int | None = same_as(RemoteConfig, "retries", default=None)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ""}
