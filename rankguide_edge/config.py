@@ -48,12 +48,6 @@ def config_field(cls: type, name: str) -> dataclasses.Field[Any]:
     return fields[name]
 
 
-def field_bounds(cls: type, name: str) -> tuple[Any, Any, Any]:
-    """``(default, lo, hi)`` of field ``name`` of the config dataclass ``cls``."""
-    f = config_field(cls, name)
-    return f.default, f.metadata.get("lo"), f.metadata.get("hi")
-
-
 def field_help(cls: type, name: str) -> str:
     """What ``cls.name`` does, for a surface that documents it (the server's request schema): its help, and what
     leaving it unset means."""
