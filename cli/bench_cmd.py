@@ -9,7 +9,7 @@ import click
 
 from rankguide_edge.collab.reasoner import ReasonerConfig
 from rankguide_edge.config import RuntimeConfig, from_mapping
-from rankguide_edge.engine.models import ModelPair
+from rankguide_edge.engine.models import DEFAULT_SRM, ModelPair
 from rankguide_edge.evaluation.bench import BenchRunConfig, ReportConfig
 from rankguide_edge.evaluation.capture_bench import CaptureConfig
 from rankguide_edge.signals.bench import SignalsBenchConfig
@@ -28,12 +28,12 @@ def bench() -> None:
 
 
 @bench.command("capture")
-@setting(ModelPair, "srm", flag="--model", note="Any GGUF model works here.")
+@click.option("--model", "model_name", default=DEFAULT_SRM, show_default=True, help="Model name or GGUF path.")
 @settings(CaptureConfig, "layers", "tokens", "rounds")
 @settings(RuntimeConfig, "n_threads", "n_gpu_layers")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def capture(model: str, layers: str, tokens: int, rounds: int, n_threads: int, n_gpu_layers: int,
+def capture(model_name: str, layers: str, tokens: int, rounds: int, n_threads: int, n_gpu_layers: int,
             as_json: bool) -> None:
     """Decode N tokens greedily with no tap, the native tap and the Python tap, alternating for R rounds,
     and report tokens/s (median over rounds) and the taps' slowdowns against no tap."""
@@ -45,7 +45,7 @@ def capture(model: str, layers: str, tokens: int, rounds: int, n_threads: int, n
 
     check_layer_spec(layers)  # syntax now; the range once the model is loaded
     cfg = RuntimeConfig(n_ctx=max(512, tokens + 256), n_threads=n_threads, n_gpu_layers=n_gpu_layers)
-    with load_model(model, cfg) as loaded:
+    with load_model(model_name, cfg) as loaded:
         tapped = parse_layer_spec(layers, loaded.n_layer)
         bar = tqdm(total=rounds * 3, desc="capture", unit="run", disable=as_json, leave=False)
         res = run_capture_bench(loaded, layers=tapped, tokens=tokens, rounds=rounds, config=cfg,
@@ -84,7 +84,7 @@ def signals(n_embd: int, layers: int, window: int, steps: int, seed: int, as_jso
 @setting(ModelPair, "srm")
 @setting(ModelPair, "lrm")
 @apply_options(remote_lrm_options())
-@setting(ReasonerConfig, "max_tokens", note="Of each answer.")
+@setting(ReasonerConfig, "max_tokens")
 @setting(BenchRunConfig, "random_p")
 @setting(RuntimeConfig, "n_ctx", default=2048, note="The SRM's, and a local LRM's.")
 @settings(RuntimeConfig, "n_threads", "n_gpu_layers")

@@ -10,7 +10,7 @@ import click
 
 from rankguide_edge.config import RuntimeConfig, SamplingConfig, from_mapping
 from rankguide_edge.engine.layers import TapConfig
-from rankguide_edge.engine.models import ModelPair
+from rankguide_edge.engine.models import DEFAULT_SRM
 
 from ._common import emit_json, handle_errors
 from ._settings import pick, setting, settings
@@ -18,7 +18,8 @@ from ._settings import pick, setting, settings
 
 @click.command()
 @click.argument("prompt")
-@setting(ModelPair, "srm", flag="--model", note="Any GGUF model works here; a named one is pulled on first use.")
+@click.option("--model", "model_name", default=DEFAULT_SRM, show_default=True,
+              help="Model name (see `models list`) or GGUF path; a named model is pulled on first use.")
 @setting(TapConfig, "layers", note="Or none: no tap.")
 @setting(SamplingConfig, "max_tokens", default=256)
 @settings(SamplingConfig, "temperature", "top_p")
@@ -26,7 +27,7 @@ from ._settings import pick, setting, settings
 @click.option("--raw", is_flag=True, help="Send PROMPT as is, without the chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end instead of streaming.")
 @handle_errors
-def generate(prompt: str, layers: str, raw: bool, as_json: bool, **opts: Any) -> None:
+def generate(prompt: str, model_name: str, layers: str, raw: bool, as_json: bool, **opts: Any) -> None:
     """Stream the model's answer to PROMPT, tapping the residual stream of the chosen layers per token.
 
     A summary (tokens, speed, tapped states) goes to stderr, or everything to stdout with --json.
@@ -41,7 +42,6 @@ def generate(prompt: str, layers: str, raw: bool, as_json: bool, **opts: Any) ->
     if not prompt.strip():
         raise InvalidInputError("the prompt is empty: give the text to answer")
     check_layer_spec(layers, extra_words=("none",))  # syntax now; the range once the model is loaded
-    model_name = opts.pop("model")
     rcfg = from_mapping(RuntimeConfig, None, **pick(RuntimeConfig, opts))
     scfg = from_mapping(SamplingConfig, None, **pick(SamplingConfig, opts))
     with load_model(model_name, rcfg, progress=not as_json) as model:

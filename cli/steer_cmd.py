@@ -32,11 +32,11 @@ def steer() -> None:
               help="Traces JSONL from `rankguide-edge trace` to read (with --data: written/resumed there; "
                    "default with --data: OUT with the suffix .traces.jsonl). --limit and --offset apply to it "
                    "without --data.")
-@setting(ModelPair, "srm", note="The model the traces come from.")
+@setting(ModelPair, "srm", note="The one the traces come from.")
 @settings(ExtractConfig, "layers", "filter", "signal", "fail_side", "band", "signal_source", "anchor",
           file="--config")
-@setting(TraceConfig, "layers", flag="--trace-layers", note="Tapped for the signals when tracing --data.")
-@setting(TraceConfig, "max_tokens", note="When tracing --data.")
+@setting(TraceConfig, "layers", flag="--trace-layers", note="Used when tracing --data.")
+@setting(TraceConfig, "max_tokens", note="Used when tracing --data.")
 @settings(ExtractConfig, "n_ctx", "n_threads", "n_gpu_layers", file="--config")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON or TOML file of ExtractConfig keys (options given here win).")

@@ -24,17 +24,18 @@ from rankguide_edge.errors import ConfigError
 
 CLI_SOURCES = Path(__file__).resolve().parents[1] / "cli"
 
-#: options that are no setting of any config: what to read or write, how to print, which file holds settings
+#: options that are no setting of any config: what to read or write, how to print, which file holds settings,
+#: and the one model that generate and bench capture run (any GGUF, not the SRM of a pair)
 NOT_SETTINGS: dict[str, set[str]] = {
     "solve": {"--kind", "--json"},
     "chat": set(),
-    "generate": {"--raw", "--json"},
+    "generate": {"--model", "--raw", "--json"},
     "trace": {"--out", "--signals-config", "--json"},
     "label": {"--out", "--json"},
     "calibrate": {"--out", "--json"},
     "analyze": {"--out", "--json"},
     "router fit": {"--out", "--report", "--json"},
-    "bench capture": {"--json"},
+    "bench capture": {"--model", "--json"},
     "bench signals": {"--json"},
     "bench run": {"--out"},
     "bench report": {"--out", "--json"},
@@ -122,7 +123,7 @@ def test_every_generated_option_shows_its_field(path: str, opt: FieldOption) -> 
     # the help is the field's, first letter up
     text = meta["help"].strip()
     assert text and opt.help is not None and opt.help.startswith(text[0].upper() + text[1:]), where
-    # the flag: the field's own spelling unless the command renamed it (--lrm-timeout, --trace-layers, --model)
+    # the flag: the field's own spelling unless the command renamed it (--lrm-timeout, --trace-layers)
     if opt.name == opt.field_name:
         assert (meta["flag"] or "--" + opt.field_name.replace("_", "-")) in opt.opts + opt.secondary_opts, where
     # the default: the field's unless the command overrides it (and an override must change something)
