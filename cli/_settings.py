@@ -9,8 +9,9 @@ field (``rankguide_edge.config.bounded`` and its metadata)::
 
 The option is ``--field-name`` (or the field's ``flag``, its historic spelling: ``n_threads`` is ``--threads``)
 and its value arrives under the field's name, so ``from_mapping(Cls, None, **pick(Cls, opts))`` builds the
-config. ``prefix="lrm"`` spells another object's fields (``RemoteOptions.timeout`` as ``--lrm-timeout``,
-arriving as ``lrm_timeout``); ``file="--config"`` leaves the value to a config file when the option is not
+config. ``prefix="lrm"`` spells another object's fields (``RemoteConfig.timeout`` as ``--lrm-timeout``,
+arriving as ``lrm_timeout``) and ``flag="--trace-layers"`` one field under another name (arriving as
+``trace_layers``); ``file="--config"`` leaves the value to a config file when the option is not
 given (the option's default is then None and its help says which value applies); ``note`` adds what the
 setting means for this one command. Bools become ``--x/--no-x`` flags; a field whose value may be None (or
 "") keeps None as the option's default, and its help says what that means (the field's ``unset``).
