@@ -4,34 +4,30 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
-from rankguide_edge.config import RuntimeConfig, SamplingConfig
+from rankguide_edge.config import RuntimeConfig, SamplingConfig, from_mapping
+from rankguide_edge.engine.layers import TapConfig
 from rankguide_edge.engine.models import DEFAULT_SRM
 
-from ._common import emit_json, gpu_option, handle_errors
+from ._common import emit_json, handle_errors
+from ._settings import pick, setting, settings
 
 
 @click.command()
 @click.argument("prompt")
 @click.option("--model", "model_name", default=DEFAULT_SRM, show_default=True,
               help="Model name (see `models list`) or GGUF path; a named model is pulled on first use.")
-@click.option("--layers", default="all", show_default=True, help="Tapped layers: all, last, 0,5,-1, 20-23 or none.")
-@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 262144))
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
-              help="0 = greedy.")
-@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Nucleus sampling: keep the smallest set of tokens holding this probability mass (1 = all).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
-@click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(16, 262144))
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
-@gpu_option()
+@setting(TapConfig, "layers", note="Or none: no tap.")
+@setting(SamplingConfig, "max_tokens", default=256)
+@settings(SamplingConfig, "temperature", "top_p")
+@settings(RuntimeConfig, "seed", "n_ctx", "n_threads", "n_gpu_layers")
 @click.option("--raw", is_flag=True, help="Send PROMPT as is, without the chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end instead of streaming.")
 @handle_errors
-def generate(prompt: str, model_name: str, layers: str, max_tokens: int, temperature: float, top_p: float,
-             seed: int, n_ctx: int, threads: int, n_gpu_layers: int, raw: bool, as_json: bool) -> None:
+def generate(prompt: str, model_name: str, layers: str, raw: bool, as_json: bool, **opts: Any) -> None:
     """Stream the model's answer to PROMPT, tapping the residual stream of the chosen layers per token.
 
     A summary (tokens, speed, tapped states) goes to stderr, or everything to stdout with --json.
@@ -46,8 +42,8 @@ def generate(prompt: str, model_name: str, layers: str, max_tokens: int, tempera
     if not prompt.strip():
         raise InvalidInputError("the prompt is empty: give the text to answer")
     check_layer_spec(layers, extra_words=("none",))  # syntax now; the range once the model is loaded
-    rcfg = RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed, n_gpu_layers=n_gpu_layers)
-    scfg = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    rcfg = from_mapping(RuntimeConfig, None, **pick(RuntimeConfig, opts))
+    scfg = from_mapping(SamplingConfig, None, **pick(SamplingConfig, opts))
     with load_model(model_name, rcfg, progress=not as_json) as model:
         tapped = [] if layers.strip().lower() == "none" else parse_layer_spec(layers, model.n_layer)
         text = prompt if raw else model.chat_prompt(prompt)

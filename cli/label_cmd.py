@@ -3,48 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import click
 
-from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
+from rankguide_edge.config import RuntimeConfig, from_mapping
+from rankguide_edge.engine.models import ModelPair
+from rankguide_edge.fitting.label import LabelConfig
 
-from ._common import apply_options, dataset_options, emit_json, gpu_option, handle_errors
+from ._common import apply_options, dataset_options, emit_json, handle_errors
+from ._settings import pick, setting, settings
 
 
 @click.command()
-@apply_options(dataset_options("Dataset file or short name (gsm8k-train, gsm8k-test, math500, svamp). Label "
-                               "train problems: the router is judged on test."))
+@apply_options(dataset_options("Label train problems: the router is judged on test."))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Label file (JSONL, header line first); appended, resumable.")
-@click.option("--srm", default=DEFAULT_SRM, show_default=True, help="SRM name or GGUF path.")
-@click.option("--lrm", default=DEFAULT_LRM, show_default=True,
-              help="LRM name or GGUF path (local: the disagreement check reads its token log-probabilities).")
-@click.option("--lrm-first", default=1, show_default=True, type=click.IntRange(0, 1000),
-              help="The regime labelled: the LRM writes the first N steps (the shipped router's plan), the SRM "
-                   "the rest.")
-@click.option("--max-cf-steps", default=8, show_default=True, type=click.IntRange(0, 1000),
-              help="Counterfactuals (LRM writes the step, SRM continues, answer graded) for the first K SRM steps.")
-@click.option("--cf-right-share", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Share of right-answered problems that get counterfactuals (every wrong one does; seeded by id).")
-@click.option("--control/--no-control", default=False, show_default=True,
-              help="Also a control for the first SRM step of every counterfactual problem: the SRM re-drafts it "
-                   "sampled (seeded by id) and continues greedily.")
-@click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768),
-              help="Token budget of one answer.")
-@click.option("--max-step-tokens", default=256, show_default=True, type=click.IntRange(4, 32768),
-              help="A step ends after this many tokens.")
-@click.option("--layers", default="auto", show_default=True, help="Tapped SRM layers (see trace --layers).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
-@click.option("--n-ctx", default=2048, show_default=True, type=click.IntRange(64, 262144))
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024), help="CPU threads (0: all).")
-@gpu_option()
+@setting(ModelPair, "srm")
+@setting(ModelPair, "lrm", note="Here a name or GGUF path: the disagreement check reads its token log-probabilities.")
+@settings(LabelConfig, "lrm_first", "max_cf_steps", "cf_right_share", "control", "control_temperature",
+          "control_top_p", "max_tokens", "max_step_tokens",
+          "layers", "seed", "n_ctx", "n_threads")
+@setting(RuntimeConfig, "n_gpu_layers")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @handle_errors
-def label(data: str, out: str, limit: int | None, offset: int, kind: str, on_error: str,
-          question_field: str | None, answer_field: str | None, id_field: str | None, srm: str, lrm: str,
-          lrm_first: int, max_cf_steps: int, cf_right_share: float, control: bool, max_tokens: int,
-          max_step_tokens: int, layers: str, seed: int, n_ctx: int, threads: int, n_gpu_layers: int,
-          as_json: bool) -> None:
+def label(out: str, lrm: str, srm: str, n_gpu_layers: int, as_json: bool, **opts: Any) -> None:
     """Label the steps of a dataset's answers with what routing them to the LRM changes.
 
     Each problem is solved un-intervened in the served regime (the LRM writes the plan, the SRM the rest).
@@ -60,20 +43,16 @@ def label(data: str, out: str, limit: int | None, offset: int, kind: str, on_err
     from rankguide_edge.engine import load_model
     from rankguide_edge.engine.layers import check_layer_spec
     from rankguide_edge.errors import ConfigError
-    from rankguide_edge.fitting.label import LabelConfig, Labeller, header, run_labels
+    from rankguide_edge.fitting.label import Labeller, header, run_labels
     from rankguide_edge.tasks.datasets import DatasetConfig, LoadReport
 
     if not is_local(lrm):
         raise ConfigError("label needs the LRM's token log-probabilities: give a model name or GGUF path to --lrm")
-    check_layer_spec(layers)
-    report = LoadReport(path=data)
-    problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
-                             question_field=question_field, answer_field=answer_field, id_field=id_field
-                             ).load(report)
-    cfg = LabelConfig(lrm_first=lrm_first, max_cf_steps=max_cf_steps, cf_right_share=cf_right_share,
-                      control=control,
-                      max_tokens=max_tokens, max_step_tokens=max_step_tokens, layers=layers, seed=seed,
-                      n_ctx=n_ctx, n_threads=threads)
+    cfg = from_mapping(LabelConfig, None, **pick(LabelConfig, opts))
+    check_layer_spec(cfg.layers)
+    dataset = from_mapping(DatasetConfig, None, **pick(DatasetConfig, opts))
+    report = LoadReport(path=dataset.path)
+    problems = dataset.load(report)
     runtime = dataclasses.replace(cfg.runtime(), n_gpu_layers=n_gpu_layers)  # a load setting, not a label one
     with load_model(srm, runtime, progress=not as_json) as srm_model, \
             LocalBackend(lrm, runtime, progress=not as_json) as backend, \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from rankguide_edge import __version__
@@ -18,7 +20,33 @@ Exit codes:
   130  interrupted (Ctrl-C)"""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+#: command name -> (module, attribute). A command's module is imported when the command runs or a help text
+#: lists it: options are generated from config dataclasses, so each command pays for importing its own configs
+#: (``analyze`` needs scipy for its statistics), not for every other command's
+COMMANDS: dict[str, tuple[str, str]] = {
+    "solve": ("solve_cmd", "solve"), "chat": ("solve_cmd", "chat"), "models": ("models_cmd", "models"),
+    "generate": ("generate_cmd", "generate"), "trace": ("trace_cmd", "trace"), "label": ("label_cmd", "label"),
+    "router": ("router_cmd", "router"), "analyze": ("analyze_cmd", "analyze"), "bench": ("bench_cmd", "bench"),
+    "calibrate": ("calibrate_cmd", "calibrate"), "steer": ("steer_cmd", "steer"), "serve": ("serve_cmd", "serve"),
+    "doctor": ("doctor_cmd", "doctor"),
+}
+
+
+class _Commands(click.Group):
+    """The sub-commands of :data:`COMMANDS`, each imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        return command
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="rankguide-edge")
 def main() -> None:
@@ -27,40 +55,6 @@ def main() -> None:
     Models are named (see `rankguide-edge models list`) or given as a path to any GGUF file.
     """
 
-
-def _register() -> None:
-    from . import (
-        analyze_cmd,
-        bench_cmd,
-        calibrate_cmd,
-        doctor_cmd,
-        generate_cmd,
-        label_cmd,
-        models_cmd,
-        router_cmd,
-        serve_cmd,
-        solve_cmd,
-        steer_cmd,
-        trace_cmd,
-    )
-
-    main.add_command(solve_cmd.solve)
-    main.add_command(solve_cmd.chat)
-    main.add_command(models_cmd.models)
-    main.add_command(generate_cmd.generate)
-    main.add_command(trace_cmd.trace)
-    main.add_command(label_cmd.label)
-    main.add_command(router_cmd.router)
-    main.add_command(analyze_cmd.analyze)
-    main.add_command(bench_cmd.bench)
-    main.add_command(calibrate_cmd.calibrate)
-    main.add_command(steer_cmd.steer)
-    main.add_command(serve_cmd.serve)
-    main.add_command(doctor_cmd.doctor)
-    bench_cmd.bench.add_command(serve_cmd.bench_serve)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

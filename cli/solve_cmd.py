@@ -8,77 +8,38 @@ from typing import Any
 
 import click
 
-from rankguide_edge.collab.policies import DECISION_POINTS, available_policies
-from rankguide_edge.collab.reasoner import PREFIX_REUSE
-from rankguide_edge.engine.models import DEFAULT_LRM, DEFAULT_SRM
+from rankguide_edge.collab.reasoner import ReasonerConfig
+from rankguide_edge.config import RuntimeConfig
+from rankguide_edge.engine.models import ModelPair
 
-from ._common import emit_json, gpu_option, handle_errors, remote_lrm_options, steer_options
-
-POLICIES = available_policies()  # the registry decides, so a registered policy is a choice here too
+from ._common import apply_options, emit_json, handle_errors, remote_lrm_options, steer_options
+from ._settings import pick, setting, settings
 
 
 def collab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by solve and chat."""
-    opts = [
-        click.option("--srm", default=DEFAULT_SRM, show_default=True,
-                     help="Small model: name or GGUF path."),
-        click.option("--lrm", default=DEFAULT_LRM, show_default=True,
-                     help="Large model: name, GGUF path, or an OpenAI-compatible URL like http://host:8080/v1."),
-        *remote_lrm_options(),
-        click.option("--policy", default="rankguide", show_default=True, type=click.Choice(POLICIES),
-                     help="Routing policy; srm never routes, lrm lets the LRM write every step."),
-        click.option("--threshold", default=None, type=click.FloatRange(0.0, 1.0),
-                     help="Route a step when the policy score >= threshold [default: the router's threshold "
-                          "for the decision point]."),
-        click.option("--router", default=None, type=click.Path(exists=True, dir_okay=False),
-                     help="Router file from `rankguide-edge router fit` or `calibrate` [default: the shipped one, "
-                          "learned from intervention labels on GSM8K train problems of the default pair]."),
-        click.option("--decide", default="post", show_default=True, type=click.Choice(DECISION_POINTS),
-                     help="Judge the finished step (post), its first tokens (early) or predict it (pre); the "
-                          "shipped router has a threshold for post only."),
-        click.option("--lrm-first", default=None, type=click.IntRange(0, 1000),
-                     help="The LRM writes the first N steps (the plan) whatever the score [default: the "
-                          "router's value (1 in the shipped router) when the policy is the router's, else 0]."),
-        click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 262144),
-                     help="Token budget of the whole answer."),
-        click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
-                     help="Sampling temperature; 0 = greedy."),
-        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1),
-                     help="Seed of the sampler (and of the random policy)."),
-        click.option("--n-ctx", default=4096, show_default=True, type=click.IntRange(64, 262144),
-                     help="Context window in tokens (SRM, and a local LRM)."),
-        click.option("--prefix-reuse", default="exact", show_default=True, type=click.Choice(PREFIX_REUSE),
-                     help="What the SRM keeps of the last prompt it read (chat: the earlier turns): exact (whole "
-                          "prefill blocks; answers equal a cold start's), all (every common token, like "
-                          "llama-server's cache; faster, may differ in near-ties) or off."),
-        click.option("--threads", default=0, show_default=True, type=click.IntRange(0, 1024),
-                     help="CPU threads (0: all)."),
-        gpu_option(),
+    """Options shared by solve and chat: the models, the remote LRM, the reasoner and runtime settings."""
+    return apply_options([
+        setting(ModelPair, "srm"), setting(ModelPair, "lrm"), *remote_lrm_options(),
+        settings(ReasonerConfig, "policy", "threshold", "router", "decide", "lrm_first", "max_tokens", "temperature",
+                 "seed"),
+        setting(RuntimeConfig, "n_ctx", note="The SRM's, and a local LRM's."),
+        setting(ReasonerConfig, "prefix_reuse", note="In chat: what is kept of the earlier turns."),
+        settings(RuntimeConfig, "n_threads", "n_gpu_layers"),
         *steer_options(),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    ])(fn)
 
 
-def open_solver(srm: str, lrm: str, lrm_model: str | None, lrm_api_key: str | None, lrm_timeout: float,
-                lrm_retries: int, policy: str, threshold: float | None, decide: str, max_tokens: int,
-                temperature: float, seed: int,
-                n_ctx: int, threads: int, progress: bool, router: str | None = None, steer: str | None = None,
-                steer_scale: float = 1.0, steer_where: str = "all", lrm_first: int | None = None,
-                n_gpu_layers: int = 0, prefix_reuse: str = "exact"):  # noqa: ANN201
+def open_solver(progress: bool, **opts: Any):  # noqa: ANN201
+    """The :class:`~rankguide_edge.Solver` of solve's and chat's options (their names are the fields')."""
     from rankguide_edge import Solver
     from rankguide_edge.collab.lrm import RemoteOptions
-    from rankguide_edge.collab.reasoner import ReasonerConfig
-    from rankguide_edge.config import RuntimeConfig
+    from rankguide_edge.config import from_mapping
 
-    cfg = ReasonerConfig(policy=policy, decide=decide, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                         steer=steer or "", steer_scale=steer_scale, steer_where=steer_where, router=router or "",
-                         lrm_first=lrm_first, threshold=threshold, prefix_reuse=prefix_reuse)
-    remote = RemoteOptions(model=lrm_model, api_key=lrm_api_key, timeout=lrm_timeout, retries=lrm_retries)
-    return Solver(srm, lrm, config=cfg, runtime=RuntimeConfig(n_ctx=n_ctx, n_threads=threads, seed=seed,
-                                                              n_gpu_layers=n_gpu_layers),
-                  remote=remote, progress=progress)
+    cfg = from_mapping(ReasonerConfig, None, **pick(ReasonerConfig, opts))
+    runtime = from_mapping(RuntimeConfig, None, **pick(RuntimeConfig, opts))
+    remote = RemoteOptions(model=opts["lrm_model"], api_key=opts["lrm_api_key"], timeout=opts["lrm_timeout"],
+                           retries=opts["lrm_retries"])
+    return Solver(opts["srm"], opts["lrm"], config=cfg, runtime=runtime, remote=remote, progress=progress)
 
 
 def _number_arg(what: str, text: str, expected: str = "a number") -> float:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from rankguide_edge.engine.models import DEFAULT_SRM
+from rankguide_edge.config import from_mapping
+from rankguide_edge.engine.models import ModelPair
+from rankguide_edge.fitting.trace import TraceConfig
+from rankguide_edge.steering.extract import ExtractConfig
 
-from ._common import (
-    apply_options,
-    emit_json,
-    field_options,
-    gpu_option,
-    handle_errors,
-    load_config_file,
-    on_error_option,
-)
+from ._common import apply_options, dataset_options, emit_json, handle_errors, load_config_file
+from ._settings import pick, setting, settings
 
 
 @click.group()
@@ -30,56 +27,25 @@ def steer() -> None:
 
 @steer.command()
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Control-vector .gguf to write.")
-@click.option("--data", default=None, help="Dataset to trace first (file or short name: gsm8k, gsm8k-train, "
-                                          "math500, svamp, ...). Traces go to --traces, resumable.")
+@apply_options(dataset_options("Traced first; the traces go to --traces, resumable.", required=False))
 @click.option("--traces", default=None, type=click.Path(dir_okay=False),
               help="Traces JSONL from `rankguide-edge trace` to read (with --data: written/resumed there; "
-                   "default with --data: OUT with the suffix .traces.jsonl).")
-@click.option("--limit", type=click.IntRange(1), help="Use at most this many problems / trace records.")
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="Skip this many first.")
-@click.option("--kind", default="auto", show_default=True,
-              type=click.Choice(["auto", "gsm8k", "math", "math500", "svamp", "generic"]), help="Dataset kind.")
-@on_error_option()
-@apply_options(field_options())
-@click.option("--srm", default=DEFAULT_SRM, show_default=True,
-              help="SRM name or GGUF path (the model the traces come from).")
-@click.option("--layers", default=None,
-              help="Steering layers, 0-based and >= 1: mid (n_layer // 2, the default), 12, 10,12,14, 10-14.")
-@click.option("--filter", "filter_", default=None, type=click.Choice(["rank", "none"]),
-              help="rank (default): keep healthy execution and failing reflection/transition thoughts; "
-                   "none: keep every thought (SEAL).")
-@click.option("--signal", default=None,
-              help="Step signal the rank filter reads  [default: rank.eff_norm.Llast.win, the windowed effective "
-                   "rank of the last signal layer; any trace step key works, e.g. fail.route].")
-@click.option("--fail-side", default=None, type=click.Choice(["auto", "high", "low"]),
-              help="Which end of the signal means failure  [default: auto, low for rank.* signals, else high].")
-@click.option("--band", default=None, type=click.FloatRange(0.01, 1.0),
-              help="Quantile band: execution kept at <= q(band), others at >= q(1-band) (default 0.5).")
-@click.option("--signal-source", default=None, type=click.Choice(["auto", "trace", "compute"]),
-              help="Where thought scores come from (default auto: the trace's steps, recomputed when needed).")
-@click.option("--anchor", default=None, type=click.Choice(["end", "start"]),
-              help="State of the delimiter ending each thought (default) or of the one before it.")
-@click.option("--trace-layers", default="auto", show_default=True,
-              help="Layers tapped for the signals when tracing --data (like `trace --layers`).")
-@click.option("--max-tokens", default=768, show_default=True, type=click.IntRange(8, 32768),
-              help="Token cap of one traced answer (--data).")
-@click.option("--n-ctx", default=None, type=click.IntRange(64, 262144),
-              help="Context window in tokens (tracing and teacher forcing).  [default: n_ctx of --config, else 4096]")
-@click.option("--threads", default=None, type=click.IntRange(0, 1024),
-              help="CPU threads, 0 = all.  [default: n_threads of --config, else 0]")
-@gpu_option(default=None)
+                   "default with --data: OUT with the suffix .traces.jsonl). --limit and --offset apply to it "
+                   "without --data.")
+@setting(ModelPair, "srm", note="The one the traces come from.")
+@settings(ExtractConfig, "layers", "filter", "signal", "fail_side", "band", "signal_source", "anchor",
+          file="--config")
+@setting(TraceConfig, "layers", flag="--trace-layers", note="Used when tracing --data.")
+@setting(TraceConfig, "max_tokens", note="Used when tracing --data.")
+@settings(ExtractConfig, "n_ctx", "n_threads", "n_gpu_layers", file="--config")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON or TOML file of ExtractConfig keys (options given here win).")
 @click.option("--signals-config", type=click.Path(exists=True, dir_okay=False),
               help="JSON or TOML file of SignalConfig keys (delimiter, failure scorer, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the extraction report as JSON.")
 @handle_errors
-def extract(out: str, data: str | None, traces: str | None, limit: int | None, offset: int, kind: str,
-            on_error: str, question_field: str | None, answer_field: str | None, id_field: str | None, srm: str,
-            layers: str | None, filter_: str | None, signal: str | None, fail_side: str | None, band: float | None,
-            signal_source: str | None, anchor: str | None, trace_layers: str, max_tokens: int,
-            n_ctx: int | None, threads: int | None, n_gpu_layers: int | None, config_file: str | None,
-            signals_config: str | None, as_json: bool) -> None:
+def extract(out: str, traces: str | None, srm: str, trace_layers: str, max_tokens: int, config_file: str | None,
+            signals_config: str | None, as_json: bool, **opts: Any) -> None:
     """Extract a steering vector: mean state of execution thoughts minus that of reflection/transition
     thoughts at the steering layers, after the rank-signal filter; write it to OUT as a control vector.
 
@@ -91,19 +57,13 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
     from rankguide_edge.errors import ConfigError
     from rankguide_edge.signals.step import SignalConfig
     from rankguide_edge.steering.cvec_io import save_control_vector
-    from rankguide_edge.steering.extract import (
-        ExtractConfig,
-        check_steering_layers,
-        extract_steering_vector,
-        read_traces,
-    )
+    from rankguide_edge.steering.extract import check_steering_layers, extract_steering_vector, read_traces
 
+    data = opts["path"]
     if not data and not traces:
         raise ConfigError("give --data (a dataset to trace first) or --traces (a traces JSONL to read)")
-    cfg = ExtractConfig.from_mapping(load_config_file(config_file) if config_file else None, layers=layers,
-                                     filter=filter_, signal=signal, fail_side=fail_side, band=band,
-                                     signal_source=signal_source, anchor=anchor, n_ctx=n_ctx, n_threads=threads,
-                                     n_gpu_layers=n_gpu_layers)
+    cfg = ExtractConfig.from_mapping(load_config_file(config_file) if config_file else None,
+                                     **pick(ExtractConfig, opts))
     check_steering_layers(cfg.layers)
     signal_cfg = SignalConfig.from_mapping(load_config_file(signals_config) if signals_config else None)
     traces_path = Path(traces) if traces else Path(out).with_suffix(".traces.jsonl")
@@ -111,19 +71,17 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
     # everything the user gave is read and checked here, before the SRM loads
     if data:
         from rankguide_edge.engine.layers import check_layer_spec, parse_layer_spec
-        from rankguide_edge.fitting.trace import TraceConfig, run_trace
+        from rankguide_edge.fitting.trace import run_trace
         from rankguide_edge.tasks.datasets import DatasetConfig, LoadReport
 
         check_layer_spec(trace_layers)
         load = LoadReport(path=data)
-        problems = DatasetConfig(path=data, kind=kind, limit=limit, offset=offset, on_error=on_error,
-                                 question_field=question_field, answer_field=answer_field, id_field=id_field
-                                 ).load(load)
+        problems = from_mapping(DatasetConfig, None, **pick(DatasetConfig, opts)).load(load)
         result_extra["skipped_malformed"] = load.skipped
         if traces_path.exists():
             read_traces(traces_path, limit=0)  # a resumed traces file must be readable
     else:
-        records = read_traces(traces_path, limit=limit, offset=offset)
+        records = read_traces(traces_path, limit=opts["limit"], offset=opts["offset"])
     with load_model(srm, cfg.runtime(), progress=not as_json) as model:
         if data:
             parse_layer_spec(trace_layers, model.n_layer)  # the range, now that the model is known
@@ -164,7 +122,7 @@ def extract(out: str, data: str | None, traces: str | None, limit: int | None, o
 
 @steer.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--srm", default=None, help="Also check the file fits this model (name or GGUF path).")
+@setting(ModelPair, "srm", default=None, note="Given, the file is checked to fit it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def inspect(path: str, srm: str | None, as_json: bool) -> None:

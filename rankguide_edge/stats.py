@@ -439,6 +439,8 @@ def paired_difference(a: Any, b: Any, *, n_resamples: int = 5000, seed: int = 0)
     if n < 2 or np.count_nonzero(d) < 2:  # one discordant unit (or none) is never evidence
         out["p"] = 1.0
         return out
+    if n_resamples <= 0:
+        return out
     from scipy import stats as sps
 
     gen = np.random.default_rng(seed)

@@ -147,7 +147,7 @@ def test_solving_serving_and_reports_import_no_scikit_learn() -> None:
     """The router's runtime score is plain numpy: only a fit or a ranking metric imports scikit-learn."""
     code = ("import sys; import rankguide_edge.stats, rankguide_edge.collab.router, rankguide_edge.collab.reasoner, "
             "rankguide_edge.bench.report, rankguide_edge.bench.run, rankguide_edge.fitting.analyze, "
-            "rankguide_edge.fitting.router_fit, rankguide_edge.api; "
+            "rankguide_edge.fitting.router_fit, rankguide_edge.collab.solver; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

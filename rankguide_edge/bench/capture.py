@@ -15,13 +15,26 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..config import RuntimeConfig
+from ..config import RuntimeConfig, bounded, same_as, validate
 from ..engine.context import Context
+from ..engine.layers import TapConfig
 from ..engine.model import Model
 from ..engine.prompts import chat_tokens
 
 WAYS = ("plain", "native", "python")
 PROMPT = "Write a detailed, step-by-step explanation of how long division works, with three worked examples."
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """What ``bench capture`` measures."""
+
+    layers: str = same_as(TapConfig, "layers")
+    tokens: int = bounded(64, lo=1, hi=4096, help="tokens decoded per run")
+    rounds: int = bounded(5, lo=1, hi=100, help="rounds; each decodes N tokens with every way, alternating the order")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -58,7 +71,8 @@ def _decode_n(ctx: Context, prompt: Sequence[int], n: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_capture_bench(model: Model, *, layers: Sequence[int], tokens: int = 64, rounds: int = 5,
+def run_capture_bench(model: Model, *, layers: Sequence[int], tokens: int = CaptureConfig.tokens,
+                      rounds: int = CaptureConfig.rounds,
                       config: RuntimeConfig | None = None,
                       progress: Callable[[int, str], None] | None = None) -> CaptureResult:
     cfg = config or RuntimeConfig(n_ctx=max(512, tokens + 256))

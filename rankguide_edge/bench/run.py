@@ -48,7 +48,7 @@ from ..collab.policies import DECISION_POINTS, available_policies, decision_poin
 from ..collab.reasoner import ReasonerConfig
 from ..collab.routing import needs_lrm
 from ..collab.solver import Solver
-from ..config import RuntimeConfig
+from ..config import RuntimeConfig, bounded, same_as, validate
 from ..engine.context import STEER_WHERE
 from ..engine.model import Model
 from ..errors import ConfigError, RankGuideError
@@ -323,6 +323,53 @@ def completed_runs(out_dir: str | Path, problems: Iterable[Problem], methods: Se
     held = {(str(r["id"]), str(r["method"]))
             for r in read_records(Path(out_dir) / "results.jsonl", missing_ok=True)}
     return len(wanted & held)
+
+
+@dataclass(frozen=True)
+class BenchRunConfig:
+    """What ``bench run`` compares besides the reasoner, runtime and dataset settings (the CLI derives from it)."""
+
+    methods: str = bounded("srm,lrm,rankguide", help="comma list of policy[@post|early|pre][:threshold] (rankguide, "
+                           "entropy, keywords, judge, srm, lrm), random[:p] (no p: matched to rankguide's LRM step "
+                           "share) and specdec[:k], e.g. srm,lrm,rankguide@early:0.4,random,specdec:4")
+    sweeps: tuple[str, ...] = bounded((), flag="--sweep", metavar="POLICY[@D]:V1,V2,...",
+                                      help="add one method per value, e.g. --sweep rankguide:0.2,0.4,0.6 --sweep "
+                                           "entropy:0.5,0.7 (repeatable)")
+    random_p: float | None = same_as(ReasonerConfig, "random_p", default=None,
+                                     help="routing probability of `random` methods given without one",
+                                     unset=f"rankguide's running LRM step share in this run ({RANDOM_FALLBACK_P} "
+                                           "before it has any, or without a rankguide method)")
+    router_files: tuple[str, ...] = bounded((), flag="--router-file", metavar="NAME=FILE",
+                                            help="declare a router file (e.g. from `rankguide-edge router fit`) for "
+                                                 "methods written rankguide~NAME (repeatable); FILE alone is named "
+                                                 "after its stem")
+    steering: tuple[str, ...] = bounded((), flag="--steer", metavar="NAME=FILE",
+                                        help="declare a control vector for methods written +NAME[*SCALE][/all|"
+                                             "/boundary] (repeatable); FILE alone is named after its stem")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What ``bench report`` summarises and how it prices latency."""
+
+    profile: str = bounded("measured", metavar="NAME|FILE",
+                           help="hardware profile for latency and pareto.png: measured, laptop+gpu-server, "
+                                "gpu-large-ratio, rtx4090 (rates from each model's GGUF size), or a .toml/.json file "
+                                "with [srm]/[lrm] decode_tok_s, prefill_tok_s, call_s (\"measured\" allowed)")
+    methods: tuple[str, ...] = bounded((), sep=",", metavar="LABEL,...", unset="every method in the file",
+                                       help="report only these methods (labels as in results.jsonl); the problems "
+                                            "compared are those they all ran")
+    versus: tuple[str, ...] = bounded((), sep=",", metavar="LABEL,...", unset="srm only",
+                                      help="baselines every method is paired against (wins/losses, exact McNemar "
+                                           "p), besides srm: e.g. the matched 'entropy:0.52^1,random:0.21^1'. Each "
+                                           "must be among the methods reported")
+    plots: bool = bounded(True, aliases=("--no-plot",), help="write pareto.png and share.png")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def run_bench(srm: Model, lrm: LRMBackend | None, problems: Iterable[Problem], methods: Sequence[Method],

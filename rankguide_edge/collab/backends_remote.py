@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 RATE_LOGPROBS = 5
 #: the longest wait before a retry, in seconds, whatever a server's Retry-After asks
 MAX_RETRY_WAIT = 60.0
+#: the first wait before a retry, in seconds, when the server sends no Retry-After (it doubles each retry)
+DEFAULT_BACKOFF = 0.5
 #: statuses that are retried: the server is busy or failing, the request itself may be fine
 RETRIED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 
@@ -57,12 +59,14 @@ RETRIED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 class RemoteConfig:
     """How a remote OpenAI-compatible server is called."""
 
-    timeout: float = bounded(60.0, lo=0.1, hi=3600.0, help="seconds per HTTP attempt")
-    retries: int = bounded(2, lo=0, hi=20,
-                           help="attempts repeated after a connection error, timeout, 429 or 5xx")
-    backoff: float = bounded(0.5, lo=0.0, hi=60.0,
+    timeout: float = bounded(60.0, lo=0.1, hi=3600.0, help="seconds per attempt of a call to a remote LRM "
+                             "(connect, send, each read)")
+    retries: int = bounded(2, lo=0, hi=20, help="retries of a remote LRM call after a connection error, timeout, "
+                           f"429 or 5xx; each waits the server's Retry-After (at most {MAX_RETRY_WAIT:g} s), else a "
+                           f"backoff doubling from {DEFAULT_BACKOFF:g} s. The connection is kept alive between calls")
+    backoff: float = bounded(DEFAULT_BACKOFF, lo=0.0, hi=60.0,
                              help="first retry delay in seconds without a Retry-After; doubles each retry")
-    model: str | None = bounded(None, help="model name sent to the server (None: the server's default)")
+    model: str | None = bounded(None, help="model name sent to a remote LRM", unset="the server's default model")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -99,7 +103,8 @@ class RemoteBackend:
     """
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, retries: int = 2, backoff: float = 0.5, *,
+                 timeout: float = RemoteConfig.timeout, retries: int = RemoteConfig.retries,
+                 backoff: float = RemoteConfig.backoff, *,
                  template_model: Model | None = None, name: str | None = None) -> None:
         url = base_url.strip().rstrip("/")
         if not url.lower().startswith(("http://", "https://")):

@@ -1,8 +1,8 @@
 """Which LRM a solver gets: the one rule for when an LRM is needed, and the one factory from settings to backend.
 
-The API (:class:`rankguide_edge.api.Solver`), the server's workers and ``bench run`` all open their LRM here, so
-they agree on when one is loaded and on how a spec is read (:func:`~.backends.parse_spec`: a URL is remote, a
-model name or GGUF path local, ``<kind>:<target>`` a registered kind).
+The solver front (:class:`rankguide_edge.collab.solver.Solver`: the CLI, the server and ``bench run``) opens
+its LRM here, so they agree on when one is loaded and on how a spec is read (:func:`~.backends.parse_spec`: a
+URL is remote, a model name or GGUF path local, ``<kind>:<target>`` a registered kind).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from ..config import bounded, same_as
 from .backends import LRMBackend, make_backend, parse_spec
+from .backends_remote import RemoteConfig
 from .routing import StepRouter
 
 if TYPE_CHECKING:
@@ -34,10 +36,11 @@ def is_local(spec: str) -> bool:
 class RemoteOptions:
     """How a remote LRM is called (None: the backend's default, :class:`~.backends_remote.RemoteConfig`)."""
 
-    model: str | None = None
-    api_key: str | None = None
-    timeout: float | None = None
-    retries: int | None = None
+    model: str | None = same_as(RemoteConfig, "model", default=None)
+    api_key: str | None = bounded(None, env="RANKGUIDE_EDGE_LRM_API_KEY",
+                                  help="API key of a remote LRM, sent as a Bearer token")
+    timeout: float | None = same_as(RemoteConfig, "timeout", default=None)
+    retries: int | None = same_as(RemoteConfig, "retries", default=None)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != ""}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, validate
+from ..config import RuntimeConfig, SamplingConfig, bounded, from_mapping, same_as, validate
 from ..engine.context import STEER_WHERE
 from ..engine.layers import parse_layer_spec
 from ..engine.model import Model
@@ -34,7 +34,7 @@ from ..signals.step import SignalConfig, StepSignalComputer
 from ..steering.apply import apply_steering
 from .backends import LRMBackend, StepRequest
 from .events import EventSink, Token
-from .policies import DECISION_POINTS, StepView
+from .policies import DECISION_POINTS, StepView, available_policies
 from .router import Router, load_router
 from .routing import StepRouter
 from .stepping import DraftStep, draft_step, join_drafts
@@ -45,31 +45,40 @@ PREFIX_REUSE = ("exact", "all", "off")
 
 @dataclass(frozen=True)
 class ReasonerConfig:
-    policy: str = bounded("rankguide", help="routing policy (see policies.available_policies())")
-    threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="route when the policy score >= threshold; "
-                                      "None: the router's threshold for the decision point")
-    router: str = bounded("", help="router config from `rankguide-edge calibrate` ('' = the shipped default)")
-    decide: str = bounded("post", choices=DECISION_POINTS, help="decision point: post, early or pre")
+    policy: str = bounded("rankguide", registry=available_policies,
+                          help="routing policy; srm never routes, lrm lets the LRM write every step")
+    threshold: float | None = bounded(None, lo=0.0, hi=1.0, help="route a step when the policy score >= threshold",
+                                      unset="the router's threshold for the decision point")
+    router: str = bounded("", path="file", help="router file from `rankguide-edge router fit` or `calibrate`",
+                          unset="the shipped one, learned from intervention labels on GSM8K train problems of the "
+                                "default pair")
+    decide: str = bounded("post", choices=DECISION_POINTS, help="judge the finished step (post), its first tokens "
+                          "(early) or predict it (pre); the shipped router has a threshold for post only")
     early_tokens: int = bounded(8, lo=1, hi=4096, help="early: first check after this many draft tokens")
     early_every: int = bounded(4, lo=1, hi=4096, help="early: then check every this many tokens")
     revalidation_k: int = bounded(3, lo=0, hi=1000, help="route after K consecutive revalidation steps; 0 = off")
     revalidation_level: float = bounded(0.5, lo=0.0, hi=1.0, help="fail.revalidation at or above it counts")
     max_tokens: int = bounded(768, lo=8, hi=262144, help="token budget of the whole answer")
-    max_step_tokens: int = bounded(256, lo=4, hi=262144, help="a step ends after this many tokens")
+    max_step_tokens: int = same_as(SignalConfig, "max_step_tokens")
     max_lrm_share: float = bounded(1.0, lo=0.0, hi=1.0, help="stop routing once this share of steps is LRM's")
     lrm_first: int | None = bounded(None, lo=0, hi=1000, help="the LRM writes the first N steps (the plan) "
-                                    "whatever the score, then the policy decides; None: the router's value when "
-                                    "the policy is the router's (the shipped router: 1), else 0")
+                                    "whatever the score, then the policy decides",
+                                    unset="the router's value (1 in the shipped router) when the policy is the "
+                                          "router's, else 0")
     route_steps: int = bounded(0, lo=0, hi=1000, help="the policy may route only the first N SRM steps after the "
-                               "plan (0: any step); 1 with policy verify is the first-step check")
-    temperature: float = bounded(0.0, lo=0.0, hi=10.0)
-    top_p: float = bounded(1.0, lo=0.0, hi=1.0)
-    seed: int = bounded(0, lo=0, hi=2**31 - 1)
-    layers: str = bounded("auto", help="SRM layers tapped for signals (see trace --layers)")
+                               "plan; 1 with policy verify is the first-step check", unset="any step")
+    temperature: float = same_as(SamplingConfig, "temperature")
+    top_p: float = same_as(SamplingConfig, "top_p")
+    seed: int = same_as(RuntimeConfig, "seed", help="seed of the sampler (and of the random policy)")
+    layers: str = bounded("auto", help="SRM layers tapped for signals: auto (4 evenly spaced, ending at the last), "
+                                       "all, last, or a list like 5,11,17,23 or 20-23")
     random_p: float = bounded(0.2, lo=0.0, hi=1.0, help="routing probability of the random policy")
-    steer: str = bounded("", help="control-vector .gguf that steers the SRM ('' = no steering)")
-    steer_scale: float = bounded(1.0, lo=-64.0, hi=64.0, help="multiplier of the steering vector")
-    steer_where: str = bounded("all", choices=STEER_WHERE, help="steer every token, or step-delimiter tokens only")
+    steer: str = bounded("", path="file", unset="no steering",
+                         help="steer the SRM with this control-vector .gguf (from `rankguide-edge steer extract`, "
+                              "llama.cpp's cvector-generator or repeng)")
+    steer_scale: float = bounded(1.0, lo=-64.0, hi=64.0, help="multiplier of the steering vector (0 = no effect)")
+    steer_where: str = bounded("all", choices=STEER_WHERE,
+                               help="add the vector on every token, or only on generated step-delimiter tokens")
     prefix_reuse: str = bounded("exact", choices=PREFIX_REUSE,
                                 help="what the SRM keeps of the last prompt it read: exact (whole prefill blocks, "
                                      "answers equal a cold start's), all (every common token, like llama-server's "

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import RuntimeConfig, bounded, validate
+from ..config import RuntimeConfig, SamplingConfig, bounded, same_as, validate
 from ..engine.context import Context
 from ..engine.model import Model
 from ..engine.prompts import chat_tokens
 from ..errors import ConfigError, ContextOverflowError, InvalidInputError
-from .backends import STEP_DELIMITER
+from ..signals.step import SignalConfig
 from .backends_local import common_prefix
 from .reasoner import SolveResult, StepRecord
 
@@ -48,8 +48,10 @@ class SpecDecConfig:
     """Knobs of :class:`SpecDecoder`. ``k`` drafts per verify batch (the batch holds ``k + 1`` tokens)."""
 
     k: int = bounded(4, lo=1, hi=64, help="SRM draft tokens per LRM verify batch")
-    max_tokens: int = bounded(768, lo=1, hi=262144, help="tokens generated at most (the LRM's own budget)")
-    delimiter: str = bounded(STEP_DELIMITER, help="splits the answer into steps in the result (reporting only)")
+    max_tokens: int = same_as(SamplingConfig, "max_tokens", default=768, help="tokens generated at most (the "
+                              "LRM's own budget)")
+    delimiter: str = same_as(SignalConfig, "delimiter", help="splits the answer into steps in the result "
+                             "(reporting only)")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -3,11 +3,23 @@ indices. The index convention itself is documented in docs/DESIGN.md."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+from ..config import bounded, validate
 from ..errors import LayerIndexError
 
 _LAYER_WORDS = ("auto", "all", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class TapConfig:
+    """Which layers a context taps when a command reads hidden states directly (``generate``, ``bench capture``)."""
+
+    layers: str = bounded("all", help="tapped layers: all, last, 0,5,-1 or 20-23")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _layer_ranges(spec: str) -> list[tuple[int, int]]:
@@ -65,4 +77,4 @@ def parse_layer_spec(spec: str | Sequence[int], n_layer: int) -> list[int]:
     return sorted(out)
 
 
-__all__ = ["check_layer_spec", "parse_layer_spec"]
+__all__ = ["TapConfig", "check_layer_spec", "parse_layer_spec"]

@@ -50,6 +50,20 @@ GGUF_MAGIC = b"GGUF"
 #: roles a manifest may declare
 ROLES = ("srm", "lrm", "test")
 
+
+@dataclasses.dataclass(frozen=True)
+class ModelPair:
+    """Which two models collaborate: every command and the server name them with these fields."""
+
+    srm: str = bounded(DEFAULT_SRM, help="small model: name or GGUF path (the SRM, whose hidden states are read; "
+                                         "names: `rankguide-edge models list`)")
+    lrm: str = bounded(DEFAULT_LRM, help="large model: name, GGUF path, or an OpenAI-compatible URL like "
+                                         "http://host:8080/v1 (the LRM, which writes the steps routed to it)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REQUIRED_KEYS = ("name", "role", "architecture", "n_layer", "n_embd", "size", "sha256", "parts")
@@ -394,6 +408,6 @@ def gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 __all__ = [
     "CACHE_ENV", "DEFAULT_LRM", "DEFAULT_SRM", "GGUF_MAGIC", "MANIFESTS_ENV", "ROLES", "TEST_MODEL",
-    "ModelManifest", "ModelPart", "VerifyResult", "cache_dir", "get_manifest", "gguf_metadata", "is_pulled",
-    "list_manifests", "manifest_dirs", "model_file", "pull", "resolve_model", "verify",
+    "ModelManifest", "ModelPair", "ModelPart", "VerifyResult", "cache_dir", "get_manifest", "gguf_metadata",
+    "is_pulled", "list_manifests", "manifest_dirs", "model_file", "pull", "resolve_model", "verify",
 ]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import stats as st
-from ..config import bounded, validate
+from ..config import RuntimeConfig, bounded, same_as, validate
 from ..errors import ConfigError, InvalidInputError
 from ..files import write_text_atomic
 from ._analyze_load import TraceTable, load_traces
@@ -52,16 +52,19 @@ class AnalyzeConfig:
 
     min_traces: int = bounded(10, lo=4, hi=10**8, help="fewer usable traces than this is an error")
     bootstrap: int = bounded(500, lo=20, hi=100_000, help="bootstrap resamples for the 95% CIs")
-    seed: int = bounded(0, lo=0, hi=2**31 - 1, help="seed of the bootstrap and of the CV folds")
+    seed: int = same_as(RuntimeConfig, "seed", help="seed of the bootstrap and of the CV folds")
     threshold_quantiles: tuple[float, ...] = bounded(
         (0.5, 0.75), help="fail.* first-crossing thresholds: these quantiles of the score pooled over all steps")
-    thresholds: tuple[float, ...] = bounded((), help="absolute fail.* thresholds; when set, replace the quantiles")
+    thresholds: tuple[float, ...] = bounded((), flag="--threshold", unset="each score's pooled median and 75th "
+                                            "percentile (threshold_quantiles)",
+                                            help="absolute fail.* threshold for the first-crossing features "
+                                                 "(repeatable); given, they replace the quantiles")
     length_bins: int = bounded(5, lo=1, hi=20, help="length strata (quantiles of n_tokens) at most")
     min_bin_traces: int = bounded(20, lo=2, hi=10**6, help="fewer strata when a stratum would hold fewer traces")
     folds: int = bounded(5, lo=2, hi=20, help="cross-validation folds of the logistic regressions")
     l2: float = bounded(1.0, lo=1e-6, hi=1e6, help="L2 penalty of the logistic regressions (standardised features)")
     strict: bool = bounded(False, help="stop at the first malformed line instead of skipping it")
-    plots: bool = bounded(True, help="write roc.png and trajectories.png")
+    plots: bool = bounded(True, aliases=("--no-plot",), help="write roc.png and trajectories.png")
     top_roc: int = bounded(8, lo=1, hi=30, help="signals drawn in roc.png besides route, entropy and length")
     trajectory_steps: int = bounded(15, lo=2, hi=500, help="step indices drawn in trajectories.png")
 

@@ -35,10 +35,12 @@ import numpy as np
 
 from .. import stats
 from ..collab.policies import DECISION_POINTS, StepView, make_policy
+from ..collab.reasoner import ReasonerConfig
 from ..collab.router import Logistic, Router, load_router
-from ..config import bounded, validate
+from ..config import bounded, same_as, validate
 from ..errors import ConfigError, InvalidInputError
 from ..records import load_record_file
+from ..tasks.datasets import DatasetConfig
 
 
 def logistic_features(last_layer: int) -> tuple[str, ...]:
@@ -51,24 +53,34 @@ def logistic_features(last_layer: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    policy: str = bounded("rankguide", help="policy whose scores are calibrated")
-    target_lrm_share: float | None = bounded(None, lo=0.0, hi=1.0, help="share of steps the LRM should write")
-    max_latency_ratio: float | None = bounded(None, lo=0.01, hi=100.0,
-                                              help="bench dir: latency at most this multiple of the LRM's")
-    fit: str = bounded("quantile", choices=("quantile", "logistic"), help="thresholds only, or logistic weights too")
-    early: bool = bounded(True, help="replay traces to calibrate the early decision point (needs the SRM)")
-    early_tokens: int = bounded(8, lo=1, hi=4096)
-    early_every: int = bounded(4, lo=1, hi=4096)
+    policy: str = bounded("rankguide", choices=("rankguide", "entropy", "keywords", "judge"),
+                          help="policy to calibrate")
+    target_lrm_share: float | None = bounded(None, lo=0.0, hi=1.0, help="share of steps the LRM should write "
+                                             "(thresholds are quantiles of the step scores)")
+    max_latency_ratio: float | None = bounded(None, lo=0.01, hi=100.0, metavar="R",
+                                              help="bench dir only: the most accurate threshold whose mean latency "
+                                                   "is at most R x the LRM's")
+    fit: str = bounded("quantile", choices=("quantile", "logistic"),
+                       help="thresholds only, or also fit logistic weights of step signals to trace outcomes")
+    early: bool = bounded(True, help="replay the traces with the SRM to calibrate the early decision point "
+                                     "(without: early gets the post threshold)")
+    early_tokens: int = same_as(ReasonerConfig, "early_tokens")
+    early_every: int = same_as(ReasonerConfig, "early_every")
     l2: float = bounded(1.0, lo=0.0, hi=1e6, help="logistic: L2 penalty on standardised weights")
-    holdout: float = bounded(0.0, lo=0.0, hi=0.9, help="share of traces (the last ones) kept out of the fit "
-                                                       "and used to report held-out AUROCs")
-    profile: str = bounded("", help="bench dir: hardware profile (name or file) that prices latency for "
-                                    "max_latency_ratio; '' = the measured wall seconds")
-    lrm_first: int = bounded(0, lo=0, hi=1000, help="written to the router: the LRM writes the first N steps "
-                                                   "(the plan) before the thresholds decide; a bench dir: "
-                                                   "the runs with that plan are calibrated")
-    router_file: str = bounded("", help="bench dir: calibrate the runs that used this router file (e.g. "
-                                        "rankguide~NAME methods of a learned router); '' = every run")
+    holdout: float = bounded(0.0, lo=0.0, hi=0.9, help="keep this share of the traces (the last ones) out of the "
+                                                       "fit and report held-out AUROCs")
+    profile: str = bounded("", metavar="NAME|FILE", unset="wall seconds",
+                           help="bench dir only: price latency for max_latency_ratio under this hardware profile "
+                                "(measured, laptop+gpu-server, gpu-large-ratio or a TOML/JSON file; the GPU-size "
+                                "profiles such as rtx4090 price runs in `bench report`)")
+    lrm_first: int = same_as(ReasonerConfig, "lrm_first", default=0, help="written to the router: the LRM writes "
+                             "the first N steps (the plan) before the thresholds decide (solve, chat, serve use it "
+                             "unless --lrm-first is given there); a bench dir: the runs with that plan are calibrated")
+    router_file: str = bounded("", path="file", unset="every run",
+                               help="bench dir: calibrate only the runs that used this router file (methods "
+                                    "rankguide~NAME of `bench run --router-file NAME=FILE`, e.g. a learned router); "
+                                    "its weights go into the router written")
+    limit: int | None = same_as(DatasetConfig, "limit", help="traces: use only the first N")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -45,7 +45,7 @@ from ..bench.settings import model_identity
 from ..collab.backends import StepRequest
 from ..collab.reasoner import ReasonerConfig, StepRecord
 from ..collab.solver import Solver
-from ..config import RuntimeConfig, SamplingConfig, bounded, validate
+from ..config import RuntimeConfig, SamplingConfig, bounded, same_as, validate
 from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
 from ..errors import ConfigError, RankGuideError
@@ -61,21 +61,22 @@ from ..tasks.datasets import Problem
 class LabelConfig:
     """What a label run does; every field is pinned in the file's header (a resume must match)."""
 
-    lrm_first: int = bounded(1, lo=0, hi=1000, help="the LRM writes the first N steps (the regime served)")
+    lrm_first: int = same_as(ReasonerConfig, "lrm_first", default=1, help="the regime labelled: the LRM writes the "
+                             "first N steps (the shipped router's plan), the SRM the rest")
     max_cf_steps: int = bounded(8, lo=0, hi=1000, help="counterfactuals for the first K SRM steps of a trace")
     cf_right_share: float = bounded(0.2, lo=0.0, hi=1.0, help="share of right-ending traces that get "
                                     "counterfactuals (every wrong-ending one does)")
     control: bool = bounded(False, help="a control for the first SRM step of every counterfactual problem: the "
                             "SRM re-drafts it sampled (seeded by id), then continues greedily")
-    control_temperature: float = bounded(1.0, lo=0.0, hi=10.0, help="sampling temperature of the control "
-                                         "re-draft (0: greedy, which reproduces the un-intervened step)")
-    control_top_p: float = bounded(0.95, lo=0.0, hi=1.0, help="nucleus mass of the control re-draft")
-    max_tokens: int = bounded(768, lo=8, hi=32768, help="token budget of one answer")
-    max_step_tokens: int = bounded(256, lo=4, hi=32768, help="a step ends after this many tokens")
-    layers: str = bounded("auto", help="SRM layers tapped for signals")
-    seed: int = bounded(0, lo=0, hi=2**31 - 1)
-    n_ctx: int = bounded(2048, lo=64, hi=262144)
-    n_threads: int = bounded(0, lo=0, hi=1024)
+    control_temperature: float = same_as(SamplingConfig, "temperature", default=1.0, help="sampling temperature of "
+                                         "the control re-draft (0: greedy, which reproduces the un-intervened step)")
+    control_top_p: float = same_as(SamplingConfig, "top_p", default=0.95, help="nucleus mass of the control re-draft")
+    max_tokens: int = same_as(ReasonerConfig, "max_tokens", help="token budget of one answer")
+    max_step_tokens: int = same_as(ReasonerConfig, "max_step_tokens")
+    layers: str = same_as(ReasonerConfig, "layers")
+    seed: int = same_as(RuntimeConfig, "seed")
+    n_ctx: int = same_as(RuntimeConfig, "n_ctx", default=2048)
+    n_threads: int = same_as(RuntimeConfig, "n_threads")
 
     def __post_init__(self) -> None:
         validate(self)

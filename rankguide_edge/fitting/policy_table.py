@@ -32,13 +32,46 @@ from typing import Any
 
 import numpy as np
 
+from ..bench.run import ReportConfig
 from ..collab.policies import StepView, make_policy
 from ..collab.router import load_router
+from ..config import RuntimeConfig, bounded, same_as, validate
 from ..errors import ConfigError, InvalidInputError
 from ..stats import paired_difference
+from .router_fit import FitConfig
 
 #: LRM tokens and SRM tokens of one outcome
 Cost = tuple[float, float]
+
+#: the comparison the router issue names: the baselines, the scores on every step, and the first-step levers
+DEFAULT_POLICIES = ("srm^1,srm^2,control,first-random:0.36,random:0.106,entropy:0.5236,learned,verify:0.9947,"
+                    "first-check:0.99,first-entropy:0.5236,first-learned:0.129")
+
+
+@dataclass(frozen=True)
+class TableEvalConfig:
+    """What ``router eval`` compares on a table."""
+
+    policies: str = bounded(DEFAULT_POLICIES, help="comma list of single-intervention policies, NAME[:THRESHOLD]: "
+                            "srm^1, srm^2, control, first-random:P, random:P, entropy:T, learned[:T], verify:T, "
+                            "first-entropy:T, first-learned[:T], first-check:T")
+    versus: tuple[str, ...] = same_as(ReportConfig, "versus", default=("srm^1", "srm^2", "first-random:0.36"),
+                                      help="policies (among the compared) every policy is paired against, "
+                                           "comma-separated")
+    chosen_on: int = bounded(0, lo=0, hi=10**6, help="the first N problems are the ones thresholds were chosen "
+                             "on: report them, the rest and all apart (0: all only)")
+    n_boot: int = same_as(FitConfig, "n_boot", default=5000,
+                          help="bootstrap resamples (and sign flips) of each paired difference")
+    seed: int = same_as(RuntimeConfig, "seed", help="seed of the resamples")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def policy_specs(self) -> list[str]:
+        return [x.strip() for x in self.policies.split(",") if x.strip()]
+
+    def versus_specs(self) -> list[str]:
+        return [x.strip() for x in self.versus if x.strip()]
 
 
 @dataclass(frozen=True)

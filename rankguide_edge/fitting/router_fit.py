@@ -43,7 +43,7 @@ import numpy as np
 
 from .. import stats
 from ..collab.router import Router
-from ..config import bounded, validate
+from ..config import RuntimeConfig, bounded, same_as, validate
 from ..errors import InvalidInputError
 from .calibrate import feature_matrix, fit_logistic, logistic_features
 from .label import decode_vector
@@ -61,15 +61,19 @@ REFERENCES = ("text.entropy_max", "text.entropy_mean", "fail.route", "-rank.eff_
 
 @dataclass(frozen=True)
 class FitConfig:
-    target: str = bounded("gain", choices=TARGETS, help="what the router learns: gain or disagree")
-    features: tuple[str, ...] = ("text", "rank", "position")
+    target: str = bounded("gain", choices=TARGETS, help="gain: the LRM's step fixes the answer (counterfactual); "
+                          "disagree: the LRM's check flags the step (dense proxy)")
+    features: tuple[str, ...] = bounded(("text", "rank", "position"), sep=",",
+                                        help="comma list of feature groups: core, text, rank, fail, position (probe "
+                                             "is reported, not written)")
     l2: float = bounded(10.0, lo=0.0, hi=1e6, help="L2 penalty on standardised weights")
-    n_folds: int = bounded(5, lo=2, hi=50, help="folds by problem for the held-out scores")
-    disagree_level: float = bounded(0.5, lo=0.0, hi=1.0, help="disagree target: lrm.risk at or above it")
-    target_lrm_share: float = bounded(0.45, lo=0.0, hi=1.0, help="share of answer tokens the LRM should write")
+    n_folds: int = bounded(5, lo=2, hi=50, flag="--folds", help="folds by problem for the held-out AUROC/AUPRC")
+    disagree_level: float = bounded(0.5, lo=0.0, hi=1.0, help="disagree target: lrm.risk at or above this")
+    target_lrm_share: float = bounded(0.45, lo=0.0, hi=1.0, help="post threshold: the LRM writes about this share "
+                                      "of answer tokens on the labelled traces (the plan's tokens included)")
     probe_dims: int = bounded(8, lo=1, hi=256, help="principal components of the pooled hidden row")
     n_boot: int = bounded(1000, lo=0, hi=100000, help="bootstrap resamples of problems for the intervals")
-    seed: int = bounded(0, lo=0, hi=2**31 - 1)
+    seed: int = same_as(RuntimeConfig, "seed", help="seed of the folds and of the bootstrap")
 
     def __post_init__(self) -> None:
         validate(self)

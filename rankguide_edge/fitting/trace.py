@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import RuntimeConfig, SamplingConfig, bounded, validate
-from ..engine.context import STEER_WHERE
+from ..collab.reasoner import ReasonerConfig
+from ..config import RuntimeConfig, SamplingConfig, same_as, validate
 from ..engine.layers import parse_layer_spec
 from ..engine.model import Model
 from ..engine.prompts import chat_tokens, prompt_for
@@ -34,17 +34,16 @@ from ..tasks.datasets import Problem
 class TraceConfig:
     """What a trace run does besides the signals (which :class:`SignalConfig` holds)."""
 
-    layers: str = bounded("auto", help="tapped layers: auto (4 evenly spaced, ending at the last), all, last, "
-                                       "or a list like 5,11,17,23")
-    max_tokens: int = bounded(768, lo=8, hi=32768, help="token cap of one answer")
-    temperature: float = bounded(0.0, lo=0.0, hi=10.0, help="0 = greedy")
-    top_p: float = bounded(1.0, lo=0.0, hi=1.0)
-    n_ctx: int = bounded(2048, lo=64, hi=262144)
-    n_threads: int = bounded(0, lo=0, hi=1024)
-    seed: int = bounded(0, lo=0, hi=2**31 - 1)
-    steer: str = bounded("", help="control-vector .gguf that steers the SRM ('' = no steering)")
-    steer_scale: float = bounded(1.0, lo=-64.0, hi=64.0)
-    steer_where: str = bounded("all", choices=STEER_WHERE)
+    layers: str = same_as(ReasonerConfig, "layers")
+    max_tokens: int = same_as(ReasonerConfig, "max_tokens", help="token budget of one answer")
+    temperature: float = same_as(SamplingConfig, "temperature")
+    top_p: float = same_as(SamplingConfig, "top_p")
+    n_ctx: int = same_as(RuntimeConfig, "n_ctx", default=2048)
+    n_threads: int = same_as(RuntimeConfig, "n_threads")
+    seed: int = same_as(RuntimeConfig, "seed")
+    steer: str = same_as(ReasonerConfig, "steer")
+    steer_scale: float = same_as(ReasonerConfig, "steer_scale")
+    steer_where: str = same_as(ReasonerConfig, "steer_where")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -27,6 +27,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import bounded, validate
 from ..errors import ConfigError
 from ..stats import quantile
 from .settings import ServerConfig
@@ -34,6 +35,25 @@ from .settings import ServerConfig
 #: the default benchmark question (a short GSM8K-style problem)
 QUESTION = ("A baker makes 12 trays of 8 muffins and sells 75 of them. How many muffins are left? "
             "Think step by step.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeBenchConfig:
+    """What ``bench serve`` measures (the served solver's settings are a :class:`ServerConfig`)."""
+
+    n: int = bounded(5, lo=1, hi=1000, help="alternations of the overhead benchmark (Python API vs HTTP, same "
+                                              "solver)")
+    clients: int = bounded(8, lo=1, hi=256, help="concurrent streaming clients")
+    only: str | None = bounded(None, choices=(None, "overhead", "concurrency", "load"),
+                               help="run only this benchmark", unset="overhead and concurrency; load only when named")
+    load_clients: tuple[int, ...] = bounded((1, 2, 4, 8, 16), lo=1, sep=",",
+                                            help="load: concurrent client counts, comma-separated")
+    load_parallel: tuple[int, ...] = bounded((1, 2), lo=1, sep=",",
+                                             help="load: --parallel values (one server each), comma-separated")
+    requests: int = bounded(2, lo=1, hi=1000, help="load: requests each client sends one after another")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _connection(base_url: str, timeout: float) -> http.client.HTTPConnection:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..collab.reasoner import ReasonerConfig
+from ..config import field_help
 from ._workers import Outcome
 
 
@@ -31,19 +33,26 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
+def _reasoner_field(name: str) -> Any:
+    """A request field that is ``ReasonerConfig.name``: documented by that field (its value is checked by
+    ReasonerConfig, as a config file's is; unset: the server's default)."""
+    return Field(None, description=field_help(ReasonerConfig, name))
+
+
 class RankGuideOptions(BaseModel):
     """Per-request routing settings (``rankguide`` in the body); values are checked by ReasonerConfig."""
 
     model_config = ConfigDict(extra="forbid")
 
-    policy: str | None = None
-    threshold: float | None = None
-    decide: str | None = None
-    steer: str | None = None
-    steer_scale: float | None = None
-    steer_where: str | None = None
-    max_lrm_share: float | None = None
-    lrm_first: int | None = None
+    policy: str | None = _reasoner_field("policy")
+    threshold: float | None = _reasoner_field("threshold")
+    decide: str | None = _reasoner_field("decide")
+    steer: str | None = Field(None, description="the name of a control vector the server offers (GET /v1/models "
+                                                "lists them), not a path; unset: no steering")
+    steer_scale: float | None = _reasoner_field("steer_scale")
+    steer_where: str | None = _reasoner_field("steer_where")
+    max_lrm_share: float | None = _reasoner_field("max_lrm_share")
+    lrm_first: int | None = _reasoner_field("lrm_first")
 
 
 class StreamOptions(BaseModel):
@@ -58,10 +67,10 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
+    max_tokens: int | None = _reasoner_field("max_tokens")
+    temperature: float | None = _reasoner_field("temperature")
+    top_p: float | None = _reasoner_field("top_p")
+    seed: int | None = _reasoner_field("seed")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

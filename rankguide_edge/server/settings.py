@@ -8,9 +8,10 @@ import os
 from typing import Any
 
 from ..collab.backends_remote import RemoteConfig
+from ..collab.lrm import RemoteOptions
 from ..collab.reasoner import ReasonerConfig
 from ..config import RuntimeConfig, bounded, from_mapping, same_as, validate
-from ..engine.models import DEFAULT_LRM, DEFAULT_SRM
+from ..engine.models import ModelPair
 
 
 def check_reasoner_config(cfg: Any) -> Any:
@@ -37,38 +38,41 @@ class ServerConfig:
 
     host: str = bounded("127.0.0.1", help="address to listen on")
     port: int = bounded(8080, lo=0, hi=65535, help="TCP port; 0 picks a free one")
-    api_key: str = bounded("", help="when set, /v1/* requests need 'Authorization: Bearer <key>'")
+    api_key: str = bounded("", env="RANKGUIDE_EDGE_API_KEY", unset="none: no key is asked",
+                           help="require 'Authorization: Bearer KEY' on /v1/*")
     model_name: str = bounded("rankguide-edge", help="the model id clients send and /v1/models lists")
-    srm: str = bounded(DEFAULT_SRM, help="small model: manifest name or GGUF path")
-    lrm: str = bounded(DEFAULT_LRM, help="large model: name, GGUF path or OpenAI-compatible URL; '' = none")
-    lrm_model: str = bounded("", help="model name sent to a remote LRM")
-    lrm_api_key: str = bounded("", help="API key of a remote LRM")
-    lrm_timeout: float = same_as(RemoteConfig, "timeout", help="seconds per remote LRM call attempt")
-    lrm_retries: int = same_as(RemoteConfig, "retries", help="retries of a failed remote LRM call (after a "
-                               "connection error, timeout, 429 or 5xx; Retry-After is honoured)")
+    srm: str = same_as(ModelPair, "srm")
+    lrm: str = same_as(ModelPair, "lrm", help="large model: name, GGUF path or OpenAI-compatible URL; '' for none")
+    lrm_model: str = same_as(RemoteConfig, "model", default="")
+    lrm_api_key: str = same_as(RemoteOptions, "api_key", default="")
+    lrm_timeout: float = same_as(RemoteConfig, "timeout")
+    lrm_retries: int = same_as(RemoteConfig, "retries")
     # the workers' default ReasonerConfig: these fields are ReasonerConfig's (REASONER_FIELDS), bounds and all
-    policy: str = same_as(ReasonerConfig, "policy", help="default routing policy")
-    threshold: float | None = same_as(ReasonerConfig, "threshold", help="default routing threshold; None = "
-                                      "the router's")
+    policy: str = same_as(ReasonerConfig, "policy")
+    threshold: float | None = same_as(ReasonerConfig, "threshold")
     router: str = same_as(ReasonerConfig, "router")
-    decide: str = same_as(ReasonerConfig, "decide", help="default decision point")
-    lrm_first: int | None = same_as(ReasonerConfig, "lrm_first", help="default number of first steps (the plan) "
-                                    "the LRM writes; None = the router's when the policy is the router's")
+    decide: str = same_as(ReasonerConfig, "decide")
+    lrm_first: int | None = same_as(ReasonerConfig, "lrm_first")
     max_tokens: int = same_as(ReasonerConfig, "max_tokens", default=512, help="answer budget when a request "
                               "gives none")
     max_step_tokens: int = same_as(ReasonerConfig, "max_step_tokens")
     prefix_reuse: str = same_as(ReasonerConfig, "prefix_reuse", help="what a worker's SRM keeps of the last "
-                                "prompt it read: exact (answers equal a cold start's), all (every common token) "
+                                "prompt it read: exact (whole prefill blocks; answers equal a cold start's), all "
+                                "(every common token, like llama-server's cache; faster, may differ in near-ties) "
                                 "or off")
-    n_ctx: int = bounded(4096, lo=64, hi=262144, help="context window of each worker's SRM (and local LRM)")
-    n_threads: int = bounded(0, lo=0, hi=1024, help="CPU threads per context; 0 = all cores")
-    n_gpu_layers: int = bounded(0, lo=-1, hi=10000, help="layers of each local model offloaded to a GPU; -1 = all")
+    n_ctx: int = same_as(RuntimeConfig, "n_ctx", help="context window in tokens of each worker's SRM (and of a "
+                         "local LRM)")
+    n_threads: int = same_as(RuntimeConfig, "n_threads", help="CPU threads per context; 0 = all cores")
+    n_gpu_layers: int = same_as(RuntimeConfig, "n_gpu_layers")
     seed: int = same_as(ReasonerConfig, "seed", help="default sampling seed")
     parallel: int = bounded(1, lo=1, hi=64, help="workers, each with its own SRM context (models are shared)")
-    queue_size: int = bounded(16, lo=0, hi=100000, help="requests allowed to wait for a worker")
-    request_timeout: float = bounded(600.0, lo=0.0, hi=86400.0, help="seconds a request may take; 0 = no limit")
-    steer_dir: str = bounded("", help="folder of control-vector .gguf files that requests may name in "
-                                      "rankguide.steer (by file name); '' = no per-request steering")
+    queue_size: int = bounded(16, lo=0, hi=100000, help="requests allowed to wait for a worker; more get 503 with "
+                              "Retry-After")
+    request_timeout: float = bounded(600.0, lo=0.0, hi=86400.0, help="seconds a request may take, queue wait "
+                                     "included; 0 = no limit")
+    steer_dir: str = bounded("", path="dir", unset="none: requests cannot steer",
+                             help="folder of control-vector .gguf files that requests may name in rankguide.steer "
+                                  "(by file name, e.g. \"seal\")")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..config import RuntimeConfig, bounded, same_as, validate
 from ..errors import InvalidInputError
 from .segment import DEFAULT_DELIMITER
 from .step import SignalConfig, StepSignalComputer
@@ -27,6 +29,20 @@ _PHRASES = (
     "Hmm, actually 3 + 4 = 7, not 8.", "Then the sum is 15 + 27 = 42.",
 )
 _BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class SignalsBenchConfig:
+    """What ``bench signals`` times: random hidden states of this shape, ``steps`` steps."""
+
+    n_embd: int = bounded(896, lo=2, hi=65536, help="hidden size")
+    layers: int = bounded(4, lo=1, hi=256, help="tapped layers")
+    window: int = same_as(SignalConfig, "window", default=64)
+    steps: int = bounded(200, lo=1, hi=100000, help="steps to time")
+    seed: int = same_as(RuntimeConfig, "seed", help="seed of the random hidden states")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _synthetic_step(rng: np.random.Generator, layer_ids: list[int], n_tokens: int, n_embd: int,

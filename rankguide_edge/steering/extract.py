@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RuntimeConfig, bounded, from_mapping, validate
+from ..config import RuntimeConfig, bounded, from_mapping, same_as, validate
 from ..engine.prompts import chat_tokens, prompt_for
 from ..errors import ConfigError, ContextOverflowError, DatasetError, InvalidInputError, LayerIndexError
 from ..records import load_record_file, trace_text
@@ -57,29 +57,33 @@ DEFAULT_SIGNAL = "rank.eff_norm.Llast.win"
 class ExtractConfig:
     """Every knob of steering-vector extraction (build from a mapping with :meth:`from_mapping`)."""
 
-    layers: str = bounded("mid", help="steering layers (0-based, 1..n_layer-1): mid (= n_layer // 2) or a "
-                                      "list like 12 or 10,12,14 or 10-14")
-    filter: str = bounded("rank", choices=("rank", "none"), help="rank: band filter on the signal; none: SEAL")
-    signal: str = bounded(DEFAULT_SIGNAL, help="per-step signal the filter reads (any key of a trace step; "
-                                               "'Llast' stands for the last signal layer, e.g. L23)")
+    layers: str = bounded("mid", help="steering layers, 0-based and >= 1: mid (n_layer // 2), or a list like 12, "
+                                      "10,12,14 or 10-14")
+    filter: str = bounded("rank", choices=("rank", "none"),
+                          help="rank: keep healthy execution and failing reflection/transition thoughts (a band "
+                               "filter on the signal); none: keep every thought (SEAL)")
+    signal: str = bounded(DEFAULT_SIGNAL, help="step signal the rank filter reads (any trace step key works, e.g. "
+                                               "fail.route; 'Llast' stands for the last signal layer, e.g. L23)")
     fail_side: str = bounded("auto", choices=("auto", "high", "low"),
                              help="which end of the signal means failure; auto: low for rank.* keys, else high")
-    band: float = bounded(0.5, lo=0.01, hi=1.0, help="execution kept at <= q(band), others at >= q(1 - band)")
+    band: float = bounded(0.5, lo=0.01, hi=1.0,
+                          help="quantile band: execution kept at <= q(band), others at >= q(1 - band)")
     signal_source: str = bounded("auto", choices=("auto", "trace", "compute"),
-                                 help="trace: the trace's step signals only; compute: recompute always; "
-                                      "auto: trace when every thought is one trace step, else recompute")
+                                 help="where thought scores come from: trace (the trace's step signals only), "
+                                      "compute (recomputed always) or auto (the trace's when every thought is one "
+                                      "trace step, else recomputed)")
     anchor: str = bounded("end", choices=("end", "start"),
-                          help="state of the delimiter ending the thought, or of the one before it")
+                          help="state of the delimiter ending each thought (end) or of the one before it (start)")
     head_chars: int = bounded(0, lo=0, hi=1_000_000, help="classify on the first N characters only; 0 = all")
     reflection_words: tuple[str, ...] = bounded(REFLECTION_WORDS, help="reflection phrases")
     transition_words: tuple[str, ...] = bounded(TRANSITION_WORDS, help="transition phrases")
     min_per_group: int = bounded(1, lo=1, hi=1_000_000,
                                  help="kept execution and kept reflection+transition thoughts needed at least")
-    n_ctx: int = bounded(4096, lo=64, hi=262144, help="context of the teacher-forcing pass")
-    n_batch: int = bounded(512, lo=8, hi=65536, help="prefill chunk in tokens")
+    n_ctx: int = same_as(RuntimeConfig, "n_ctx", help="context window in tokens (tracing and teacher forcing)")
+    n_batch: int = same_as(RuntimeConfig, "n_batch")
     logits_chunk: int = bounded(64, lo=1, hi=4096, help="tokens per decode when every row's logits are needed")
-    n_threads: int = bounded(0, lo=0, hi=1024, help="CPU threads; 0 = all cores")
-    n_gpu_layers: int = bounded(0, lo=-1, hi=10000, help="model layers offloaded to a GPU; -1 = all")
+    n_threads: int = same_as(RuntimeConfig, "n_threads")
+    n_gpu_layers: int = same_as(RuntimeConfig, "n_gpu_layers")
 
     def __post_init__(self) -> None:
         for name in ("reflection_words", "transition_words"):

@@ -90,15 +90,20 @@ class LoadReport:
 class DatasetConfig:
     """Which problems of which file to load (the ``dataset`` section of a bench/analyze config)."""
 
-    path: str = bounded("", help="dataset file, or a short name: " + ", ".join(DATASET_ALIASES))
-    kind: str = bounded("auto", choices=("auto", *KINDS, "math500"), help="record format / answer kind")
-    limit: int | None = bounded(None, lo=1, hi=10**9, help="load at most this many records")
+    path: str = bounded("", flag="--data", help="dataset file (GSM8K/MATH500 JSONL, SVAMP JSON, generic JSONL) or "
+                                                "a short name: " + ", ".join(DATASET_ALIASES))
+    kind: str = bounded("auto", choices=("auto", *KINDS, "math500"),
+                        help="record format and answer kind (auto: detected from the first record)")
+    limit: int | None = bounded(None, lo=1, hi=10**9, help="use at most this many problems (file order)")
     offset: int = bounded(0, lo=0, hi=10**9, help="skip this many records first")
-    question_field: str | None = bounded(None, help="field holding the question (generic files)")
-    answer_field: str | None = bounded(None, help="field holding the gold answer (generic files)")
-    id_field: str | None = bounded(None, help="field holding the record id")
+    question_field: str | None = bounded(None, metavar="NAME", unset="question, problem, prompt or input",
+                                         help="field holding the question in a generic JSONL file")
+    answer_field: str | None = bounded(None, metavar="NAME", unset="answer, gold, target or output",
+                                       help="field holding the gold answer in a generic JSONL file")
+    id_field: str | None = bounded(None, metavar="NAME", unset="id, else file and line",
+                                   help="field holding the record id (the resume key)")
     on_error: str = bounded("stop", choices=("stop", "skip"),
-                            help="malformed record: stop, or skip it with a warning")
+                            help="a malformed dataset record stops the run, or is skipped with a warning")
 
     def __post_init__(self) -> None:
         validate(self)
