@@ -38,6 +38,7 @@ def _register() -> None:
         generate_cmd,
         label_cmd,
         models_cmd,
+        rank_study_cmd,
         router_cmd,
         serve_cmd,
         solve_cmd,
@@ -52,6 +53,7 @@ def _register() -> None:
     main.add_command(trace_cmd.trace)
     main.add_command(label_cmd.label)
     main.add_command(router_cmd.router)
+    main.add_command(rank_study_cmd.rank_study)
     main.add_command(analyze_cmd.analyze)
     main.add_command(bench_cmd.bench)
     main.add_command(calibrate_cmd.calibrate)
