@@ -98,7 +98,7 @@ def _score(labels: tuple[str, ...], out: str, cache: str, ident: str, defs: Defi
     from contextlib import ExitStack
     from pathlib import Path
 
-    from rankguide_edge.evaluation.rank_study_eval import StudyConfig
+    from rankguide_edge.evaluation.rank_study_eval import StudyConfig, resolve_layers
     from rankguide_edge.evaluation.rank_study_report import StudyRun, load_tables, run_study, verdict, write_report
 
     cfg = StudyConfig(defs=defs, n_folds=folds, repeats=repeats, n_boot=boot, seed=seed)
@@ -111,7 +111,9 @@ def _score(labels: tuple[str, ...], out: str, cache: str, ident: str, defs: Defi
             pass
         tables = load_tables(labels, cache, cfg, ident)
         studies = run_study(tables, cfg)
-    run = StudyRun(studies, cfg, list(labels), replay=replay_notes,
+    cfg = resolve_layers(cfg, len(tables[0].layers))
+    run = StudyRun(studies, cfg, list(labels), replay=replay_notes, n_layer=len(tables[0].layers),
+                   n_embd=int(tables[0].pooled.shape[-1]),
                    command="rankguide-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                    notes=Path(notes).read_text(encoding="utf-8") if notes else "")
     files = write_report(out, run)

@@ -161,8 +161,10 @@ class Definitions:
 
     window: int = 16          #: W: rows of every window (the step's last W tokens)
     angle_k: int = 4          #: principal angles compared per pair of windows
-    angle_layers: tuple[int, ...] = (5, 11, 17, 23)   #: layers whose overlap enters the models (plus the mean)
-    spec_layers: tuple[int, ...] = (5, 11, 17, 23)    #: layers whose h2 enters the models (plus the slope)
+    #: layers whose overlap / h2 enter the models (plus the mean / the slope); () = the model's ``auto`` layers
+    #: (four evenly spaced ones ending at the last: 5, 11, 17, 23 of the default SRM's 24)
+    angle_layers: tuple[int, ...] = ()
+    spec_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.window < 3 or self.angle_k < 1 or self.angle_k > self.window - 1:

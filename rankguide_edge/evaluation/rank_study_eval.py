@@ -48,13 +48,25 @@ class StudyConfig:
     repeats: int = 5
     n_boot: int = 2000
     l2: float = 10.0                                   #: as router fit's default (sklearn C = 1 / l2)
-    probe_layers: tuple[int, ...] = (5, 11, 17, 23)
+    probe_layers: tuple[int, ...] = ()                 #: () = the model's ``auto`` layers
     probe_dims: int = 4                                #: principal components per probe depth
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.n_folds < 2 or self.repeats < 1 or self.n_boot < 0 or self.probe_dims < 1 or self.l2 <= 0:
             raise InvalidInputError("rank study: need folds >= 2, repeats >= 1, boot >= 0, probe dims >= 1, l2 > 0")
+
+
+def resolve_layers(cfg: StudyConfig, n_layer: int) -> StudyConfig:
+    """``cfg`` with every empty layer tuple replaced by the ``auto`` layers of an ``n_layer``-layer model."""
+    import dataclasses
+
+    from ..engine.layers import parse_layer_spec
+
+    auto = tuple(parse_layer_spec("auto", n_layer))
+    defs = dataclasses.replace(cfg.defs, spec_layers=cfg.defs.spec_layers or auto,
+                               angle_layers=cfg.defs.angle_layers or auto)
+    return dataclasses.replace(cfg, defs=defs, probe_layers=cfg.probe_layers or auto)
 
 
 def _sklearn(module: str) -> Any:
@@ -138,7 +150,7 @@ def build_table(name: str, records: Sequence[dict[str, Any]], cache_dir: str | o
             first += [j == idx[0] for j in idx]
             continue
         layers = tuple(int(x) for x in rp.layers)
-        pos = [layers.index(il) for il in cfg.probe_layers if il in layers]
+        pos = [layers.index(il) for il in resolve_layers(cfg, len(layers)).probe_layers if il in layers]
         for j in idx:
             prev = rp.tails[j - 1] if j > 0 else None
             new_rows.append(step_definitions(rp.tails[j], prev, layers, cfg.defs))
@@ -598,6 +610,7 @@ def subset(table: StudyTable, keep: np.ndarray, name: str) -> StudyTable:
 def study_file(table: StudyTable, cfg: StudyConfig, train: StudyTable | None = None) -> FileStudy:
     """Every single-signal score, the probe and the key comparisons on ``table``: on its own folds, or (with
     ``train``) fitted on ``train`` and applied to ``table``."""
+    cfg = resolve_layers(cfg, len(table.layers))
     boot = problem_bootstrap(table.problem, cfg.n_boot, cfg.seed) if cfg.n_boot else np.zeros((0, len(table)))
     folds = fold_sets(table, cfg) if train is None else []
     fold_arr = np.stack(folds) if folds else np.zeros((1, len(table)), int)
@@ -641,5 +654,5 @@ def study_file(table: StudyTable, cfg: StudyConfig, train: StudyTable | None = N
 
 __all__ = ["NUISANCES", "RANK_SETS", "Comparison", "FileStudy", "StudyConfig", "StudyTable", "auroc", "build_table",
            "compare", "fold_aurocs", "fold_sets", "heldout_model", "heldout_single", "problem_bootstrap",
-           "residualise", "spearman", "study_file", "subset", "transfer_model", "transfer_single",
+           "residualise", "resolve_layers", "spearman", "study_file", "subset", "transfer_model", "transfer_single",
            "weighted_aurocs"]

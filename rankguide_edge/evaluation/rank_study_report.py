@@ -24,7 +24,7 @@ SET_WORDS = {
     "spectral": "Rényi-2 spectral entropy of the last-W window at the chosen layers + its depth slope",
     "angles": "mean cos² of the top-k principal angles to the previous step's window at the chosen layers + "
               "their mean over all layers",
-    "tensor": "effective ranks of the layer, token and hidden unfoldings of the W × 24 × 896 tensor",
+    "tensor": "effective ranks of the layer, token and hidden unfoldings of the W × layers × hidden tensor",
     "probe": "PCs of the step's mean row at the probe depths",
     "all_new": "all of the above together",
 }
@@ -38,6 +38,8 @@ class StudyRun:
     replay: dict[str, Any] = field(default_factory=dict)
     command: str = ""
     notes: str = ""
+    n_layer: int = 24
+    n_embd: int = 896
 
 
 def run_study(tables: Sequence[StudyTable], cfg: StudyConfig) -> list[FileStudy]:
@@ -111,9 +113,9 @@ def _comparison_table(s: FileStudy) -> list[str]:
     return out
 
 
-def definitions_lines(cfg: StudyConfig) -> list[str]:
+def definitions_lines(cfg: StudyConfig, n_layer: int = 24, n_embd: int = 896) -> list[str]:
     d = cfg.defs
-    w, k = d.window, d.angle_k
+    w, k, nl = d.window, d.angle_k, n_layer
     return [
         f"Every window is the step's **last W = {w} token rows** (steps shorter than W give no value: they are "
         "left out of the single-signal rows and mean-imputed in the models); rows are centred over the "
@@ -124,17 +126,17 @@ def definitions_lines(cfg: StudyConfig) -> list[str]:
         f"| `spec.h2.L{{l}}` (every layer: a depth profile) | Rényi-2 spectral entropy `−log Σ p_i²` of layer "
         f"l's window (0 … log {w - 1}) |",
         "| `spec.h1.L{l}`, `spec.h1.mean` | Shannon spectral entropy `−Σ p_i log p_i`; mean over layers |",
-        "| `spec.h2.mean`, `.slope`, `.argmin` | mean over the 24 layers; least-squares slope against depth "
-        "scaled to [0, 1]; the layer of the lowest entropy / 23 |",
+        f"| `spec.h2.mean`, `.slope`, `.argmin` | mean over the {nl} layers; least-squares slope against depth "
+        f"scaled to [0, 1]; the layer of the lowest entropy / {nl - 1} |",
         f"| `angle.cos2.L{{l}}`, `.mean` | `(1/k) Σ_{{i≤k}} cos² θ_i`, θ the principal angles between the top-k "
         f"(k = {k}) hidden-space singular subspaces of this step's window and the previous step's (for the "
         "first SRM step: the plan's last W rows); mean over layers |",
         "| `tensor.erank.{layer,token,hidden}` | `exp(−Σ p log p)` of each unfolding's spectrum of the "
-        f"{w} × 24 × 896 tensor (every layer slice centred and scaled to unit Frobenius norm): layer mode 1 … 24, "
-        f"token mode 1 … {w - 1}, hidden mode 1 … {24 * (w - 1)} |",
+        f"{w} × {nl} × {n_embd} tensor (every layer slice centred and scaled to unit Frobenius norm): layer mode "
+        f"1 … {nl}, token mode 1 … {w - 1}, hidden mode 1 … {min(n_embd, nl * (w - 1))} |",
         f"| probe | per depth L{', L'.join(map(str, cfg.probe_layers))}: the step's mean row over all its tokens, "
         f"{cfg.probe_dims} principal components fitted on the training folds; L2 logistic (C = 1/{cfg.l2:g}) "
-        "on the 16 components |",
+        f"on the {cfg.probe_dims * len(cfg.probe_layers)} components |",
         "",
         f"Models in the key test use the layers {', '.join(map(str, d.spec_layers))} for `spec.h2` and "
         f"{', '.join(map(str, d.angle_layers))} for `angle.cos2` (sets in the comparison table). Residualised: "
@@ -170,7 +172,7 @@ def report_markdown(run: StudyRun) -> str:
     ]
     if run.notes:
         lines += [run.notes.rstrip(), ""]
-    lines += ["## Definitions", "", *definitions_lines(cfg), ""]
+    lines += ["## Definitions", "", *definitions_lines(cfg, run.n_layer, run.n_embd), ""]
     if run.replay:
         lines += ["## Replay", ""]
         for name, r in run.replay.items():
