@@ -382,3 +382,24 @@ def test_replay_reproduces_the_label_runs_own_pooled_rows(smol, tmp_path: Path) 
         # batched prefill rounds differently from one-token decoding (~1.5 % here); another step is ~45 % away
         assert err[j] < 0.05, (j, err)
         assert all(err[j] < 0.2 * e for i, e in err.items() if i != j), (j, err)
+
+
+def test_report_states_the_rule_and_writes_markdown_json_and_figure(tmp_path: Path) -> None:
+    from rankguide_edge.evaluation.rank_study_report import StudyRun, run_study, verdict, write_report
+
+    cfg = StudyConfig(repeats=1, n_boot=100, probe_layers=(0,),
+                      defs=Definitions(spec_layers=(0,), angle_layers=(0,)))
+    train, test = (_table(100, np.random.default_rng(s), informative=0.0) for s in (4, 5))
+    studies = run_study([train, test], cfg)
+    assert [s.mode for s in studies] == ["cv", "cv", "transfer"]
+    assert verdict(studies) == {"spectral": False, "angles": False, "tensor": False, "probe": False,
+                                "all_new": False}
+    files = write_report(tmp_path, StudyRun(studies, cfg, ["a.jsonl", "b.jsonl"], notes="A note.", n_layer=1,
+                                            n_embd=8))
+    assert sorted(Path(f).name for f in files) == ["depth_profile.png", "report.md", "results.json"]
+    text = (tmp_path / "report.md").read_text()
+    assert "No rank definition earns the hot path" in text and "A note." in text
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["verdict"]["spectral"] is False and len(data["studies"]) == 3
+    first = data["studies"][0]["comparisons"][0]
+    assert first["rank_set"] == "spectral" and first["difference_ci"] is not None

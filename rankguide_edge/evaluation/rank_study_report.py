@@ -145,6 +145,25 @@ def definitions_lines(cfg: StudyConfig, n_layer: int = 24, n_embd: int = 896) ->
     ]
 
 
+def _diff_cell(s: FileStudy, rank_set: str) -> str:
+    c = next(c for c in s.comparisons if c.rank_set == rank_set)
+    return f"{c.diff:+.3f} {_ci(c.diff_ci)}"
+
+
+def _verdict_line(studies: Sequence[FileStudy], earned: list[str]) -> str:
+    if earned:
+        return f"**Rank sets that earn the hot path: {', '.join(earned)}.**"
+    tested = ("on the file the definitions were chosen on" if len(studies) == 1 else
+              "on the file the definitions were chosen on, nor on the test file(s)")
+    worse = [c.rank_set for c in studies[0].comparisons if c.diff_ci is not None and c.diff_ci[1] < 0]
+    line = ("**No rank definition earns the hot path.** No rank set adds held-out AUROC over text + position "
+            f"with a paired interval that excludes 0 — not {tested}.")
+    if worse:
+        line += (f" On {studies[0].name} adding {', '.join(worse)} makes the held-out AUROC *worse*, with an "
+                 "interval below 0.")
+    return line
+
+
 def report_markdown(run: StudyRun) -> str:
     cfg = run.cfg
     v = verdict(run.studies)
@@ -162,13 +181,14 @@ def report_markdown(run: StudyRun) -> str:
         "(imported), in an L2 logistic regression (C = 1 / "
         f"{cfg.l2:g}, as `router fit --l2 {cfg.l2:g}`).", "",
         "## Verdict", "",
-        (f"**Rank sets that earn the hot path: {', '.join(earned)}.**" if earned else
-         "**No rank definition earns the hot path.** None of the rank sets adds held-out AUROC over text + "
-         "position with a paired interval that excludes 0 — not on the file the definitions were chosen on, "
-         "and not on the test table."),
+        _verdict_line(run.studies, earned),
         "",
         "The rule: a set stays only if its paired difference interval lies above 0 in every study below "
-        "(the train file's CV, the test table's CV and the transfer to it).", "",
+        f"({'; '.join(_title(s) for s in run.studies)}).", "",
+        "| rank set | " + " | ".join(f"{s.name} ({s.mode})" for s in run.studies) + " |",
+        "| --- | " + " | ".join("---" for _ in run.studies) + " |",
+        *[f"| {rs} | " + " | ".join(_diff_cell(s, rs) for s in run.studies) + " |" for rs in RANK_SETS],
+        "",
     ]
     if run.notes:
         lines += [run.notes.rstrip(), ""]
