@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("generate_cmd", "generate"), "trace": ("trace_cmd", "trace"), "label": ("label_cmd", "label"),
     "router": ("router_cmd", "router"), "analyze": ("analyze_cmd", "analyze"), "bench": ("bench_cmd", "bench"),
     "calibrate": ("calibrate_cmd", "calibrate"), "steer": ("steer_cmd", "steer"), "serve": ("serve_cmd", "serve"),
-    "doctor": ("doctor_cmd", "doctor"),
+    "doctor": ("doctor_cmd", "doctor"), "rank-study": ("rank_study_cmd", "rank_study"),
 }
 
 

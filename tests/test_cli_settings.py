@@ -36,6 +36,7 @@ NOT_SETTINGS: dict[str, set[str]] = {
     "analyze": {"--out", "--json"},
     "router fit": {"--out", "--report", "--json"},
     "router eval": {"--baselines", "--out", "--json"},
+    "rank-study": {"--out", "--notes", "--json"},
     "bench capture": {"--model", "--json"},
     "bench signals": {"--json"},
     "bench run": {"--out"},
@@ -62,6 +63,7 @@ HOMONYMS = {
     "methods": "the methods a bench run compares vs those a report shows",
     "plots": "each command's own figures",
     "profile": "calibrate prices latency by a profile only when given one, a report always (measured)",
+    "window": "the signals' sliding rank window (32) vs the rank study's fixed last-W window of its new definitions",
 }
 
 
