@@ -10,8 +10,9 @@ names below are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -20,15 +21,17 @@ LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "Solver": "rankguide_edge.collab.solver",
-    "Answer": "rankguide_edge.collab.solver",
-    "ReasonerConfig": "rankguide_edge.collab.reasoner",
-    "SolveResult": "rankguide_edge.collab.reasoner",
-    "RuntimeConfig": "rankguide_edge.config",
-    "SignalConfig": "rankguide_edge.signals.step",
-    "load_model": "rankguide_edge.engine",
-    "RankGuideError": "rankguide_edge.errors",
+    "Answer": ".collab.solver",
+    "RankGuideError": ".errors",
+    "ReasonerConfig": ".collab.reasoner",
+    "RuntimeConfig": ".config",
+    "SignalConfig": ".signals.step",
+    "SolveResult": ".collab.reasoner",
+    "Solver": ".collab.solver",
+    "load_model": ".engine",
 }
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .collab.reasoner import ReasonerConfig, SolveResult
@@ -37,14 +40,6 @@ if TYPE_CHECKING:
     from .engine import load_model
     from .errors import RankGuideError
     from .signals.step import SignalConfig
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rankguide_edge' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
 
 __all__ = ["__version__", "LLAMA_CPP_PYTHON_VERSION", "Answer", "RankGuideError", "ReasonerConfig", "RuntimeConfig",
            "SignalConfig", "SolveResult", "Solver", "load_model"]

@@ -12,7 +12,7 @@ import rankguide_edge
 PACKAGE = Path(rankguide_edge.__file__).parent
 #: bottom to top, as in docs/DESIGN.md "Layers"; a module's layer is its first matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("config", "errors", "files", "jsonl", "records", "stats", "figures")),
+    ("base", ("config", "errors", "files", "jsonl", "records", "stats", "figures", "_exports")),
     ("engine", ("engine",)),
     ("signals", ("signals",)),
     ("steering", ("steering",)),

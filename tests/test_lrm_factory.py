@@ -80,3 +80,30 @@ def test_a_solver_owns_what_it_opens_and_borrows_what_it_is_given(tiny_gguf: Pat
             pure = ReasonerConfig(policy="srm", max_tokens=16)
             assert Solver(srm, given, config=pure, runtime=RT, progress=False).lrm is None
             assert Solver(srm, str(tiny_gguf), config=pure, runtime=RT, progress=False).lrm is None
+
+
+def test_the_threshold_path_builds_the_router_once(tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings -> Solver -> router -> reasoner: the Solver validates the settings and reads the router file
+    once, and the LRM factory and the Reasoner use that router instead of building their own."""
+    from rankguide_edge.collab import routing
+
+    built: list[float] = []
+    read: list[str] = []
+    real_init, real_load = routing.StepRouter.__init__, routing.load_router
+
+    def counting_init(self, cfg, router=None, **kw) -> None:  # noqa: ANN001
+        built.append(cfg.threshold)
+        real_init(self, cfg, router, **kw)
+
+    def counting_load(path=None):  # noqa: ANN001, ANN202
+        read.append(str(path))
+        return real_load(path)
+
+    monkeypatch.setattr(routing.StepRouter, "__init__", counting_init)
+    monkeypatch.setattr(routing, "load_router", counting_load)
+    cfg = ReasonerConfig(policy="rankguide", threshold=0.3, lrm_first=1, max_tokens=16)
+    with Solver(str(tiny_gguf), str(tiny_gguf), config=cfg, runtime=RT, progress=False) as solver:
+        assert solver.threshold == 0.3 and solver.lrm is not None
+        assert built == [0.3] and len(read) == 1
+        solver.reconfigure(threshold=0.5)  # a change builds the router in force again, once
+        assert built == [0.3, 0.5] and solver.threshold == 0.5

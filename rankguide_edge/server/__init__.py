@@ -12,7 +12,8 @@ package does no work and needs neither; the names below are imported on first us
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+from .._exports import lazy_exports
 
 _LAZY = {
     "create_app": ".app",
@@ -36,13 +37,12 @@ def require_server_deps() -> None:
             raise DependencyError(f"the server needs {name}: pip install 'rankguide-edge[server]'") from None
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _check(module: str) -> None:
     if module in _NEEDS_DEPS:
         require_server_deps()
-    return getattr(importlib.import_module(module, __name__), name)
+
+
+__getattr__ = lazy_exports(__name__, _LAZY, before=_check)
 
 
 __all__ = ["BackgroundServer", "Metrics", "ServerConfig", "SharedModelSolvers", "create_app",

@@ -5,22 +5,50 @@ Pure numpy; no llama_cpp import. The entry point is :class:`StepSignalComputer` 
 
 from __future__ import annotations
 
-from .failure import FailureConfig, FailureInputs, FailureScorer
-from .rank import RankValues, TuckerRanks, tucker_ranks, window_ranks
-from .segment import StepSegmenter, split_steps
-from .step import SignalConfig, StepSignalComputer, signal_names
-from .text import TokenStats
+from typing import TYPE_CHECKING
+
+from .._exports import lazy_exports
+
+_EXPORTS = {
+    "FailureConfig": ".failure",
+    "FailureInputs": ".failure",
+    "FailureScorer": ".failure",
+    "RankValues": ".rank",
+    "SignalConfig": ".step",
+    "StepSegmenter": ".segment",
+    "StepSignalComputer": ".step",
+    "TokenStats": ".text",
+    "TuckerRanks": ".rank",
+    "benchmark_signals": ".bench",
+    "signal_names": ".step",
+    "split_steps": ".segment",
+    "tucker_ranks": ".rank",
+    "window_ranks": ".rank",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "FailureConfig", "FailureInputs", "FailureScorer", "RankValues", "TuckerRanks", "tucker_ranks",
-    "window_ranks", "StepSegmenter", "split_steps", "SignalConfig", "StepSignalComputer", "signal_names",
-    "TokenStats", "benchmark_signals",
+    "FailureConfig",
+    "FailureInputs",
+    "FailureScorer",
+    "RankValues",
+    "SignalConfig",
+    "StepSegmenter",
+    "StepSignalComputer",
+    "TokenStats",
+    "TuckerRanks",
+    "benchmark_signals",
+    "signal_names",
+    "split_steps",
+    "tucker_ranks",
+    "window_ranks",
 ]
 
-
-def __getattr__(name: str):
-    if name == "benchmark_signals":
-        from .bench import benchmark_signals
-
-        return benchmark_signals
-    raise AttributeError(name)
+if TYPE_CHECKING:
+    from .bench import benchmark_signals
+    from .failure import FailureConfig, FailureInputs, FailureScorer
+    from .rank import RankValues, TuckerRanks, tucker_ranks, window_ranks
+    from .segment import StepSegmenter, split_steps
+    from .step import SignalConfig, StepSignalComputer, signal_names
+    from .text import TokenStats

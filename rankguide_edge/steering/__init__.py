@@ -6,23 +6,59 @@ layer N); see docs/STEERING.md. Importing this package loads nothing: names reso
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+from .._exports import lazy_exports
 
 _EXPORTS = {
-    "ControlVector": "cvec_io", "load_control_vector": "cvec_io", "save_control_vector": "cvec_io",
-    "check_against": "cvec_io", "direction_for_layer": "cvec_io", "layer_for_direction": "cvec_io",
-    "describe": "cvec_io",
-    "ExtractConfig": "extract", "ExtractReport": "extract", "ExtractResult": "extract",
-    "extract_steering_vector": "extract", "read_traces": "extract", "steering_layers": "extract",
+    "ControlVector": ".cvec_io",
+    "ExtractConfig": ".extract",
+    "ExtractReport": ".extract",
+    "ExtractResult": ".extract",
+    "check_against": ".cvec_io",
+    "describe": ".cvec_io",
+    "direction_for_layer": ".cvec_io",
+    "extract_steering_vector": ".extract",
+    "layer_for_direction": ".cvec_io",
+    "load_control_vector": ".cvec_io",
+    "read_traces": ".extract",
+    "save_control_vector": ".cvec_io",
+    "steering_layers": ".extract",
 }
 
-__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
+__all__ = [
+    "ControlVector",
+    "ExtractConfig",
+    "ExtractReport",
+    "ExtractResult",
+    "check_against",
+    "describe",
+    "direction_for_layer",
+    "extract_steering_vector",
+    "layer_for_direction",
+    "load_control_vector",
+    "read_traces",
+    "save_control_vector",
+    "steering_layers",
+]
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+if TYPE_CHECKING:
+    from .cvec_io import (
+        ControlVector,
+        check_against,
+        describe,
+        direction_for_layer,
+        layer_for_direction,
+        load_control_vector,
+        save_control_vector,
+    )
+    from .extract import (
+        ExtractConfig,
+        ExtractReport,
+        ExtractResult,
+        extract_steering_vector,
+        read_traces,
+        steering_layers,
+    )
