@@ -87,8 +87,8 @@ def _score(labels: tuple[str, ...], out: str, cache: str, ident: str, defs: Defi
     from contextlib import ExitStack
     from pathlib import Path
 
-    from rankguide_edge.fitting.rank_study_eval import StudyConfig, resolve_layers
     from rankguide_edge.fitting.rank_study_report import StudyRun, load_tables, run_study, verdict, write_report
+    from rankguide_edge.fitting.rank_study_table import StudyConfig, resolve_layers
 
     cfg = StudyConfig(defs=defs, n_folds=folds, repeats=repeats, n_boot=boot, seed=seed)
     with ExitStack() as stack:

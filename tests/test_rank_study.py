@@ -29,10 +29,7 @@ from rankguide_edge.fitting.rank_study import (
     tensor_eranks,
 )
 from rankguide_edge.fitting.rank_study_eval import (
-    StudyConfig,
-    StudyTable,
     auroc,
-    build_table,
     compare,
     fold_aurocs,
     fold_sets,
@@ -43,6 +40,7 @@ from rankguide_edge.fitting.rank_study_eval import (
     spearman,
     weighted_aurocs,
 )
+from rankguide_edge.fitting.rank_study_table import StudyConfig, StudyTable, build_table
 
 RNG = np.random.default_rng(7)
 

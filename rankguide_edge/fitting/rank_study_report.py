@@ -18,7 +18,8 @@ from typing import Any
 
 from ..config import RuntimeConfig, bounded, same_as, validate
 from ..errors import DependencyError
-from .rank_study_eval import RANK_SETS, FileStudy, Scored, StudyConfig, StudyTable, build_table, study_file
+from .rank_study_eval import FileStudy, Scored, study_file
+from .rank_study_table import RANK_SETS, StudyConfig, StudyTable, build_table
 from .router_fit import FitConfig
 
 
