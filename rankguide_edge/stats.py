@@ -76,17 +76,21 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float(weighted_auroc(x, y, np.ones((1, x.size)))[0])
 
 
-def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC under each row of ``weights`` (float ``(B, n)``, item multiplicities): float ``(B,)``.
+def auroc_parts(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The AUROC's numerator and denominator under each row of ``weights`` (float ``(B, n)``, item
+    multiplicities): the weight of concordant (positive, negative) pairs, ties counted one half, and the weight
+    of all such pairs, float ``(B,)`` each. Parts of several groups add up to the AUROC over the pairs within
+    each group (a held-out AUROC over the pairs of each test fold, say).
 
     ``scores`` (float ``(n,)``) must be finite. Items are sorted once; per resample the weighted count of
     negatives strictly below each distinct value (plus half of those tied with it) is summed over the
-    positives. Rows with no positive or no negative weight give NaN (callers drop them). With all weights
-    1 this equals :func:`auroc`.
+    positives.
     """
     x = np.asarray(scores, dtype=np.float64)
     y = np.asarray(positive, dtype=bool)
-    w = np.asarray(weights, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if x.size == 0:
+        return np.zeros(w.shape[0]), np.zeros(w.shape[0])
     order = np.argsort(x, kind="stable")
     xs = x[order]
     starts = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1])))
@@ -98,12 +102,22 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
         pos_w = np.add.reduceat(pos_w, starts, axis=1)                # (B, G)
         neg_w = np.add.reduceat(neg_w, starts, axis=1)
     below = np.cumsum(neg_w, axis=1) - neg_w
-    num = (pos_w * (below + 0.5 * neg_w)).sum(axis=1)
-    den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
-    out = np.full(w.shape[0], np.nan)
-    ok = den > 0
-    out[ok] = num[ok] / den[ok]
+    return (pos_w * (below + 0.5 * neg_w)).sum(axis=1), pos_w.sum(axis=1) * neg_w.sum(axis=1)
+
+
+def auroc_from_parts(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` of :func:`auroc_parts`, NaN where there is no pair."""
+    out = np.full(np.shape(den), np.nan)
+    ok = np.asarray(den) > 0
+    out[ok] = np.asarray(num)[ok] / np.asarray(den)[ok]
     return out
+
+
+def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC under each row of ``weights`` (float ``(B, n)``, item multiplicities): float ``(B,)``; rows with
+    no positive or no negative weight give NaN (callers drop them). With all weights 1 this equals
+    :func:`auroc`. ``scores`` must be finite."""
+    return auroc_from_parts(*auroc_parts(scores, positive, weights))
 
 
 def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

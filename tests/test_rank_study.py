@@ -38,9 +38,9 @@ from rankguide_edge.fitting.rank_study_eval import (
     problem_bootstrap,
     residualise,
     spearman,
-    weighted_aurocs,
 )
 from rankguide_edge.fitting.rank_study_table import StudyConfig, StudyTable, build_table
+from rankguide_edge.stats import weighted_auroc
 
 RNG = np.random.default_rng(7)
 
@@ -167,7 +167,7 @@ def test_weighted_auroc_matches_the_pair_count_with_ties() -> None:
     s = np.round(RNG.standard_normal(40), 1)
     y = RNG.random(40) < 0.3
     w = RNG.integers(0, 3, size=(3, 40)).astype(float)
-    got = weighted_aurocs(s, y, w)
+    got = weighted_auroc(s, y, w)
     assert got == pytest.approx([_brute_auroc(s, y, row) for row in w])
     assert auroc(s, y) == pytest.approx(_brute_auroc(s, y, np.ones(40)))
 

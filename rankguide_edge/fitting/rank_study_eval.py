@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import stats as st
 from ..errors import DependencyError, InvalidInputError
-from .rank_study_table import OLD_SIGNALS, RANK_SETS, StudyConfig, StudyTable, build_table, resolve_layers
+from .rank_study_table import OLD_SIGNALS, RANK_SETS, StudyConfig, StudyTable, resolve_layers
 
 
 def _sklearn(module: str) -> Any:
@@ -41,34 +42,6 @@ def _sklearn(module: str) -> Any:
         return importlib.import_module(f"sklearn.{module}")
     except ImportError:
         raise DependencyError("the rank study needs scikit-learn: pip install scikit-learn") from None
-
-
-def _auc_parts(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(concordant pair weight, pair weight)`` per row of ``weights`` (``(B, n)``): the AUROC's numerator
-    (ties count one half) and denominator under each weighting."""
-    s = np.asarray(scores, np.float64)
-    y = np.asarray(positive, bool)
-    w = np.atleast_2d(np.asarray(weights, np.float64))
-    if len(s) == 0:
-        return np.zeros(len(w)), np.zeros(len(w))
-    order = np.argsort(s, kind="mergesort")
-    s, y, w = s[order], y[order], w[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    neg = np.add.reduceat(w * ~y, starts, axis=1)
-    pos = np.add.reduceat(w * y, starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    return (pos * (below + 0.5 * neg)).sum(axis=1), pos.sum(axis=1) * neg.sum(axis=1)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def weighted_aurocs(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC (ties count one half) of ``scores`` for ``positive`` under each row of ``weights`` (``(B, n)``,
-    e.g. bootstrap counts): ``(B,)``, NaN where a weighting leaves no positive or no negative."""
-    return _ratio(*_auc_parts(scores, positive, weights))
 
 
 def fold_aurocs(scores: np.ndarray, folds: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -82,14 +55,16 @@ def fold_aurocs(scores: np.ndarray, folds: np.ndarray, positive: np.ndarray, wei
         num, den = np.zeros(len(w)), np.zeros(len(w))
         for f in np.unique(fs):
             m = (fs == f) & np.isfinite(s)
-            a, b = _auc_parts(s[m], positive[m], w[:, m])
+            a, b = st.auroc_parts(s[m], positive[m], w[:, m])
             num, den = num + a, den + b
-        out += _ratio(num, den)
+        out += st.auroc_from_parts(num, den)
     return out / len(np.atleast_2d(scores))
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    return float(weighted_aurocs(scores, positive, np.ones((1, len(scores))))[0])
+    """:func:`rankguide_edge.stats.auroc` as a float (NaN where a class is empty)."""
+    v = st.auroc(scores, positive)
+    return math.nan if v is None else v
 
 
 def problem_bootstrap(problem: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
@@ -101,34 +76,18 @@ def problem_bootstrap(problem: np.ndarray, n_boot: int, seed: int) -> np.ndarray
 
 
 def _ci(samples: np.ndarray) -> tuple[float, float] | None:
-    s = samples[np.isfinite(samples)]
-    if len(s) < 10:
-        return None
-    lo, hi = np.percentile(s, [2.5, 97.5])
-    return float(lo), float(hi)
+    """:func:`rankguide_edge.stats.ci95`, None with fewer than 10 finite resamples."""
+    return st.ci95(samples) if int(np.isfinite(samples).sum()) >= 10 else None
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation over the rows where both are finite (NaN with fewer than 3)."""
+    from scipy import stats as sps
+
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3:
         return math.nan
-
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=np.float64)
-        xs = x[order]
-        starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
-        ends = np.r_[starts[1:], len(x)]
-        for s0, e0 in zip(starts, ends, strict=True):  # ties share their mean rank
-            r[order[s0:e0]] = (s0 + e0 - 1) / 2.0
-        return r
-
-    ra, rb = ranks(a[ok]), ranks(b[ok])
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / den) if den > 0 else math.nan
+    return float(sps.spearmanr(a[ok], b[ok]).statistic)
 
 
 def fold_sets(table: StudyTable, cfg: StudyConfig) -> list[np.ndarray]:
@@ -222,13 +181,7 @@ def heldout_single(v: np.ndarray, table: StudyTable, folds: list[np.ndarray], re
 
 def _impute_scale(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """``x`` with NaN set to ``ref``'s column means, then standardised by ``ref``'s statistics."""
-    with np.errstate(invalid="ignore"):
-        mu = np.nanmean(np.where(np.isfinite(ref), ref, np.nan), axis=0) if len(ref) else np.zeros(ref.shape[1])
-    mu = np.where(np.isfinite(mu), mu, 0.0)
-    xi = np.where(np.isfinite(x), x, mu)
-    ri = np.where(np.isfinite(ref), ref, mu)
-    sd = ri.std(axis=0)
-    return (xi - mu) / np.where(sd > 0, sd, 1.0)
+    return st.standardize(ref, x).apply
 
 
 def _probe_features(pooled: np.ndarray, fit_rows: np.ndarray, dims: int) -> np.ndarray:
@@ -248,10 +201,8 @@ def _probe_features(pooled: np.ndarray, fit_rows: np.ndarray, dims: int) -> np.n
 
 
 def _logistic(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
-    """Weights of an L2 logistic regression (``sum log-loss + l2/2 |w|²``, intercept unpenalised)."""
-    m = _sklearn("linear_model").LogisticRegression(C=1.0 / l2, max_iter=2000)
-    m.fit(x, y)
-    return np.asarray(m.coef_[0], np.float64)
+    """Weights of :func:`rankguide_edge.stats.fit_logistic` (intercept unpenalised, dropped: scores rank)."""
+    return st.fit_logistic(x, y, l2)[0]
 
 
 def model_matrix(table: StudyTable, names: Sequence[str], text_pos: bool) -> np.ndarray:
@@ -510,7 +461,5 @@ def study_file(table: StudyTable, cfg: StudyConfig, train: StudyTable | None = N
                      first_list, comps, _profile(table, singles))
 
 
-__all__ = ["NUISANCES", "RANK_SETS", "Comparison", "FileStudy", "StudyConfig", "StudyTable", "auroc", "build_table",
-           "compare", "fold_aurocs", "fold_sets", "heldout_model", "heldout_single", "problem_bootstrap",
-           "residualise", "resolve_layers", "spearman", "study_file", "subset", "transfer_model", "transfer_single",
-           "weighted_aurocs"]
+__all__ = ["NUISANCES", "Comparison", "FileStudy", "auroc", "compare", "fold_aurocs", "fold_sets", "heldout_model",
+           "heldout_single", "problem_bootstrap", "residualise", "spearman", "study_file"]
